@@ -1,0 +1,568 @@
+//! On-disk layout: segment headers, record frames, lane watermarks and file names.
+//!
+//! Every integer is little-endian and fixed-width. Offsets are chained constants so the
+//! layout can be read top to bottom; `docs/FORMAT.md` describes the same bytes in prose.
+//! Nothing read from disk is used for indexing before its length is bounded and its
+//! crc32c has passed.
+
+use crate::types::{LaneId, SegmentId, Seq};
+
+/// Every record starts on an 8-byte boundary.
+pub const ALIGN: u64 = 8;
+
+// ---------------------------------------------------------------------------------------
+// Segment header (64 bytes, at offset 0 of every segment file)
+//
+//   0..8    magic "EQWALSG1"
+//   8..12   format version (u32) = 1
+//  12..14   lane (u16)
+//  14..16   reserved, zero
+//  16..24   segment id (u64)
+//  24..32   first sequence number stored in this segment (u64)
+//  32..40   creation time, unix nanoseconds (u64)
+//  40..48   preallocated segment size in bytes (u64)
+//  48..60   reserved, zero
+//  60..64   crc32c of bytes 0..60
+// ---------------------------------------------------------------------------------------
+/// Magic bytes opening every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"EQWALSG1";
+/// Version of the segment and record format.
+pub const FORMAT_VERSION: u32 = 1;
+const SH_MAGIC: usize = 0;
+const SH_VERSION: usize = SH_MAGIC + 8;
+const SH_LANE: usize = SH_VERSION + 4;
+const SH_RESERVED0: usize = SH_LANE + 2;
+const SH_SEGMENT: usize = SH_RESERVED0 + 2;
+const SH_FIRST_SEQ: usize = SH_SEGMENT + 8;
+const SH_CREATED: usize = SH_FIRST_SEQ + 8;
+const SH_SIZE: usize = SH_CREATED + 8;
+const SH_RESERVED1: usize = SH_SIZE + 8;
+const SH_CRC: usize = SH_RESERVED1 + 12;
+/// Length of the segment header; the first record starts here.
+pub const SEGMENT_HEADER_LEN: usize = SH_CRC + 4;
+const _: () = assert!(SEGMENT_HEADER_LEN == 64);
+const _: () = assert!((SEGMENT_HEADER_LEN as u64).is_multiple_of(ALIGN));
+
+/// The decoded, checksum-verified header of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Lane that owns the segment.
+    pub lane: LaneId,
+    /// Segment id, unique and increasing within the lane.
+    pub segment: SegmentId,
+    /// Sequence number of the first record written to this segment.
+    pub first_seq: Seq,
+    /// Creation time, unix nanoseconds.
+    pub created_ns: u64,
+    /// Preallocated size of the file.
+    pub size_bytes: u64,
+}
+
+/// Why a segment header was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadSegmentHeader {
+    /// The file is shorter than a header.
+    Short,
+    /// All zero: the segment was created but its header never became durable.
+    Zeroed,
+    /// Magic or version does not match.
+    Foreign,
+    /// crc32c mismatch.
+    Checksum {
+        /// crc stored in the header.
+        expected: u32,
+        /// crc computed over the bytes.
+        actual: u32,
+    },
+}
+
+impl SegmentHeader {
+    /// Encodes the header into its 64 bytes.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        put(&mut b, SH_MAGIC, &SEGMENT_MAGIC);
+        put(&mut b, SH_VERSION, &FORMAT_VERSION.to_le_bytes());
+        put(&mut b, SH_LANE, &self.lane.0.to_le_bytes());
+        put(&mut b, SH_SEGMENT, &self.segment.0.to_le_bytes());
+        put(&mut b, SH_FIRST_SEQ, &self.first_seq.0.to_le_bytes());
+        put(&mut b, SH_CREATED, &self.created_ns.to_le_bytes());
+        put(&mut b, SH_SIZE, &self.size_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..SH_CRC]);
+        put(&mut b, SH_CRC, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and verifies a header from the start of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, BadSegmentHeader> {
+        let b = bytes
+            .get(..SEGMENT_HEADER_LEN)
+            .ok_or(BadSegmentHeader::Short)?;
+        if b.iter().all(|&x| x == 0) {
+            return Err(BadSegmentHeader::Zeroed);
+        }
+        let expected = u32_at(b, SH_CRC);
+        let actual = crc32c::crc32c(&b[..SH_CRC]);
+        if expected != actual {
+            return Err(BadSegmentHeader::Checksum { expected, actual });
+        }
+        if b[SH_MAGIC..SH_MAGIC + 8] != SEGMENT_MAGIC || u32_at(b, SH_VERSION) != FORMAT_VERSION {
+            return Err(BadSegmentHeader::Foreign);
+        }
+        Ok(Self {
+            lane: LaneId(u16_at(b, SH_LANE)),
+            segment: SegmentId(u64_at(b, SH_SEGMENT)),
+            first_seq: Seq(u64_at(b, SH_FIRST_SEQ)),
+            created_ns: u64_at(b, SH_CREATED),
+            size_bytes: u64_at(b, SH_SIZE),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Record frame (40-byte header + payload + zero padding to 8 bytes)
+//
+//   0..4    crc32c of bytes 4..40 followed by the payload
+//   4..8    payload length (u32); 0 only for a seal
+//   8       kind: 1 = data, 2 = seal (end of segment)
+//   9       flags, zero
+//  10..12   lane (u16)
+//  12..16   batch start: offset in the segment where this record's write batch began (u32)
+//  16..24   segment id (u64)
+//  24..32   sequence number within the lane (u64); a seal carries the next unused one
+//  32..40   enqueue time, unix nanoseconds (u64); a seal carries the newest record's time
+// ---------------------------------------------------------------------------------------
+const RH_CRC: usize = 0;
+const RH_LEN: usize = RH_CRC + 4;
+const RH_KIND: usize = RH_LEN + 4;
+const RH_FLAGS: usize = RH_KIND + 1;
+const RH_LANE: usize = RH_FLAGS + 1;
+const RH_BATCH: usize = RH_LANE + 2;
+const RH_SEGMENT: usize = RH_BATCH + 4;
+const RH_SEQ: usize = RH_SEGMENT + 8;
+const RH_TIME: usize = RH_SEQ + 8;
+/// Length of a record header.
+pub const RECORD_HEADER_LEN: usize = RH_TIME + 8;
+const _: () = assert!(RECORD_HEADER_LEN == 40);
+const _: () = assert!((RECORD_HEADER_LEN as u64).is_multiple_of(ALIGN));
+/// Bytes a seal record occupies; every segment keeps room for one.
+pub const SEAL_LEN: u64 = RECORD_HEADER_LEN as u64;
+
+/// What a record frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An application payload.
+    Data = 1,
+    /// End of segment: the lane continues in the next segment.
+    Seal = 2,
+}
+
+/// A record header as written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Data or seal.
+    pub kind: RecordKind,
+    /// Lane the record belongs to.
+    pub lane: LaneId,
+    /// Offset where the write batch containing this record began.
+    pub batch_start: u32,
+    /// Segment the record lives in.
+    pub segment: SegmentId,
+    /// Sequence number within the lane.
+    pub seq: Seq,
+    /// Enqueue time, unix nanoseconds.
+    pub time_ns: u64,
+}
+
+/// Total bytes a record with a payload of `len` bytes occupies, padding included.
+pub const fn frame_len(len: u32) -> u64 {
+    let raw = RECORD_HEADER_LEN as u64 + len as u64;
+    raw.div_ceil(ALIGN) * ALIGN
+}
+
+/// Appends the frame for `header` + `payload` to `out` (header, payload, zero padding).
+pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
+    debug_assert_eq!(header.len as usize, payload.len());
+    debug_assert!(header.kind == RecordKind::Seal || !payload.is_empty());
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    put(&mut h, RH_LEN, &header.len.to_le_bytes());
+    h[RH_KIND] = header.kind as u8;
+    put(&mut h, RH_LANE, &header.lane.0.to_le_bytes());
+    put(&mut h, RH_BATCH, &header.batch_start.to_le_bytes());
+    put(&mut h, RH_SEGMENT, &header.segment.0.to_le_bytes());
+    put(&mut h, RH_SEQ, &header.seq.0.to_le_bytes());
+    put(&mut h, RH_TIME, &header.time_ns.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RH_LEN..]), payload);
+    put(&mut h, RH_CRC, &crc.to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    let padded = start + frame_len(header.len) as usize;
+    out.resize(padded, 0);
+}
+
+/// What lies at an offset of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A valid record; its payload is `payload_start..payload_start + header.len`.
+    Record {
+        /// The verified header.
+        header: RecordHeader,
+        /// Where the payload starts.
+        payload_start: usize,
+        /// Where the next frame starts.
+        next: u64,
+    },
+    /// An all-zero header: nothing was ever written here.
+    Empty,
+    /// Bytes that are not a valid record.
+    Bad(BadRecord),
+}
+
+/// Why the bytes at an offset are not a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecord {
+    /// The frame would extend past the end of the segment.
+    Truncated,
+    /// Length zero for data, non-zero for a seal, or over the configured maximum.
+    BadLength {
+        /// The length field as read.
+        len: u32,
+    },
+    /// Unknown kind byte or non-zero flags.
+    BadKind,
+    /// The checksum does not match.
+    Checksum {
+        /// crc stored in the header.
+        expected: u32,
+        /// crc computed over header and payload.
+        actual: u32,
+    },
+    /// A valid frame, but stamped with another lane or segment: a stale or misdirected block.
+    Misplaced,
+}
+
+/// Decodes the frame at `offset` of a segment's bytes, verifying everything before use.
+///
+/// `lane` and `segment` are the identity the frame must carry; `len_max` bounds payloads.
+pub fn decode_frame(
+    seg: &[u8],
+    offset: u64,
+    lane: LaneId,
+    segment: SegmentId,
+    len_max: u32,
+) -> Frame {
+    let Ok(start) = usize::try_from(offset) else {
+        return Frame::Bad(BadRecord::Truncated);
+    };
+    let Some(h) = start
+        .checked_add(RECORD_HEADER_LEN)
+        .and_then(|end| seg.get(start..end))
+    else {
+        return Frame::Bad(BadRecord::Truncated);
+    };
+    if h.iter().all(|&b| b == 0) {
+        return Frame::Empty;
+    }
+    let len = u32_at(h, RH_LEN);
+    let kind = match (h[RH_KIND], h[RH_FLAGS]) {
+        (1, 0) => RecordKind::Data,
+        (2, 0) => RecordKind::Seal,
+        _ => return Frame::Bad(BadRecord::BadKind),
+    };
+    let len_ok = match kind {
+        RecordKind::Data => len != 0 && len <= len_max,
+        RecordKind::Seal => len == 0,
+    };
+    if !len_ok {
+        return Frame::Bad(BadRecord::BadLength { len });
+    }
+    let payload_start = start + RECORD_HEADER_LEN;
+    let Some(payload) = payload_start
+        .checked_add(len as usize)
+        .and_then(|end| seg.get(payload_start..end))
+    else {
+        return Frame::Bad(BadRecord::Truncated);
+    };
+    let expected = u32_at(h, RH_CRC);
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&h[RH_LEN..]), payload);
+    if expected != actual {
+        return Frame::Bad(BadRecord::Checksum { expected, actual });
+    }
+    let header = RecordHeader {
+        len,
+        kind,
+        lane: LaneId(u16_at(h, RH_LANE)),
+        batch_start: u32_at(h, RH_BATCH),
+        segment: SegmentId(u64_at(h, RH_SEGMENT)),
+        seq: Seq(u64_at(h, RH_SEQ)),
+        time_ns: u64_at(h, RH_TIME),
+    };
+    if header.lane != lane || header.segment != segment {
+        return Frame::Bad(BadRecord::Misplaced);
+    }
+    Frame::Record {
+        header,
+        payload_start,
+        next: offset + frame_len(len),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lane watermark file `lane-NNN.commit` (32 bytes). A hint published after every sync so
+// readers in other processes never read past the durable end. It is never fsynced: after
+// a power loss it may be stale (never ahead of durable data) or unreadable, and the lane
+// is then recovered by scanning.
+//
+//   0..4    magic "EQCM"
+//   4..8    crc32c of bytes 8..32
+//   8..16   segment id (u64)
+//  16..24   offset of the durable end within that segment (u64)
+//  24..32   next sequence number (u64)
+// ---------------------------------------------------------------------------------------
+const WM_MAGIC: [u8; 4] = *b"EQCM";
+const WM_CRC: usize = 4;
+const WM_SEGMENT: usize = WM_CRC + 4;
+const WM_OFFSET: usize = WM_SEGMENT + 8;
+const WM_NEXT_SEQ: usize = WM_OFFSET + 8;
+/// Length of a lane watermark file.
+pub const WATERMARK_LEN: usize = WM_NEXT_SEQ + 8;
+const _: () = assert!(WATERMARK_LEN == 32);
+
+/// The durable end of a lane: everything before `offset` in `segment`, and every earlier
+/// segment of the lane, is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Watermark {
+    /// Segment holding the durable end.
+    pub segment: SegmentId,
+    /// Offset of the durable end in that segment (a frame boundary).
+    pub offset: u64,
+    /// Sequence number the next record will carry.
+    pub next_seq: Seq,
+}
+
+impl Watermark {
+    /// Encodes the watermark file.
+    pub fn encode(&self) -> [u8; WATERMARK_LEN] {
+        let mut b = [0u8; WATERMARK_LEN];
+        put(&mut b, 0, &WM_MAGIC);
+        put(&mut b, WM_SEGMENT, &self.segment.0.to_le_bytes());
+        put(&mut b, WM_OFFSET, &self.offset.to_le_bytes());
+        put(&mut b, WM_NEXT_SEQ, &self.next_seq.0.to_le_bytes());
+        let crc = crc32c::crc32c(&b[WM_SEGMENT..]);
+        put(&mut b, WM_CRC, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a watermark file; `None` when it is absent, torn or not ours.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b = b.get(..WATERMARK_LEN)?;
+        if b[..4] != WM_MAGIC || u32_at(b, WM_CRC) != crc32c::crc32c(&b[WM_SEGMENT..]) {
+            return None;
+        }
+        Some(Self {
+            segment: SegmentId(u64_at(b, WM_SEGMENT)),
+            offset: u64_at(b, WM_OFFSET),
+            next_seq: Seq(u64_at(b, WM_NEXT_SEQ)),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// File names: built and parsed here and nowhere else.
+// ---------------------------------------------------------------------------------------
+/// Every file name the wal creates in a queue directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileName {
+    /// `lane-NNN-SSSSSSSSSSSSSSSSSSSS.seg`: a segment of a lane.
+    Segment(LaneId, SegmentId),
+    /// `lane-NNN.lock`: flock held by the writer that owns the lane.
+    LaneLock(LaneId),
+    /// `lane-NNN.commit`: the lane's durable-end watermark.
+    Watermark(LaneId),
+    /// `cursor-NAME.ckpt`: a named cursor's checkpoint.
+    Checkpoint(String),
+    /// `cursor-NAME.lock`: flock held by the reader using the cursor.
+    CursorLock(String),
+}
+
+impl FileName {
+    /// The file name as it appears in the directory.
+    pub fn render(&self) -> String {
+        match self {
+            Self::Segment(l, s) => format!("lane-{:03}-{:020}.seg", l.0, s.0),
+            Self::LaneLock(l) => format!("lane-{:03}.lock", l.0),
+            Self::Watermark(l) => format!("lane-{:03}.commit", l.0),
+            Self::Checkpoint(n) => format!("cursor-{n}.ckpt"),
+            Self::CursorLock(n) => format!("cursor-{n}.lock"),
+        }
+    }
+
+    /// Parses a directory entry; `None` for names the wal does not own.
+    pub fn parse(name: &str) -> Option<Self> {
+        if let Some(rest) = name.strip_prefix("lane-") {
+            let (lane, rest) = rest.split_at_checked(3)?;
+            let lane = LaneId(parse_digits(lane)?.try_into().ok()?);
+            return match rest {
+                ".lock" => Some(Self::LaneLock(lane)),
+                ".commit" => Some(Self::Watermark(lane)),
+                _ => {
+                    let seg = rest.strip_prefix('-')?.strip_suffix(".seg")?;
+                    (seg.len() == 20).then_some(())?;
+                    Some(Self::Segment(lane, SegmentId(parse_digits(seg)?)))
+                }
+            };
+        }
+        let rest = name.strip_prefix("cursor-")?;
+        if let Some(n) = rest.strip_suffix(".ckpt") {
+            return valid_cursor_name(n).then(|| Self::Checkpoint(n.to_owned()));
+        }
+        let n = rest.strip_suffix(".lock")?;
+        valid_cursor_name(n).then(|| Self::CursorLock(n.to_owned()))
+    }
+}
+
+/// Cursor names: 1 to 64 characters of `a-z`, `0-9`, `_` and `-`.
+pub fn valid_cursor_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Little-endian helpers. Callers pass slices whose length the layout constants guarantee.
+// ---------------------------------------------------------------------------------------
+pub(crate) fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(len: u32) -> RecordHeader {
+        RecordHeader {
+            len,
+            kind: RecordKind::Data,
+            lane: LaneId(3),
+            batch_start: 64,
+            segment: SegmentId(7),
+            seq: Seq(42),
+            time_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_is_padded_to_eight_bytes() {
+        let mut buf = vec![0u8; 64];
+        encode_record(&mut buf, &header(5), b"hello");
+        assert_eq!(buf.len(), 64 + 48);
+        let frame = decode_frame(&buf, 64, LaneId(3), SegmentId(7), 1024);
+        let Frame::Record {
+            header: h,
+            payload_start,
+            next,
+        } = frame
+        else {
+            panic!("expected a record, got {frame:?}");
+        };
+        assert_eq!(h, header(5));
+        assert_eq!(&buf[payload_start..payload_start + 5], b"hello");
+        assert_eq!(next, 112);
+    }
+
+    #[test]
+    fn lengths_are_checked_before_slicing() {
+        // A header claiming 4 GiB of payload in a 200-byte buffer must be rejected by the
+        // length bound, never used to slice.
+        let mut buf = Vec::new();
+        encode_record(&mut buf, &header(8), b"12345678");
+        buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let f = decode_frame(&buf, 0, LaneId(3), SegmentId(7), 1024);
+        assert_eq!(f, Frame::Bad(BadRecord::BadLength { len: u32::MAX }));
+        buf[4..8].copy_from_slice(&0u32.to_le_bytes());
+        let f = decode_frame(&buf, 0, LaneId(3), SegmentId(7), 1024);
+        assert_eq!(f, Frame::Bad(BadRecord::BadLength { len: 0 }));
+    }
+
+    #[test]
+    fn a_valid_frame_from_another_segment_is_misplaced() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, &header(3), b"abc");
+        let f = decode_frame(&buf, 0, LaneId(3), SegmentId(8), 1024);
+        assert_eq!(f, Frame::Bad(BadRecord::Misplaced));
+    }
+
+    #[test]
+    fn segment_header_and_watermark_round_trip() {
+        let h = SegmentHeader {
+            lane: LaneId(2),
+            segment: SegmentId(9),
+            first_seq: Seq(100),
+            created_ns: 5,
+            size_bytes: 1 << 20,
+        };
+        assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[20] ^= 1;
+        assert!(matches!(
+            SegmentHeader::decode(&bad),
+            Err(BadSegmentHeader::Checksum { .. })
+        ));
+        let w = Watermark {
+            segment: SegmentId(9),
+            offset: 4096,
+            next_seq: Seq(77),
+        };
+        assert_eq!(Watermark::decode(&w.encode()), Some(w));
+        assert_eq!(Watermark::decode(&[0u8; 32]), None);
+    }
+
+    #[test]
+    fn file_names_round_trip_and_foreign_names_are_ignored() {
+        let names = [
+            FileName::Segment(LaneId(7), SegmentId(12)),
+            FileName::LaneLock(LaneId(0)),
+            FileName::Watermark(LaneId(63)),
+            FileName::Checkpoint("worker".into()),
+            FileName::CursorLock("dead-letter_1".into()),
+        ];
+        for n in names {
+            assert_eq!(FileName::parse(&n.render()), Some(n));
+        }
+        for junk in [
+            "lane-7-1.seg",
+            "lane-007-00000000000000000001.seg.tmp",
+            "cursor-.ckpt",
+            "cursor-UP.ckpt",
+            "notes.txt",
+        ] {
+            assert_eq!(FileName::parse(junk), None, "{junk}");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The storage seam: every file operation the wal makes goes through [`Storage`], so tests
+//! can swap the real file system for a simulated disk that loses unsynced writes, tears
+//! writes and fails syncs on command (see [`crate::SimDisk`]).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write, creating the file (mode 0600) if missing.
+    Create,
+    /// Read and write; fail if the file exists.
+    CreateNew,
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Reads exactly `buf.len()` bytes at `offset` (fails with `UnexpectedEof` past the end).
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: makes written data durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Preallocates `len` bytes (`fallocate`), so later writes cannot fail for lack of space.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// A read-only view of the whole file. For the real file system this is a shared
+    /// memory map that keeps showing later writes; see [`Storage::maps_are_live`].
+    fn map(&self) -> io::Result<Bytes>;
+}
+
+/// A held advisory lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// The directory-level operations.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries in `dir`.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates `dir` (mode 0700) and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// `fsync`s a directory so created, renamed and removed entries are durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (created if missing) without blocking;
+    /// `Ok(None)` when another holder has it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+    /// Bytes available to an unprivileged writer on the file system holding `dir`.
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64>;
+    /// True when [`StorageFile::map`] views keep reflecting later writes, so a reader need
+    /// not map a file again to see data appended after it was mapped.
+    fn maps_are_live(&self) -> bool;
+}
+
+/// The real file system, through `std` and `rustix`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealStorage;
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+}
+
+#[derive(Debug)]
+struct RealLock {
+    _file: File,
+}
+
+impl LockGuard for RealLock {}
+
+impl StorageFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, len)
+            .map_err(io::Error::from)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn map(&self) -> io::Result<Bytes> {
+        crate::mmap::map_read_only(&self.file)
+    }
+}
+
+impl Storage for RealStorage {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut o = OpenOptions::new();
+        o.read(true).mode(0o600);
+        match mode {
+            OpenMode::Read => &mut o,
+            OpenMode::ReadWrite => o.write(true),
+            OpenMode::Create => o.write(true).create(true),
+            OpenMode::CreateNew => o.write(true).create_new(true),
+        };
+        Ok(Arc::new(RealFile {
+            file: o.open(path)?,
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(RealLock { _file: file }))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn maps_are_live(&self) -> bool {
+        true
+    }
+}
+
+/// Wraps a storage and adds a fixed latency to every `sync_data`, to measure how group
+/// commit amortizes a slow disk (benchmarks) without needing one.
+#[derive(Debug)]
+pub struct SlowSyncStorage {
+    inner: Arc<dyn Storage>,
+    sync_latency: Duration,
+}
+
+impl SlowSyncStorage {
+    /// `inner` with every data sync taking at least `sync_latency` longer.
+    pub fn new(inner: Arc<dyn Storage>, sync_latency: Duration) -> Self {
+        Self {
+            inner,
+            sync_latency,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: Arc<dyn StorageFile>,
+    sync_latency: Duration,
+}
+
+impl StorageFile for SlowSyncFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        std::thread::sleep(self.sync_latency);
+        self.inner.sync_data()
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn map(&self) -> io::Result<Bytes> {
+        self.inner.map()
+    }
+}
+
+impl Storage for SlowSyncStorage {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(SlowSyncFile {
+            inner: self.inner.open(path, mode)?,
+            sync_latency: self.sync_latency,
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        self.inner.try_lock(path)
+    }
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
+        self.inner.available_bytes(dir)
+    }
+    fn maps_are_live(&self) -> bool {
+        self.inner.maps_are_live()
+    }
+}
+
+/// A path inside the queue directory.
+pub(crate) fn join(dir: &Path, name: &crate::format::FileName) -> PathBuf {
+    dir.join(name.render())
+}

@@ -1,0 +1,749 @@
+//! Reading: one reader per named cursor (enforced with `flock`). It follows every lane up
+//! to the lane's durable end (its watermark), hands out records zero-copy from the segment
+//! maps, merges lanes by enqueue time while keeping each lane in order, and persists
+//! acknowledgements as atomic checkpoints. Segments are deleted only after the checkpoint
+//! that releases them is durable, and never the newest segment of a lane.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cursor::{Checkpoint, CheckpointFile, LanePosition};
+use crate::error::{Corruption, Error, Event, Result};
+use crate::format::{
+    self, decode_frame, frame_len, valid_cursor_name, FileName, Frame, RecordKind, Watermark,
+    SEGMENT_HEADER_LEN,
+};
+use crate::fs::{join, LockGuard, OpenMode};
+use crate::options::Options;
+use crate::recovery;
+use crate::segment::{self, ScanContext};
+use crate::types::{LaneId, Position, Record, RecordId, SegmentId, Seq};
+
+/// How often an idle reader looks for new lanes.
+const LANE_DISCOVERY_EVERY: Duration = Duration::from_millis(100);
+/// How often an idle lane is checked for having lost its writer (to recover its tail).
+const OWNER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Longest sleep between polls while waiting for a record.
+const POLL_SLEEP_MAX: Duration = Duration::from_millis(2);
+
+/// Reads a queue directory through one named cursor.
+#[derive(Debug)]
+pub struct Reader {
+    dir: PathBuf,
+    opts: Options,
+    name: String,
+    checkpoint: Checkpoint,
+    lanes: BTreeMap<LaneId, LaneReader>,
+    events: Vec<Event>,
+    dirty: bool,
+    last_discovery: Instant,
+    /// `None` for a read-only browser, which never writes, recovers or acknowledges.
+    checkpoint_file: Option<CheckpointFile>,
+    _lock: Option<Box<dyn LockGuard>>,
+}
+
+#[derive(Debug)]
+struct LaneReader {
+    lane: LaneId,
+    /// Next record not yet acknowledged.
+    acked: LanePosition,
+    /// Next record not yet delivered.
+    read: LanePosition,
+    /// Delivered, unacknowledged: (seq, position after the record).
+    delivered: VecDeque<(Seq, LanePosition)>,
+    watermark: Option<Watermark>,
+    map: Option<(SegmentId, Bytes)>,
+    peeked: Option<Record>,
+    last_owner_check: Instant,
+}
+
+impl Reader {
+    /// Opens `dir` through cursor `name`, recovering lanes whose writer is gone. Fails with
+    /// `CursorLocked` if another reader holds the cursor.
+    pub fn open(dir: impl AsRef<Path>, name: &str, opts: &Options) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), name, opts, false)
+    }
+
+    /// Opens `dir` read-only at the position of cursor `name` (which need not exist):
+    /// records can be read but not acknowledged, nothing is written, no lane is recovered,
+    /// and the cursor's reader may be running. For `inspect`-style listings.
+    pub fn browse(dir: impl AsRef<Path>, name: &str, opts: &Options) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), name, opts, true)
+    }
+
+    fn open_inner(dir: &Path, name: &str, opts: &Options, read_only: bool) -> Result<Self> {
+        opts.validate()?;
+        if !valid_cursor_name(name) {
+            return Err(Error::InvalidCursorName(name.to_owned()));
+        }
+        let dir = dir.to_path_buf();
+        let storage = opts.storage.as_ref();
+        if read_only {
+            let checkpoint = crate::cursor::peek(storage, &dir, name).unwrap_or_default();
+            let mut reader = Self {
+                dir,
+                opts: opts.clone(),
+                name: name.to_owned(),
+                checkpoint,
+                lanes: BTreeMap::new(),
+                events: Vec::new(),
+                dirty: false,
+                last_discovery: Instant::now(),
+                checkpoint_file: None,
+                _lock: None,
+            };
+            reader.discover_lanes()?;
+            return Ok(reader);
+        }
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock_path = join(&dir, &FileName::CursorLock(name.to_owned()));
+        let lock = storage
+            .try_lock(&lock_path)
+            .map_err(|e| Error::io("flock", &lock_path, e))?
+            .ok_or_else(|| Error::CursorLocked {
+                name: name.to_owned(),
+                path: dir.clone(),
+            })?;
+        let (checkpoint_file, checkpoint, damage) = CheckpointFile::open(storage, &dir, name)?;
+        let mut events = Vec::new();
+        if let Some(corruption) = damage {
+            tracing::error!(%corruption, "checkpoint unreadable; reading every lane from its oldest segment");
+            events.push(Event::Corruption {
+                corruption,
+                resumed_at: Position {
+                    segment: SegmentId(0),
+                    offset: 0,
+                },
+                records_lost: Some(0),
+            });
+        }
+        let mut reader = Self {
+            dir,
+            opts: opts.clone(),
+            name: name.to_owned(),
+            checkpoint,
+            lanes: BTreeMap::new(),
+            events,
+            dirty: false,
+            last_discovery: Instant::now(),
+            checkpoint_file: Some(checkpoint_file),
+            _lock: Some(lock),
+        };
+        reader.discover_lanes()?;
+        Ok(reader)
+    }
+
+    /// The cursor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes what reading and recovery found since the last call (torn tails cut off,
+    /// corruption quarantined, cursors moved back, gaps, expired segments).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The next durable record, or `None` if every lane is caught up. Lanes are merged by
+    /// enqueue time; within a lane, records come in append order.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "fallible and non-blocking; an Iterator would end at the first caught-up moment"
+    )]
+    pub fn next(&mut self) -> Result<Option<Record>> {
+        let mut best: Option<(u64, LaneId)> = None;
+        for lr in self.lanes.values_mut() {
+            if let Some(r) = lr.peek(&self.opts, &self.dir, &mut self.events)? {
+                if best.is_none_or(|(t, _)| r.time_ns < t) {
+                    best = Some((r.time_ns, lr.lane));
+                }
+            }
+        }
+        let Some((_, lane)) = best else {
+            self.refresh_idle()?;
+            return Ok(None);
+        };
+        let Some(lr) = self.lanes.get_mut(&lane) else {
+            return Ok(None);
+        };
+        Ok(lr.take())
+    }
+
+    /// Like [`Reader::next`], but waits up to `timeout` for a record to become durable,
+    /// polling with a sleep that grows from 50 µs to 2 ms.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>> {
+        let deadline = Instant::now() + timeout;
+        let mut sleep = Duration::from_micros(50);
+        loop {
+            if let Some(r) = self.next()? {
+                return Ok(Some(r));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(sleep.min(deadline - now));
+            sleep = (sleep * 2).min(POLL_SLEEP_MAX);
+        }
+    }
+
+    /// Acknowledges `id` and every record delivered before it in its lane. Takes effect on
+    /// disk at the next [`Reader::checkpoint`].
+    pub fn ack(&mut self, id: RecordId) -> Result<()> {
+        if self.checkpoint_file.is_none() {
+            return Err(Error::ReadOnly);
+        }
+        let lr = self.lanes.get_mut(&id.lane).ok_or(Error::NotDelivered {
+            lane: id.lane,
+            seq: id.seq.0,
+        })?;
+        if id.seq < lr.acked.next_seq {
+            return Ok(());
+        }
+        let Some(i) = lr.delivered.iter().position(|(s, _)| *s == id.seq) else {
+            return Err(Error::NotDelivered {
+                lane: id.lane,
+                seq: id.seq.0,
+            });
+        };
+        let mut after = lr.acked;
+        for _ in 0..=i {
+            if let Some((_, p)) = lr.delivered.pop_front() {
+                after = p;
+            }
+        }
+        lr.acked = after;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes all acknowledgements durable, then deletes segments every record of which is
+    /// acknowledged. Returns only once the checkpoint is durable.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut next = Checkpoint {
+            generation: self.checkpoint.generation + 1,
+            lanes: BTreeMap::new(),
+        };
+        for lr in self.lanes.values() {
+            next.lanes.insert(lr.lane, lr.acked);
+        }
+        let Some(file) = &self.checkpoint_file else {
+            return Err(Error::ReadOnly);
+        };
+        file.write(&next)?;
+        self.checkpoint = next;
+        self.dirty = false;
+        self.delete_released()
+    }
+
+    /// Deletes sealed segments whose records are all older than `max_age` (retention),
+    /// moving the cursor past records in them that were never acknowledged; they are
+    /// reported as `Event::Expired`. Returns the number of records expired.
+    pub fn expire_older_than(&mut self, max_age: Duration) -> Result<u64> {
+        if self.checkpoint_file.is_none() {
+            return Err(Error::ReadOnly);
+        }
+        let cutoff = crate::types::now_ns()
+            .saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
+        let storage = self.opts.storage.as_ref();
+        let all = segment::list(storage, &self.dir)?;
+        let mut expired_total = 0;
+        for (lane, segs) in &all {
+            let Some(lr) = self.lanes.get_mut(lane) else {
+                continue;
+            };
+            let mut jump: Option<(SegmentId, Seq, u64)> = None;
+            for pair in segs.windows(2) {
+                let [_, newer] = pair else { continue };
+                let (_, _, header) =
+                    segment::open(storage, &self.dir, *lane, *newer, OpenMode::Read)?;
+                match header {
+                    // Every record of the older segment was written before the newer existed.
+                    Ok(h) if h.created_ns < cutoff => {
+                        jump = Some((*newer, h.first_seq, jump.map_or(0, |j| j.2) + 1))
+                    }
+                    _ => break,
+                }
+            }
+            let Some((seg, first_seq, segments)) = jump else {
+                continue;
+            };
+            if lr.acked.position.segment >= seg {
+                continue;
+            }
+            let records = first_seq.0.saturating_sub(lr.acked.next_seq.0);
+            let to = LanePosition {
+                position: Position {
+                    segment: seg,
+                    offset: SEGMENT_HEADER_LEN as u64,
+                },
+                next_seq: first_seq,
+            };
+            lr.acked = to;
+            if lr.read < to {
+                lr.read = to;
+                lr.peeked = None;
+                lr.map = None;
+            }
+            lr.delivered.retain(|(s, _)| *s >= first_seq);
+            tracing::warn!(
+                lane = lane.0,
+                records,
+                segments,
+                "retention expired unconsumed records"
+            );
+            self.events.push(Event::Expired {
+                lane: *lane,
+                segments,
+                records,
+            });
+            expired_total += records;
+            self.dirty = true;
+        }
+        self.checkpoint()?;
+        Ok(expired_total)
+    }
+
+    /// Pending records per lane for this cursor (durable, not yet acknowledged), from the
+    /// sequence numbers; the watermark is re-read.
+    pub fn pending(&mut self) -> BTreeMap<LaneId, u64> {
+        let storage = self.opts.storage.as_ref();
+        self.lanes
+            .values_mut()
+            .map(|lr| {
+                lr.watermark =
+                    recovery::read_watermark(storage, &self.dir, lr.lane).or(lr.watermark);
+                let end = lr.watermark.map_or(lr.acked.next_seq, |w| w.next_seq);
+                (lr.lane, end.0.saturating_sub(lr.acked.next_seq.0))
+            })
+            .collect()
+    }
+
+    fn delete_released(&mut self) -> Result<()> {
+        let storage = self.opts.storage.as_ref();
+        let all = segment::list(storage, &self.dir)?;
+        let mut removed = false;
+        for (lane, segs) in &all {
+            let Some(lr) = self.lanes.get(lane) else {
+                continue;
+            };
+            let newest = segs.last().copied();
+            for seg in segs
+                .iter()
+                .filter(|s| **s < lr.acked.position.segment && Some(**s) != newest)
+            {
+                let path = join(&self.dir, &FileName::Segment(*lane, *seg));
+                storage
+                    .remove_file(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            // IMPORTANT: the removals must be durable (the checkpoint releasing them already is).
+            storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Called when no lane has a record: finds new lanes, and recovers idle lanes whose
+    /// writer is gone so their last records become readable.
+    fn refresh_idle(&mut self) -> Result<()> {
+        if self.last_discovery.elapsed() >= LANE_DISCOVERY_EVERY {
+            self.discover_lanes()?;
+        }
+        let storage = self.opts.storage.as_ref();
+        for lr in self.lanes.values_mut() {
+            if lr.last_owner_check.elapsed() < OWNER_CHECK_EVERY {
+                continue;
+            }
+            lr.last_owner_check = Instant::now();
+            if self.checkpoint_file.is_none() {
+                continue;
+            }
+            recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events)?;
+            lr.watermark = recovery::read_watermark(storage, &self.dir, lr.lane);
+        }
+        Ok(())
+    }
+
+    fn discover_lanes(&mut self) -> Result<()> {
+        self.last_discovery = Instant::now();
+        let storage = self.opts.storage.clone();
+        let storage = storage.as_ref();
+        let all = segment::list(storage, &self.dir)?;
+        for (lane, segs) in all {
+            if self.lanes.contains_key(&lane) {
+                continue;
+            }
+            let Some(&first) = segs.first() else { continue };
+            if self.checkpoint_file.is_some() {
+                recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events)?;
+            }
+            let watermark = recovery::read_watermark(storage, &self.dir, lane);
+            let start = match self.checkpoint.lanes.get(&lane) {
+                Some(p) => *p,
+                None => {
+                    let (_, _, h) = segment::open(storage, &self.dir, lane, first, OpenMode::Read)?;
+                    LanePosition {
+                        position: Position {
+                            segment: first,
+                            offset: SEGMENT_HEADER_LEN as u64,
+                        },
+                        next_seq: h.map_or(Seq(0), |h| h.first_seq),
+                    }
+                }
+            };
+            let start = self.check_start(lane, start, first, watermark);
+            self.lanes.insert(
+                lane,
+                LaneReader {
+                    lane,
+                    acked: start,
+                    read: start,
+                    delivered: VecDeque::new(),
+                    watermark,
+                    map: None,
+                    peeked: None,
+                    last_owner_check: Instant::now(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A checkpointed position past the recovered end is reported and moved back to the
+    /// end; one before the oldest segment (deleted by hand) moves forward to it.
+    fn check_start(
+        &mut self,
+        lane: LaneId,
+        p: LanePosition,
+        first: SegmentId,
+        wm: Option<Watermark>,
+    ) -> LanePosition {
+        if let Some(w) = wm {
+            let end = Position {
+                segment: w.segment,
+                offset: w.offset,
+            };
+            if p.position > end {
+                tracing::error!(lane = lane.0, cursor = %p.position, end = %end, "cursor points past the recovered end of the lane");
+                self.events.push(Event::CursorPastEnd {
+                    lane,
+                    cursor: p.position,
+                    end,
+                });
+                self.dirty = true;
+                return LanePosition {
+                    position: end,
+                    next_seq: w.next_seq,
+                };
+            }
+        }
+        if p.position.segment < first {
+            self.dirty = true;
+            let storage = self.opts.storage.as_ref();
+            let first_seq = segment::open(storage, &self.dir, lane, first, OpenMode::Read)
+                .ok()
+                .and_then(|(_, _, h)| h.ok())
+                .map_or(p.next_seq, |h| h.first_seq);
+            if first_seq > p.next_seq {
+                self.events.push(Event::Gap {
+                    lane,
+                    expected: p.next_seq,
+                    found: first_seq,
+                });
+            }
+            return LanePosition {
+                position: Position {
+                    segment: first,
+                    offset: SEGMENT_HEADER_LEN as u64,
+                },
+                next_seq: first_seq,
+            };
+        }
+        p
+    }
+}
+
+/// If no writer holds `lane` and its tail is not sealed, recovers it (so records a killed
+/// writer synced become readable, and a torn tail is cut off).
+fn recover_if_abandoned(
+    storage: &dyn crate::fs::Storage,
+    dir: &Path,
+    lane: LaneId,
+    opts: &Options,
+    events: &mut Vec<Event>,
+) -> Result<()> {
+    let path = join(dir, &FileName::LaneLock(lane));
+    let Some(_guard) = storage
+        .try_lock(&path)
+        .map_err(|e| Error::io("flock", &path, e))?
+    else {
+        return Ok(());
+    };
+    let newest = segment::list(storage, dir)?
+        .get(&lane)
+        .and_then(|s| s.last().copied());
+    let sealed = recovery::read_watermark(storage, dir, lane)
+        .is_some_and(|w| Some(w.segment) == newest && recovery::sealed_at(storage, dir, lane, &w));
+    if !sealed {
+        recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, events)?;
+    }
+    Ok(())
+}
+
+impl LaneReader {
+    fn take(&mut self) -> Option<Record> {
+        let r = self.peeked.take()?;
+        let after = LanePosition {
+            position: Position {
+                segment: r.id.position.segment,
+                offset: r.id.position.offset + frame_len(r.payload.len() as u32),
+            },
+            next_seq: r.id.seq.next(),
+        };
+        self.delivered.push_back((r.id.seq, after));
+        Some(r)
+    }
+
+    fn caught_up(&self, w: &Watermark) -> bool {
+        let end = Position {
+            segment: w.segment,
+            offset: w.offset,
+        };
+        self.read.position >= end
+    }
+
+    /// Decodes (once) the lane's next durable record.
+    fn peek(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<&Record>> {
+        if self.peeked.is_some() {
+            return Ok(self.peeked.as_ref());
+        }
+        let storage = opts.storage.as_ref();
+        let mut refreshed = false;
+        loop {
+            let wm = match self.watermark {
+                Some(w) if !self.caught_up(&w) => w,
+                _ if refreshed => return Ok(None),
+                _ => {
+                    self.watermark =
+                        recovery::read_watermark(storage, dir, self.lane).or(self.watermark);
+                    refreshed = true;
+                    continue;
+                }
+            };
+            let seg = self.read.position.segment;
+            let limit_in_seg = (seg == wm.segment).then_some(wm.offset);
+            let Some(map) = self.map_segment(opts, dir, seg, limit_in_seg, events)? else {
+                continue;
+            };
+            let limit = limit_in_seg.unwrap_or(map.len() as u64);
+            let off = self.read.position.offset;
+            match decode_frame(&map, off, self.lane, seg, opts.record_bytes_max) {
+                Frame::Record {
+                    header,
+                    payload_start,
+                    next,
+                } if next <= limit => {
+                    if header.kind == RecordKind::Seal {
+                        if !self.next_segment(opts, dir, next)? {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    if header.seq != self.read.next_seq {
+                        events.push(Event::Gap {
+                            lane: self.lane,
+                            expected: self.read.next_seq,
+                            found: header.seq,
+                        });
+                    }
+                    let payload = map.slice(payload_start..payload_start + header.len as usize);
+                    let id = RecordId {
+                        lane: self.lane,
+                        seq: header.seq,
+                        position: self.read.position,
+                    };
+                    self.read = LanePosition {
+                        position: Position {
+                            segment: seg,
+                            offset: next,
+                        },
+                        next_seq: header.seq.next(),
+                    };
+                    self.peeked = Some(Record {
+                        id,
+                        time_ns: header.time_ns,
+                        payload,
+                    });
+                    return Ok(self.peeked.as_ref());
+                }
+                Frame::Record { .. } | Frame::Empty | Frame::Bad(_) => {
+                    let bad = decode_frame(&map, off, self.lane, seg, opts.record_bytes_max);
+                    self.quarantine(&map, off, limit, bad, opts, dir, events);
+                }
+            }
+        }
+    }
+
+    /// Returns the map of `seg`, mapping it again when a non-live map is too short.
+    /// `None` when the segment is gone and reading moved on.
+    fn map_segment(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        seg: SegmentId,
+        need: Option<u64>,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Bytes>> {
+        if let Some((id, map)) = &self.map {
+            let long_enough =
+                need.is_none_or(|n| map.len() as u64 >= n) || opts.storage.maps_are_live();
+            if *id == seg && long_enough && (need.is_some() || !map.is_empty()) {
+                return Ok(Some(map.clone()));
+            }
+        }
+        let storage = opts.storage.as_ref();
+        let path = join(dir, &FileName::Segment(self.lane, seg));
+        match storage.open(&path, OpenMode::Read) {
+            Ok(file) => {
+                let map = file.map().map_err(|e| Error::io("map", &path, e))?;
+                self.map = Some((seg, map.clone()));
+                Ok(Some(map))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted under us (retention by another tool, or by hand): move to the next
+                // segment that exists and report the sequence gap.
+                let segs = segment::list(storage, dir)?
+                    .remove(&self.lane)
+                    .unwrap_or_default();
+                let Some(&next) = segs.iter().find(|s| **s > seg) else {
+                    return Err(Error::io("open", &path, e));
+                };
+                let (_, _, h) = segment::open(storage, dir, self.lane, next, OpenMode::Read)?;
+                let first_seq = h.map_or(self.read.next_seq, |h| h.first_seq);
+                events.push(Event::Gap {
+                    lane: self.lane,
+                    expected: self.read.next_seq,
+                    found: first_seq,
+                });
+                self.read = LanePosition {
+                    position: Position {
+                        segment: next,
+                        offset: SEGMENT_HEADER_LEN as u64,
+                    },
+                    next_seq: first_seq,
+                };
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("open", &path, e)),
+        }
+    }
+
+    /// After a seal at the read position: moves to the next segment if it exists.
+    fn next_segment(&mut self, opts: &Options, dir: &Path, seal_end: u64) -> Result<bool> {
+        let storage = opts.storage.as_ref();
+        let seg = self.read.position.segment;
+        let segs = segment::list(storage, dir)?
+            .remove(&self.lane)
+            .unwrap_or_default();
+        let Some(&next) = segs.iter().find(|s| **s > seg) else {
+            return Ok(false);
+        };
+        let _ = seal_end;
+        let to = LanePosition {
+            position: Position {
+                segment: next,
+                offset: SEGMENT_HEADER_LEN as u64,
+            },
+            next_seq: self.read.next_seq,
+        };
+        if self.acked == self.read {
+            self.acked = to;
+        }
+        self.read = to;
+        self.map = None;
+        Ok(true)
+    }
+
+    /// Steps over damaged durable bytes at `off`: reports them and resumes at the next
+    /// valid frame (or the end of what is durable).
+    #[expect(clippy::too_many_arguments, reason = "the lane's read context")]
+    fn quarantine(
+        &mut self,
+        map: &Bytes,
+        off: u64,
+        limit: u64,
+        bad: Frame,
+        opts: &Options,
+        dir: &Path,
+        events: &mut Vec<Event>,
+    ) {
+        let seg = self.read.position.segment;
+        let cx = ScanContext {
+            lane: self.lane,
+            segment: seg,
+            len_max: opts.record_bytes_max,
+            durable_hint: limit,
+            first_seq: self.read.next_seq,
+        };
+        let within = map.slice(..usize::try_from(limit).unwrap_or(map.len()).min(map.len()));
+        let next = segment::find_next_valid(&within, off + format::ALIGN, &cx);
+        let kind = match bad {
+            Frame::Bad(b) => segment::bad_record_kind(b),
+            Frame::Empty => crate::error::CorruptionKind::Zeroed,
+            Frame::Record { .. } => crate::error::CorruptionKind::Truncated,
+        };
+        let (resume, records_lost, next_seq) = match next {
+            Some((at, h)) => (at, h.seq.0.checked_sub(self.read.next_seq.0), h.seq),
+            None => (limit, None, self.read.next_seq),
+        };
+        let corruption = Corruption {
+            path: join(dir, &FileName::Segment(self.lane, seg)),
+            lane: Some(self.lane),
+            segment: Some(seg),
+            offset: off,
+            kind,
+        };
+        tracing::error!(%corruption, resume, "quarantined damaged records; reading continues after them");
+        events.push(Event::Corruption {
+            corruption,
+            resumed_at: Position {
+                segment: seg,
+                offset: resume,
+            },
+            records_lost,
+        });
+        let to = LanePosition {
+            position: Position {
+                segment: seg,
+                offset: resume,
+            },
+            next_seq,
+        };
+        if self.acked == self.read && self.delivered.is_empty() {
+            self.acked = to;
+        }
+        self.read = to;
+        if next.is_none() && Some(seg) != self.watermark.map(|w| w.segment) {
+            // The rest of a sealed segment is unreadable: continue with the next one.
+            if let Ok(true) = self.next_segment(opts, dir, limit) {}
+        }
+    }
+}

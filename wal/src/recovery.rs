@@ -1,0 +1,311 @@
+//! Lane tail recovery: run by whoever holds a lane's lock (a writer claiming the lane, or
+//! the reader finding a lane with no writer). It makes what the OS holds durable, finds
+//! the valid end of the tail segment, cuts off a torn tail by writing a seal there, and
+//! publishes the lane's watermark. Only the tail segment is scanned, from the watermark
+//! on, so recovery time does not grow with the number of sealed segments.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Corruption, CorruptionKind, Error, Event, Result};
+use crate::format::{
+    decode_frame, encode_record, BadSegmentHeader, FileName, Frame, RecordHeader, RecordKind,
+    Watermark, SEAL_LEN, SEGMENT_HEADER_LEN, WATERMARK_LEN,
+};
+use crate::fs::{join, OpenMode, Storage, StorageFile};
+use crate::segment::{self, ScanContext};
+use crate::types::{now_ns, LaneId, Position, SegmentId, Seq};
+
+/// Where a recovered lane continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LaneEnd {
+    /// Id the lane's next segment takes.
+    pub next_segment: SegmentId,
+    /// Sequence number the lane's next record takes.
+    pub next_seq: Seq,
+    /// Time of the newest record (0 if unknown).
+    pub last_time_ns: u64,
+}
+
+/// Reads a lane's watermark; `None` if missing, torn or unreadable.
+pub(crate) fn read_watermark(storage: &dyn Storage, dir: &Path, lane: LaneId) -> Option<Watermark> {
+    let path = join(dir, &FileName::Watermark(lane));
+    let file = storage.open(&path, OpenMode::Read).ok()?;
+    let mut buf = [0u8; WATERMARK_LEN];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Watermark::decode(&buf)
+}
+
+/// Opens (creating if needed) a lane's watermark file.
+pub(crate) fn open_watermark(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+) -> Result<Arc<dyn StorageFile>> {
+    let path = join(dir, &FileName::Watermark(lane));
+    let file = storage
+        .open(&path, OpenMode::Create)
+        .map_err(|e| Error::io("open", &path, e))?;
+    // IMPORTANT: the entry must survive a power loss like the segments it describes.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    Ok(file)
+}
+
+/// Publishes a watermark. Never synced: it only tells live readers how far data is
+/// durable, and it is written after the data's sync returned.
+pub(crate) fn publish(file: &dyn StorageFile, wm: &Watermark, dir: &Path) -> Result<()> {
+    file.write_all_at(&wm.encode(), 0)
+        .map_err(|e| Error::io("write watermark", dir, e))
+}
+
+/// True when the frame that ends at the watermark is a seal: the lane was closed cleanly
+/// and needs no recovery.
+pub(crate) fn sealed_at(storage: &dyn Storage, dir: &Path, lane: LaneId, wm: &Watermark) -> bool {
+    let Some(start) = wm.offset.checked_sub(SEAL_LEN) else {
+        return false;
+    };
+    let path = join(dir, &FileName::Segment(lane, wm.segment));
+    let Ok(file) = storage.open(&path, OpenMode::Read) else {
+        return false;
+    };
+    let mut buf = [0u8; SEAL_LEN as usize];
+    if file.read_exact_at(&mut buf, start).is_err() {
+        return false;
+    }
+    // Decode against a buffer holding just the seal: offset 0, no payload.
+    matches!(
+        decode_frame(&buf, 0, lane, wm.segment, 0),
+        Frame::Record { header, .. } if header.kind == RecordKind::Seal
+    )
+}
+
+/// Recovers the tail of `lane`, whose lock the caller holds. Appends what it found to
+/// `events` and returns where the lane continues.
+pub(crate) fn recover_lane(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+    len_max: u32,
+    events: &mut Vec<Event>,
+) -> Result<LaneEnd> {
+    let hint = read_watermark(storage, dir, lane);
+    let mut segs = segment::list(storage, dir)?
+        .remove(&lane)
+        .unwrap_or_default();
+    while let Some(&tail) = segs.last() {
+        let (file, path, header) = segment::open(storage, dir, lane, tail, OpenMode::ReadWrite)?;
+        match header {
+            Err(BadSegmentHeader::Zeroed | BadSegmentHeader::Short) => {
+                // Created, but the header never became durable: it never held a record.
+                storage
+                    .remove_file(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                // IMPORTANT: make the removal durable before anything depends on it.
+                storage
+                    .sync_dir(dir)
+                    .map_err(|e| Error::io("fsync dir", dir, e))?;
+                events.push(Event::IncompleteSegmentRemoved {
+                    lane,
+                    segment: tail,
+                });
+                segs.pop();
+            }
+            header => {
+                return recover_segment(
+                    storage, dir, lane, tail, &file, header, hint, len_max, events,
+                )
+            }
+        }
+    }
+    // No segment at all: continue after whatever the watermark remembers.
+    Ok(match hint {
+        Some(w) => LaneEnd {
+            next_segment: w.segment.next(),
+            next_seq: w.next_seq,
+            last_time_ns: 0,
+        },
+        None => LaneEnd {
+            next_segment: SegmentId(1),
+            next_seq: Seq(0),
+            last_time_ns: 0,
+        },
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the context is the lane's"
+)]
+fn recover_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+    tail: SegmentId,
+    file: &Arc<dyn StorageFile>,
+    header: std::result::Result<crate::format::SegmentHeader, BadSegmentHeader>,
+    hint: Option<Watermark>,
+    len_max: u32,
+    events: &mut Vec<Event>,
+) -> Result<LaneEnd> {
+    let path = join(dir, &FileName::Segment(lane, tail));
+    // Whatever the OS holds of this segment (a killed writer's last batch) becomes durable
+    // before we judge it, so what we keep cannot vanish in a later power loss.
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    let data = file.map().map_err(|e| Error::io("map", &path, e))?;
+    let header_start = SEGMENT_HEADER_LEN as u64;
+    let (from, first_seq, durable_hint) = match (hint, &header) {
+        (Some(w), _) if w.segment == tail && w.offset >= header_start => {
+            (w.offset, w.next_seq, w.offset)
+        }
+        (_, Ok(h)) => (header_start, h.first_seq, header_start),
+        (_, Err(_)) => {
+            events.push(Event::Corruption {
+                corruption: Corruption {
+                    path: path.clone(),
+                    lane: Some(lane),
+                    segment: Some(tail),
+                    offset: 0,
+                    kind: CorruptionKind::BadHeader,
+                },
+                resumed_at: Position {
+                    segment: tail,
+                    offset: header_start,
+                },
+                records_lost: None,
+            });
+            let cx = scan_cx(lane, tail, len_max, 0, Seq(0));
+            let first = segment::find_next_valid(&data, header_start, &cx);
+            (
+                header_start,
+                first.map_or(Seq(0), |(_, h)| h.seq),
+                header_start,
+            )
+        }
+    };
+    if let Some(w) = hint.filter(|w| w.segment == tail && w.offset >= header_start + SEAL_LEN) {
+        if sealed_at(storage, dir, lane, &w) {
+            return Ok(LaneEnd {
+                next_segment: tail.next(),
+                next_seq: w.next_seq,
+                last_time_ns: 0,
+            });
+        }
+    }
+    let cx = scan_cx(lane, tail, len_max, durable_hint, first_seq);
+    let scan = segment::scan(&data, from, &cx);
+    for d in &scan.damage {
+        events.push(Event::Corruption {
+            corruption: Corruption {
+                path: path.clone(),
+                lane: Some(lane),
+                segment: Some(tail),
+                offset: d.offset,
+                kind: d.kind,
+            },
+            resumed_at: Position {
+                segment: tail,
+                offset: d.resumed_at.unwrap_or(scan.end),
+            },
+            records_lost: d.records_lost,
+        });
+    }
+    let end = match scan.seal {
+        Some(_) => scan.end,
+        None => {
+            if let Some(at) = scan.torn_at {
+                tracing::info!(%lane, segment = tail.0, offset = at, "cutting off torn tail left by a crash");
+                events.push(Event::TornTail {
+                    lane,
+                    at: Position {
+                        segment: tail,
+                        offset: at,
+                    },
+                });
+            }
+            write_seal(
+                file.as_ref(),
+                &path,
+                lane,
+                tail,
+                scan.end,
+                scan.next_seq,
+                scan.last_time_ns,
+                data.len() as u64,
+            )?
+        }
+    };
+    let wm = Watermark {
+        segment: tail,
+        offset: end,
+        next_seq: scan.next_seq,
+    };
+    let wm_file = open_watermark(storage, dir, lane)?;
+    publish(wm_file.as_ref(), &wm, dir)?;
+    Ok(LaneEnd {
+        next_segment: tail.next(),
+        next_seq: scan.next_seq,
+        last_time_ns: scan.last_time_ns,
+    })
+}
+
+fn scan_cx(
+    lane: LaneId,
+    segment: SegmentId,
+    len_max: u32,
+    durable_hint: u64,
+    first_seq: Seq,
+) -> ScanContext {
+    ScanContext {
+        lane,
+        segment,
+        len_max,
+        durable_hint,
+        first_seq,
+    }
+}
+
+/// Writes and syncs a seal at `at`; returns the offset after it.
+#[expect(clippy::too_many_arguments, reason = "the seal's fields")]
+pub(crate) fn write_seal(
+    file: &dyn StorageFile,
+    path: &Path,
+    lane: LaneId,
+    segment: SegmentId,
+    at: u64,
+    next_seq: Seq,
+    last_time_ns: u64,
+    file_len: u64,
+) -> Result<u64> {
+    if at + SEAL_LEN > file_len {
+        return Err(Error::Corrupt(Corruption {
+            path: path.to_path_buf(),
+            lane: Some(lane),
+            segment: Some(segment),
+            offset: at,
+            kind: CorruptionKind::Truncated,
+        }));
+    }
+    let seal = RecordHeader {
+        len: 0,
+        kind: RecordKind::Seal,
+        lane,
+        batch_start: u32::try_from(at).unwrap_or(u32::MAX),
+        segment,
+        seq: next_seq,
+        time_ns: if last_time_ns == 0 {
+            now_ns()
+        } else {
+            last_time_ns
+        },
+    };
+    let mut buf = Vec::with_capacity(SEAL_LEN as usize);
+    encode_record(&mut buf, &seal, &[]);
+    file.write_all_at(&buf, at)
+        .map_err(|e| Error::io("write seal", path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))?;
+    Ok(at + SEAL_LEN)
+}

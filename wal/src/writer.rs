@@ -1,0 +1,583 @@
+//! Appending: one writer handle per process claims a lane with `flock`; threads share it,
+//! and concurrent appends share one `write` and one `fdatasync` (group commit).
+//!
+//! Group commit works by watermark: appenders encode their record into a shared pending
+//! buffer under a mutex, then either become the leader (no write in flight) or wait on a
+//! condvar. The leader takes the whole pending buffer, writes it at the lane's end with one
+//! `pwrite`, syncs, publishes the lane's watermark, raises `durable_seq` and wakes everyone.
+//! Records that arrived meanwhile form the next batch. A batch is written only after the
+//! previous one was synced; recovery relies on that to tell a torn tail from corruption.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Event, Result};
+use crate::format::{
+    encode_record, frame_len, FileName, RecordHeader, RecordKind, Watermark, SEAL_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::fs::{join, LockGuard, StorageFile};
+use crate::options::Options;
+use crate::recovery::{self, LaneEnd};
+use crate::segment;
+use crate::types::{now_ns, Durability, LaneId, Position, RecordId, SegmentId, Seq};
+
+/// A handle that appends to one lane of a queue directory. Clone it freely: clones share
+/// the lane and its group commit. The lane is released when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    lane: LaneId,
+    dir: PathBuf,
+    opts: Options,
+    state: Mutex<State>,
+    wake: Condvar,
+    watermark: Arc<dyn StorageFile>,
+    recovery: Vec<Event>,
+    _lock: Box<dyn LockGuard>,
+}
+
+#[derive(Debug)]
+struct Active {
+    id: SegmentId,
+    file: Arc<dyn StorageFile>,
+    size: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The segment appends go to; `None` after a seal until the next one exists.
+    active: Option<Active>,
+    next_segment: SegmentId,
+    /// Encoded records waiting for the next leader; they will be written at `pending_start`.
+    pending: Vec<u8>,
+    spare: Vec<u8>,
+    pending_start: u64,
+    next_seq: Seq,
+    /// Every record with a smaller sequence number is acknowledged.
+    acked_seq: Seq,
+    /// Written, not yet synced (interval mode): what the flusher must still publish.
+    unsynced: Option<Watermark>,
+    last_sync: Instant,
+    last_time_ns: u64,
+    leader: bool,
+    /// Bumped when a failed write discards pending records; their appenders get `failure`.
+    epoch: u64,
+    failure: Option<Arc<std::io::Error>>,
+    poisoned: Option<Arc<std::io::Error>>,
+    closed: bool,
+}
+
+impl Writer {
+    /// Opens `dir` for appending (creating it, mode 0700, if needed), claims a free lane and
+    /// recovers its tail. Fails with `NoFreeLane` when `lanes_max` writers hold every lane.
+    pub fn open(dir: impl AsRef<Path>, opts: &Options) -> Result<Self> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let storage = opts.storage.as_ref();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create dir", &dir, e))?;
+        let (lane, lock) = claim_lane(opts, &dir)?;
+        let mut events = Vec::new();
+        let end = recovery::recover_lane(storage, &dir, lane, opts.record_bytes_max, &mut events)?;
+        for e in &events {
+            tracing::info!(?e, "lane recovery");
+        }
+        let watermark = recovery::open_watermark(storage, &dir, lane)?;
+        let LaneEnd {
+            next_segment,
+            next_seq,
+            last_time_ns,
+        } = end;
+        let seg = segment::create(
+            storage,
+            &dir,
+            lane,
+            next_segment,
+            next_seq,
+            opts.segment_bytes,
+        )?;
+        let start = SEGMENT_HEADER_LEN as u64;
+        recovery::publish(
+            watermark.as_ref(),
+            &Watermark {
+                segment: next_segment,
+                offset: start,
+                next_seq,
+            },
+            &dir,
+        )?;
+        let state = State {
+            active: Some(Active {
+                id: next_segment,
+                file: seg.file,
+                size: opts.segment_bytes,
+            }),
+            next_segment: next_segment.next(),
+            pending: Vec::new(),
+            spare: Vec::new(),
+            pending_start: start,
+            next_seq,
+            acked_seq: next_seq,
+            unsynced: None,
+            last_sync: Instant::now(),
+            last_time_ns,
+            leader: false,
+            epoch: 0,
+            failure: None,
+            poisoned: None,
+            closed: false,
+        };
+        let inner = Arc::new(Inner {
+            lane,
+            dir,
+            opts: opts.clone(),
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            watermark,
+            recovery: events,
+            _lock: lock,
+        });
+        if let Durability::Interval(every) = opts.durability {
+            spawn_flusher(Arc::downgrade(&inner), every);
+        }
+        Ok(Self { inner })
+    }
+
+    /// The lane this writer appends to.
+    pub fn lane(&self) -> LaneId {
+        self.inner.lane
+    }
+
+    /// What recovering the lane's tail found when this writer opened.
+    pub fn recovery_events(&self) -> &[Event] {
+        &self.inner.recovery
+    }
+
+    /// Appends one record. With [`Durability::SyncEachAppend`] it returns only once the
+    /// record is durable. Errors: `EmptyRecord`, `RecordTooLarge`, `QueueFull` and
+    /// `NoSpace` (nothing was appended; retry later), `Poisoned` (reopen), `Io`.
+    pub fn append(&self, payload: &[u8]) -> Result<RecordId> {
+        let max = self.inner.opts.record_bytes_max;
+        let len = match u32::try_from(payload.len()) {
+            Ok(0) => return Err(Error::EmptyRecord),
+            Ok(n) if n <= max => n,
+            _ => {
+                return Err(Error::RecordTooLarge {
+                    len: payload.len(),
+                    max,
+                })
+            }
+        };
+        let mut st = self.inner.lock();
+        st = self.inner.make_room(st, frame_len(len))?;
+        let (id, epoch) = encode(&mut st, self.inner.lane, payload);
+        self.inner.commit(st, id, epoch)
+    }
+
+    /// Makes every acknowledged append durable (a no-op unless durability is `Interval`)
+    /// and stops accepting appends from this handle's clones.
+    pub fn close(self) -> Result<()> {
+        self.inner.flush()?;
+        self.inner.lock().closed = true;
+        Ok(())
+    }
+}
+
+fn claim_lane(opts: &Options, dir: &Path) -> Result<(LaneId, Box<dyn LockGuard>)> {
+    for l in 0..opts.lanes_max {
+        let lane = LaneId(l);
+        let path = join(dir, &FileName::LaneLock(lane));
+        let guard = opts
+            .storage
+            .try_lock(&path)
+            .map_err(|e| Error::io("flock", &path, e))?;
+        if let Some(g) = guard {
+            return Ok((lane, g));
+        }
+    }
+    Err(Error::NoFreeLane {
+        path: dir.to_path_buf(),
+        lanes_max: opts.lanes_max,
+    })
+}
+
+/// Encodes a record into the pending batch; returns its id and the epoch it joined.
+fn encode(st: &mut State, lane: LaneId, payload: &[u8]) -> (RecordId, u64) {
+    let Some(active) = &st.active else {
+        unreachable!("make_room guarantees an active segment");
+    };
+    let seq = st.next_seq;
+    st.next_seq = seq.next();
+    st.last_time_ns = now_ns().max(st.last_time_ns);
+    let offset = st.pending_start + st.pending.len() as u64;
+    let header = RecordHeader {
+        len: payload.len() as u32,
+        kind: RecordKind::Data,
+        lane,
+        batch_start: st.pending_start as u32,
+        segment: active.id,
+        seq,
+        time_ns: st.last_time_ns,
+    };
+    encode_record(&mut st.pending, &header, payload);
+    let id = RecordId {
+        lane,
+        seq,
+        position: Position {
+            segment: active.id,
+            offset,
+        },
+    };
+    (id, st.epoch)
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.wake.wait(st).unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_usable(&self, st: &State) -> Result<()> {
+        if let Some(cause) = &st.poisoned {
+            return Err(Error::Poisoned {
+                lane: self.lane,
+                cause: cause.clone(),
+            });
+        }
+        if st.closed {
+            return Err(Error::Poisoned {
+                lane: self.lane,
+                cause: Arc::new(std::io::Error::other("writer was closed")),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until a frame of `need` bytes fits into the pending batch of the active
+    /// segment, rolling to a new segment when the active one is full.
+    fn make_room<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        need: u64,
+    ) -> Result<MutexGuard<'a, State>> {
+        loop {
+            self.check_usable(&st)?;
+            let end = st.pending_start + st.pending.len() as u64;
+            let batch_full = !st.pending.is_empty()
+                && st.pending.len() as u64 + need > self.opts.batch_bytes_max as u64;
+            match &st.active {
+                Some(a) if end + need + SEAL_LEN <= a.size && !batch_full => return Ok(st),
+                Some(_) if batch_full => st = self.wait(st),
+                _ if st.leader || !st.pending.is_empty() => st = self.wait(st),
+                _ => st = self.roll(st)?,
+            }
+        }
+    }
+
+    /// Seals the full segment and creates the next one. Called with no batch pending and
+    /// no leader; holds the leader role (not the mutex) while doing I/O.
+    fn roll<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        st.leader = true;
+        let old = st.active.take();
+        let (end, next_seq, last_time, next_id) = (
+            st.pending_start,
+            st.next_seq,
+            st.last_time_ns,
+            st.next_segment,
+        );
+        drop(st);
+        let result = self.roll_io(old.as_ref(), end, next_seq, last_time, next_id);
+        let mut st = self.lock();
+        st.leader = false;
+        self.wake.notify_all();
+        match result {
+            Ok(active) => {
+                st.next_segment = active.id.next();
+                st.pending_start = SEGMENT_HEADER_LEN as u64;
+                st.active = Some(active);
+                Ok(st)
+            }
+            Err((sealed, err, poison)) => {
+                if !sealed {
+                    st.active = old;
+                }
+                if let (true, Error::Io { source, .. }) = (poison, &err) {
+                    let cause = Arc::new(std::io::Error::new(source.kind(), source.to_string()));
+                    st.poisoned = Some(cause);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The I/O of a roll. Errors carry whether the old segment was sealed and whether the
+    /// error poisons the writer (a failed sync does).
+    fn roll_io(
+        &self,
+        old: Option<&Active>,
+        end: u64,
+        next_seq: Seq,
+        last_time: u64,
+        next_id: SegmentId,
+    ) -> std::result::Result<Active, (bool, Error, bool)> {
+        self.check_space().map_err(|e| (false, e, false))?;
+        let storage = self.opts.storage.as_ref();
+        if let Some(a) = old {
+            let path = join(&self.dir, &FileName::Segment(self.lane, a.id));
+            let sealed_end = recovery::write_seal(
+                a.file.as_ref(),
+                &path,
+                self.lane,
+                a.id,
+                end,
+                next_seq,
+                last_time,
+                a.size,
+            )
+            .map_err(|e| (false, e, true))?;
+            let wm = Watermark {
+                segment: a.id,
+                offset: sealed_end,
+                next_seq,
+            };
+            recovery::publish(self.watermark.as_ref(), &wm, &self.dir)
+                .map_err(|e| (true, e, true))?;
+        }
+        let seg = segment::create(
+            storage,
+            &self.dir,
+            self.lane,
+            next_id,
+            next_seq,
+            self.opts.segment_bytes,
+        )
+        .map_err(|e| (true, e, false))?;
+        let wm = Watermark {
+            segment: next_id,
+            offset: SEGMENT_HEADER_LEN as u64,
+            next_seq,
+        };
+        recovery::publish(self.watermark.as_ref(), &wm, &self.dir).map_err(|e| (true, e, true))?;
+        Ok(Active {
+            id: next_id,
+            file: seg.file,
+            size: self.opts.segment_bytes,
+        })
+    }
+
+    /// `QueueFull` / `NoSpace` checks before a new segment is created.
+    fn check_space(&self) -> Result<()> {
+        let storage = self.opts.storage.as_ref();
+        let segments: usize = segment::list(storage, &self.dir)?
+            .values()
+            .map(Vec::len)
+            .sum();
+        let queue_bytes = segments as u64 * self.opts.segment_bytes;
+        if queue_bytes + self.opts.segment_bytes > self.opts.queue_bytes_max {
+            return Err(Error::QueueFull {
+                queue_bytes,
+                queue_bytes_max: self.opts.queue_bytes_max,
+            });
+        }
+        let needed_bytes = self.opts.segment_bytes + self.opts.free_disk_bytes_min;
+        let available_bytes = storage
+            .available_bytes(&self.dir)
+            .map_err(|e| Error::io("statvfs", &self.dir, e))?;
+        if available_bytes < needed_bytes {
+            return Err(Error::NoSpace {
+                path: self.dir.clone(),
+                available_bytes,
+                needed_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until record `id` (which joined the batch in `epoch`) is acknowledged, leading
+    /// the write of a batch whenever no one else is.
+    fn commit<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        id: RecordId,
+        epoch: u64,
+    ) -> Result<RecordId> {
+        loop {
+            if st.acked_seq > id.seq {
+                return Ok(id);
+            }
+            if st.epoch != epoch {
+                return Err(self.failure_error(&st));
+            }
+            self.check_usable(&st)?;
+            if !st.leader && !st.pending.is_empty() {
+                st = self.lead(st);
+            } else {
+                st = self.wait(st);
+            }
+        }
+    }
+
+    fn failure_error(&self, st: &State) -> Error {
+        let cause = st
+            .failure
+            .clone()
+            .unwrap_or_else(|| Arc::new(std::io::Error::other("write failed")));
+        if cause.raw_os_error() == Some(28) {
+            return Error::NoSpace {
+                path: self.dir.clone(),
+                available_bytes: 0,
+                needed_bytes: 0,
+            };
+        }
+        let path = self.dir.join(FileName::LaneLock(self.lane).render());
+        Error::Io {
+            op: "write",
+            path,
+            source: std::io::Error::new(cause.kind(), cause.to_string()),
+        }
+    }
+
+    /// Writes (and syncs, by durability mode) the whole pending batch as its leader.
+    fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.leader = true;
+        let spare = std::mem::take(&mut st.spare);
+        let buf = std::mem::replace(&mut st.pending, spare);
+        let at = st.pending_start;
+        st.pending_start = at + buf.len() as u64;
+        let end_seq = st.next_seq;
+        let Some(active) = &st.active else {
+            unreachable!("a pending batch always has an active segment");
+        };
+        let (file, seg) = (active.file.clone(), active.id);
+        let sync_now = match self.opts.durability {
+            Durability::SyncEachAppend => true,
+            Durability::Interval(every) => st.last_sync.elapsed() >= every,
+            Durability::None => false,
+        };
+        drop(st);
+        let wm = Watermark {
+            segment: seg,
+            offset: at + buf.len() as u64,
+            next_seq: end_seq,
+        };
+        let written = file.write_all_at(&buf, at);
+        let synced = match (&written, sync_now) {
+            (Ok(()), true) => file.sync_data().map_err(|e| {
+                tracing::error!(lane = self.lane.0, error = %e, "fdatasync failed; poisoning the writer");
+                e
+            }),
+            _ => Ok(()),
+        };
+        let publish = written.is_ok()
+            && synced.is_ok()
+            && (sync_now || self.opts.durability == Durability::None);
+        let published = if publish {
+            recovery::publish(self.watermark.as_ref(), &wm, &self.dir)
+        } else {
+            Ok(())
+        };
+        let mut st = self.lock();
+        let mut buf = buf;
+        buf.clear();
+        st.spare = buf;
+        st.leader = false;
+        match (written, synced, published) {
+            (Ok(()), Ok(()), Ok(())) => {
+                st.acked_seq = end_seq;
+                if sync_now {
+                    st.last_sync = Instant::now();
+                    st.unsynced = None;
+                } else if self.opts.durability != Durability::None {
+                    st.unsynced = Some(wm);
+                }
+            }
+            (Err(e), _, _) => {
+                // Nothing of this batch or the ones queued behind it is acknowledged; the
+                // lane's end stays where it was and later appends overwrite the attempt.
+                tracing::error!(lane = self.lane.0, error = %e, "segment write failed; failing the batch");
+                st.failure = Some(Arc::new(e));
+                st.epoch += 1;
+                st.pending.clear();
+                st.pending_start = at;
+                st.next_seq = st.acked_seq;
+            }
+            (_, Err(e), _) => st.poisoned = Some(Arc::new(e)),
+            (_, _, Err(e)) => st.poisoned = Some(Arc::new(std::io::Error::other(e.to_string()))),
+        }
+        self.wake.notify_all();
+        st
+    }
+
+    /// Syncs and publishes anything written but not yet durable (interval mode).
+    fn flush(&self) -> Result<()> {
+        let mut st = self.lock();
+        loop {
+            self.check_usable(&st)?;
+            if !st.leader && st.pending.is_empty() {
+                break;
+            }
+            st = self.wait(st);
+        }
+        let Some(wm) = st.unsynced.take() else {
+            return Ok(());
+        };
+        let Some(file) = st.active.as_ref().map(|a| a.file.clone()) else {
+            return Ok(());
+        };
+        st.leader = true;
+        drop(st);
+        let result = file
+            .sync_data()
+            .map_err(|e| Error::Poisoned {
+                lane: self.lane,
+                cause: Arc::new(e),
+            })
+            .and_then(|()| recovery::publish(self.watermark.as_ref(), &wm, &self.dir));
+        let mut st = self.lock();
+        st.leader = false;
+        st.last_sync = Instant::now();
+        if let Err(Error::Poisoned { cause, .. }) = &result {
+            tracing::error!(lane = self.lane.0, error = %cause, "fdatasync failed; poisoning the writer");
+            st.poisoned = Some(cause.clone());
+        }
+        self.wake.notify_all();
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if matches!(self.opts.durability, Durability::Interval(_)) {
+            if let Err(e) = self.flush() {
+                tracing::error!(lane = self.lane.0, error = %e, "final flush of interval-mode writer failed");
+            }
+        }
+    }
+}
+
+/// Interval mode: syncs written data every `every` so readers see it and it becomes durable.
+fn spawn_flusher(inner: std::sync::Weak<Inner>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("wal-flusher".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = inner.upgrade() else { return };
+            if let Err(e) = inner.flush() {
+                tracing::error!(error = %e, "interval flush failed");
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the interval flusher thread");
+    }
+}

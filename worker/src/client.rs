@@ -1,0 +1,269 @@
+//! The cloud call: the [`Destination`] seam and the Groundlight implementation over ureq.
+
+mod config;
+mod error;
+
+use std::fmt;
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use config::{
+    normalize_endpoint, ApiToken, ClientConfig, ConfigError, DEFAULT_ENDPOINT, ENV_API_TOKEN,
+    ENV_ENDPOINT,
+};
+pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
+
+use crate::escalation::{python_float_repr, Escalation};
+
+/// Where escalations are delivered. The worker loop calls [`submit`](Self::submit) once per
+/// attempt and classifies the result; implementations do no retrying of their own.
+pub trait Destination: Send + Sync {
+    /// A short name for logs and stats, e.g. `"groundlight"`.
+    fn name(&self) -> &str;
+
+    /// Makes one delivery attempt of `escalation`.
+    fn submit(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError>;
+}
+
+/// Which attempt of an item this is (1-based); retries use shorter connect timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptContext {
+    number: NonZeroU32,
+}
+
+impl AttemptContext {
+    /// The first attempt.
+    pub const FIRST: Self = Self { number: NonZeroU32::MIN };
+
+    /// Attempt number `number` (1-based); 0 is treated as 1.
+    pub fn new(number: u32) -> Self {
+        Self { number: NonZeroU32::new(number).unwrap_or(NonZeroU32::MIN) }
+    }
+
+    /// The attempt number, starting at 1.
+    pub fn number(self) -> u32 {
+        self.number.get()
+    }
+
+    /// Whether an earlier attempt of the same item was made.
+    pub fn is_retry(self) -> bool {
+        self.number.get() > 1
+    }
+
+    /// The following attempt (saturating).
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self { number: self.number.saturating_add(1) }
+    }
+}
+
+/// A successful delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivered {
+    /// The created image query.
+    pub image_query: ImageQuery,
+    /// The HTTP status (201 from the real API).
+    pub status: u16,
+    /// Time from sending the request to reading the whole response.
+    pub elapsed: Duration,
+}
+
+/// The ImageQuery the API returns. Only `id` is required; unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ImageQuery {
+    /// The image query id (`iq_…`).
+    pub id: String,
+    /// Always `"image_query"`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// Creation time, RFC 3339.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// The detector's query text.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The detector id.
+    #[serde(default)]
+    pub detector_id: Option<String>,
+    /// `binary_classification`, `counting`, `multi_classification`, ….
+    #[serde(default)]
+    pub result_type: Option<String>,
+    /// The result, `null` (or a placeholder) for async submissions.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Patience time in seconds.
+    #[serde(default)]
+    pub patience_time: Option<f64>,
+    /// Confidence threshold.
+    #[serde(default)]
+    pub confidence_threshold: Option<f64>,
+    /// Metadata echoed back.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    /// Edge only; false from the cloud.
+    #[serde(default)]
+    pub done_processing: Option<bool>,
+    /// Regions of interest.
+    #[serde(default)]
+    pub rois: Option<Value>,
+    /// Recognised text.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// The Groundlight cloud: `POST {endpoint}/v1/image-queries`, one keep-alive agent reused.
+pub struct GroundlightClient {
+    config: ClientConfig,
+    token: RwLock<ApiToken>,
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl fmt::Debug for GroundlightClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroundlightClient").field("url", &self.url).field("config", &self.config).finish()
+    }
+}
+
+impl GroundlightClient {
+    /// Validates `config` and builds the agent.
+    pub fn new(mut config: ClientConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Redirects are reported, never followed: the token must not travel elsewhere.
+            .max_redirects(0)
+            .user_agent(config.user_agent.as_str())
+            .accept("application/json")
+            .timeout_send_request(Some(Duration::from_millis(config.send_timeout_ms)))
+            .timeout_send_body(Some(Duration::from_millis(config.send_timeout_ms)))
+            .timeout_recv_response(Some(Duration::from_millis(config.read_timeout_ms)))
+            .timeout_recv_body(Some(Duration::from_millis(config.read_timeout_ms)))
+            .build()
+            .new_agent();
+        let url = format!("{}/v1/image-queries", config.endpoint);
+        let token = RwLock::new(config.api_token.clone());
+        Ok(Self { config, token, agent, url })
+    }
+
+    /// The configuration in use (the token in it is the one given at construction).
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Replaces the token for later calls, e.g. after an operator fixed an auth failure.
+    pub fn set_api_token(&self, token: ApiToken) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// The request query parameters, in the SDK's order; only those that are set.
+    pub fn query_params(escalation: &Escalation) -> Vec<(&'static str, String)> {
+        let mut params = vec![
+            ("detector_id", escalation.detector_id.clone()),
+            ("image_query_id", escalation.image_query_id.clone()),
+        ];
+        if let Some(patience) = escalation.patience_time_s {
+            params.push(("patience_time", python_float_repr(patience)));
+        }
+        if let Some(threshold) = escalation.confidence_threshold {
+            params.push(("confidence_threshold", python_float_repr(threshold)));
+        }
+        if let Some(review) = escalation.human_review {
+            params.push(("human_review", review.as_str().to_owned()));
+        }
+        params.push(("want_async", "True".to_owned()));
+        if let Some(metadata) = &escalation.metadata {
+            params.push(("metadata", metadata.to_query_value()));
+        }
+        params
+    }
+
+    fn send(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError> {
+        let image = escalation
+            .image
+            .load(&self.config.image_limits)
+            .map_err(|source| DeliveryError::ImageUnavailable { source })?;
+        let token = self.token.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let request = self
+            .agent
+            .post(&self.url)
+            .config()
+            .timeout_connect(Some(self.config.connect_timeout(attempt.is_retry())))
+            .build()
+            .query_pairs(Self::query_params(escalation))
+            .header("x-api-token", token.expose())
+            .header("X-Request-Id", escalation.request_id.as_str())
+            .content_type(escalation.content_type(&image));
+        let started = Instant::now();
+        let mut response = request.send(&image[..]).map_err(DeliveryError::from_ureq)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(http_error(&mut response, status));
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.config.response_size_max_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(limit) => DeliveryError::BadResponse {
+                    status,
+                    detail: format!("body exceeds {limit} bytes"),
+                    body_excerpt: String::new(),
+                },
+                other => DeliveryError::from_ureq(other),
+            })?;
+        let image_query = serde_json::from_slice::<ImageQuery>(&body).map_err(|e| DeliveryError::BadResponse {
+            status,
+            detail: e.to_string(),
+            body_excerpt: error::body_excerpt(&body),
+        })?;
+        Ok(Delivered { image_query, status, elapsed: started.elapsed() })
+    }
+}
+
+/// Builds the error for a non-2xx answer, keeping `Retry-After` and a body excerpt.
+fn http_error(response: &mut ureq::http::Response<ureq::Body>, status: u16) -> DeliveryError {
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let mut head = Vec::with_capacity(BODY_EXCERPT_MAX_BYTES);
+    let limit = u64::try_from(BODY_EXCERPT_MAX_BYTES).unwrap_or(u64::MAX);
+    // A failed or partial read only shortens the excerpt; the status is what matters.
+    let _ = response.body_mut().as_reader().take(limit).read_to_end(&mut head);
+    DeliveryError::Http { status, retry_after, body_excerpt: error::body_excerpt(&head) }
+}
+
+impl Destination for GroundlightClient {
+    fn name(&self) -> &str {
+        "groundlight"
+    }
+
+    fn submit(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError> {
+        let result = self.send(escalation, attempt);
+        match &result {
+            Ok(delivered) => tracing::debug!(
+                image_query_id = %escalation.image_query_id,
+                attempt = attempt.number(),
+                status = delivered.status,
+                elapsed_ms = u64::try_from(delivered.elapsed.as_millis()).unwrap_or(u64::MAX),
+                "escalation delivered"
+            ),
+            Err(error) => tracing::debug!(
+                image_query_id = %escalation.image_query_id,
+                attempt = attempt.number(),
+                %error,
+                "escalation attempt failed"
+            ),
+        }
+        result
+    }
+}

@@ -1,0 +1,240 @@
+//! Client configuration: endpoint, token, timeouts.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::escalation::RecordLimits;
+
+/// Environment variable holding the API token.
+pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";
+
+/// Environment variable holding the API endpoint.
+pub const ENV_ENDPOINT: &str = "GROUNDLIGHT_ENDPOINT";
+
+/// The endpoint used when [`ENV_ENDPOINT`] is unset or empty.
+pub const DEFAULT_ENDPOINT: &str = "https://api.groundlight.ai/device-api";
+
+/// An API token. Its `Debug` output is redacted and it has no `Display`, so it cannot end up
+/// in a log line by accident; [`expose`](Self::expose) is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Checks that `token` is non-empty and valid in an HTTP header (visible ASCII).
+    pub fn new(token: impl Into<String>) -> Result<Self, ConfigError> {
+        let token = token.into();
+        if token.is_empty() {
+            return Err(ConfigError::InvalidToken { reason: "the token is empty" });
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::InvalidToken {
+                reason: "the token must be visible ASCII without spaces or control characters",
+            });
+        }
+        Ok(Self(token))
+    }
+
+    /// The secret itself, for the `x-api-token` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// Why a client configuration is unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No token was configured.
+    #[error("no API token: set {var}")]
+    MissingToken {
+        /// The environment variable to set.
+        var: &'static str,
+    },
+    /// The token cannot be sent in a header.
+    #[error("invalid API token: {reason}")]
+    InvalidToken {
+        /// What is wrong (the token itself is never included).
+        reason: &'static str,
+    },
+    /// The endpoint is not an http(s) URL without query or fragment.
+    #[error("invalid API endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A timeout is below its minimum.
+    #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
+    InvalidTimeout {
+        /// The field name.
+        field: &'static str,
+        /// The value.
+        value_ms: u64,
+        /// The minimum.
+        min_ms: u64,
+    },
+}
+
+/// Settings of [`GroundlightClient`](super::GroundlightClient).
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// API base URL, normalised by [`normalize_endpoint`]. Default [`DEFAULT_ENDPOINT`].
+    pub endpoint: String,
+    /// The token sent as `x-api-token`.
+    pub api_token: ApiToken,
+    /// TCP + TLS connect timeout of an item's first attempt. Default 5000; minimum 1.
+    pub connect_timeout_first_ms: u64,
+    /// Connect timeout of retries (the network is probably bad). Default 1000; minimum 1.
+    pub connect_timeout_retry_ms: u64,
+    /// Time to wait for the response headers, and then for the body. Default 15000; minimum 1.
+    pub read_timeout_ms: u64,
+    /// Time to send the request headers, and then the image body. Default 60000; minimum 1.
+    pub send_timeout_ms: u64,
+    /// Largest success response body read. Default 1 MiB; minimum 1.
+    pub response_size_max_bytes: u64,
+    /// Limits applied to images (path images are read with this bound).
+    pub image_limits: RecordLimits,
+    /// Sent as `User-Agent`. Default `escalation-queue/<crate version>`.
+    pub user_agent: String,
+}
+
+impl ClientConfig {
+    /// Defaults for everything but the token.
+    pub fn new(api_token: ApiToken) -> Self {
+        Self {
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            api_token,
+            connect_timeout_first_ms: 5_000,
+            connect_timeout_retry_ms: 1_000,
+            read_timeout_ms: 15_000,
+            send_timeout_ms: 60_000,
+            response_size_max_bytes: 1024 * 1024,
+            image_limits: RecordLimits::DEFAULT,
+            user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// Reads [`ENV_API_TOKEN`] (required) and [`ENV_ENDPOINT`] (optional) from the process
+    /// environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let token = lookup(ENV_API_TOKEN).filter(|t| !t.is_empty());
+        let token = token.ok_or(ConfigError::MissingToken { var: ENV_API_TOKEN })?;
+        let mut config = Self::new(ApiToken::new(token)?);
+        if let Some(endpoint) = lookup(ENV_ENDPOINT).filter(|e| !e.trim().is_empty()) {
+            config.endpoint = normalize_endpoint(&endpoint)?;
+        }
+        Ok(config)
+    }
+
+    /// Normalises the endpoint and checks every minimum.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.endpoint = normalize_endpoint(&self.endpoint)?;
+        let minimums = [
+            ("connect_timeout_first_ms", self.connect_timeout_first_ms),
+            ("connect_timeout_retry_ms", self.connect_timeout_retry_ms),
+            ("read_timeout_ms", self.read_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
+        ];
+        for (field, value_ms) in minimums {
+            if value_ms < 1 {
+                return Err(ConfigError::InvalidTimeout { field, value_ms, min_ms: 1 });
+            }
+        }
+        self.response_size_max_bytes = self.response_size_max_bytes.max(1);
+        Ok(())
+    }
+
+    /// The connect timeout for an attempt.
+    pub(crate) fn connect_timeout(&self, is_retry: bool) -> Duration {
+        let ms = if is_retry { self.connect_timeout_retry_ms } else { self.connect_timeout_first_ms };
+        Duration::from_millis(ms)
+    }
+}
+
+/// Normalises an endpoint like the SDK's `sanitize_endpoint_url`: http or https with a host,
+/// no query or fragment, an empty path becomes `/device-api`, trailing slashes are removed.
+pub fn normalize_endpoint(raw: &str) -> Result<String, ConfigError> {
+    let invalid = |reason| ConfigError::InvalidEndpoint { endpoint: raw.to_owned(), reason };
+    let trimmed = raw.trim();
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| invalid("the scheme must be http:// or https://"))?;
+    if trimmed.contains(['?', '#']) {
+        return Err(invalid("an endpoint cannot have a query or fragment"));
+    }
+    if trimmed.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("an endpoint cannot contain whitespace"));
+    }
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if host.is_empty() {
+        return Err(invalid("the host is missing"));
+    }
+    let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/device-api" } else { path };
+    let scheme_len = trimmed.len() - rest.len();
+    Ok(format!("{}{host}{path}", &trimmed[..scheme_len]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_normalisation_matches_the_sdk() {
+        let cases = [
+            ("https://api.groundlight.ai/", "https://api.groundlight.ai/device-api"),
+            ("https://api.groundlight.ai", "https://api.groundlight.ai/device-api"),
+            ("https://api.groundlight.ai/device-api/", "https://api.groundlight.ai/device-api"),
+            ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize_endpoint(raw).as_deref(), Ok(expected), "{raw}");
+        }
+        for bad in ["ftp://x", "https://", "https://x/?a=1", "api.groundlight.ai"] {
+            assert!(normalize_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn from_lookup_reads_token_and_endpoint() {
+        let env = |name: &str| match name {
+            ENV_API_TOKEN => Some("api_2secret".to_owned()),
+            ENV_ENDPOINT => Some("http://localhost:30101/".to_owned()),
+            _ => None,
+        };
+        let config = ClientConfig::from_lookup(env).expect("config");
+        assert_eq!(config.api_token.expose(), "api_2secret");
+        assert_eq!(config.endpoint, "http://localhost:30101/device-api");
+        let config = ClientConfig::from_lookup(|n| (n == ENV_API_TOKEN).then(|| "t".into()))
+            .expect("config");
+        assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(
+            ClientConfig::from_lookup(|_| None).err(),
+            Some(ConfigError::MissingToken { var: ENV_API_TOKEN })
+        );
+    }
+
+    #[test]
+    fn token_is_redacted_and_checked() {
+        let config = ClientConfig::new(ApiToken::new("api_2supersecret").expect("token"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("supersecret"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+        assert!(ApiToken::new("").is_err());
+        assert!(ApiToken::new("bad token").is_err());
+        assert!(ApiToken::new("bad\ntoken").is_err());
+    }
+}

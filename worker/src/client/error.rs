@@ -1,0 +1,279 @@
+//! Typed delivery errors: enough detail to classify an attempt without parsing strings.
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use crate::escalation::ImageError;
+
+/// Longest response body excerpt kept in a [`DeliveryError::Http`], in bytes.
+pub const BODY_EXCERPT_MAX_BYTES: usize = 1024;
+
+/// The phase of an HTTP exchange that timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeoutPhase {
+    /// Resolving the host name.
+    Resolve,
+    /// TCP connect and TLS handshake: the request was not sent.
+    Connect,
+    /// Sending the request headers or the image: it may have been partly received.
+    Send,
+    /// Waiting for or reading the response: the request may have been processed.
+    Read,
+    /// An overall deadline.
+    Overall,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Resolve => "resolve",
+            Self::Connect => "connect",
+            Self::Send => "send",
+            Self::Read => "read",
+            Self::Overall => "overall",
+        })
+    }
+}
+
+/// Why one delivery attempt failed.
+///
+/// Classification (see [`ClassificationPolicy::classify`](crate::ClassificationPolicy::classify)) decides what happens next; this type
+/// only says what happened, and whether the request may have reached the cloud
+/// ([`response_possibly_lost`](Self::response_possibly_lost)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The cloud answered with a status other than 2xx (3xx included: redirects are never
+    /// followed, so the token is never sent to another host).
+    #[error("cloud answered HTTP {status}{}: {body_excerpt}", retry_after_text(*retry_after))]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The `Retry-After` delay, when the header was present and valid.
+        retry_after: Option<Duration>,
+        /// The start of the body, at most [`BODY_EXCERPT_MAX_BYTES`], lossy UTF-8.
+        body_excerpt: String,
+    },
+    /// The connection was refused or the host/network is unreachable; nothing was sent.
+    #[error("could not connect to the cloud: {source}")]
+    Connect {
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// A timeout expired.
+    #[error("cloud request timed out in the {phase} phase")]
+    Timeout {
+        /// Where.
+        phase: TimeoutPhase,
+    },
+    /// The connection was reset or closed mid-exchange.
+    #[error("connection to the cloud was reset or closed mid-request: {source}")]
+    Reset {
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another I/O error on the connection.
+    #[error("I/O error talking to the cloud: {source}")]
+    Io {
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS handshake or session failed.
+    #[error("TLS error talking to the cloud: {detail}")]
+    Tls {
+        /// What the TLS layer said.
+        detail: String,
+    },
+    /// The host name did not resolve.
+    #[error("could not resolve the cloud host name")]
+    Dns,
+    /// The server's answer was not valid HTTP/1.1.
+    #[error("cloud sent a malformed HTTP response: {detail}")]
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// A 2xx answer whose body is not an ImageQuery (or a captive portal's page).
+    #[error("cloud answered HTTP {status} with a body that is not an ImageQuery: {detail}")]
+    BadResponse {
+        /// The status code.
+        status: u16,
+        /// Why the body was rejected.
+        detail: String,
+        /// The start of the body.
+        body_excerpt: String,
+    },
+    /// The image file is missing, unreadable, empty or too large.
+    #[error("image unavailable: {source}")]
+    ImageUnavailable {
+        /// Why.
+        #[source]
+        source: ImageError,
+    },
+    /// The request could not be built (a bug or a configuration problem); nothing was sent.
+    #[error("could not build the cloud request: {detail}")]
+    Request {
+        /// What the HTTP library said.
+        detail: String,
+    },
+}
+
+fn retry_after_text(retry_after: Option<Duration>) -> String {
+    retry_after.map(|d| format!(" (Retry-After {} s)", d.as_secs())).unwrap_or_default()
+}
+
+impl DeliveryError {
+    /// Whether the request may have reached the cloud although no answer arrived. A later
+    /// HTTP 400 for the same image query id is then most likely "already exists".
+    pub fn response_possibly_lost(&self) -> bool {
+        match self {
+            Self::Timeout { phase } => matches!(phase, TimeoutPhase::Send | TimeoutPhase::Read | TimeoutPhase::Overall),
+            Self::Reset { .. } | Self::Io { .. } | Self::Protocol { .. } | Self::BadResponse { .. } => true,
+            Self::Http { .. }
+            | Self::Connect { .. }
+            | Self::Tls { .. }
+            | Self::Dns
+            | Self::ImageUnavailable { .. }
+            | Self::Request { .. } => false,
+        }
+    }
+
+    /// The HTTP status, for `Http` and `BadResponse`.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Http { status, .. } | Self::BadResponse { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Maps a ureq error.
+    pub(crate) fn from_ureq(error: ureq::Error) -> Self {
+        use ureq::Error as U;
+        match error {
+            U::StatusCode(status) => Self::Http { status, retry_after: None, body_excerpt: String::new() },
+            U::Io(source) => Self::from_io(source),
+            U::Timeout(timeout) => Self::Timeout { phase: timeout_phase(timeout) },
+            U::HostNotFound => Self::Dns,
+            U::ConnectionFailed => Self::Connect {
+                source: io::Error::new(io::ErrorKind::ConnectionRefused, "connection failed"),
+            },
+            U::ConnectProxyFailed(detail) => Self::Connect { source: io::Error::other(detail) },
+            U::Tls(detail) => Self::Tls { detail: detail.to_owned() },
+            U::Rustls(e) => Self::Tls { detail: e.to_string() },
+            U::Pem(e) => Self::Tls { detail: e.to_string() },
+            U::TlsRequired => Self::Tls { detail: "the connection is not TLS".to_owned() },
+            U::Protocol(e) => Self::Protocol { detail: e.to_string() },
+            e @ (U::LargeResponseHeader(..) | U::BodyStalled) => Self::Protocol { detail: e.to_string() },
+            U::Other(e) => Self::Io { source: io::Error::other(e) },
+            other => Self::Request { detail: other.to_string() },
+        }
+    }
+
+    /// Maps a socket error by kind.
+    pub(crate) fn from_io(source: io::Error) -> Self {
+        use io::ErrorKind as K;
+        match source.kind() {
+            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+                Self::Connect { source }
+            }
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => {
+                Self::Reset { source }
+            }
+            K::TimedOut | K::WouldBlock => Self::Timeout { phase: TimeoutPhase::Read },
+            _ => Self::Io { source },
+        }
+    }
+}
+
+fn timeout_phase(timeout: ureq::Timeout) -> TimeoutPhase {
+    use ureq::Timeout as T;
+    match timeout {
+        T::Resolve => TimeoutPhase::Resolve,
+        T::Connect => TimeoutPhase::Connect,
+        T::SendRequest | T::SendBody | T::PerWrite | T::Await100 => TimeoutPhase::Send,
+        T::RecvResponse | T::RecvBody | T::PerRead => TimeoutPhase::Read,
+        _ => TimeoutPhase::Overall,
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+/// A date in the past gives zero; anything unparseable gives `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Very long digit strings saturate instead of failing.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The first [`BODY_EXCERPT_MAX_BYTES`] of a body as lossy UTF-8, cut at a char boundary.
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
+    let head = body.get(..BODY_EXCERPT_MAX_BYTES).unwrap_or(body);
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if text.len() > BODY_EXCERPT_MAX_BYTES {
+        let mut cut = BODY_EXCERPT_MAX_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        // Sun, 06 Nov 1994 08:49:37 GMT = 784111777.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let date = "Sun, 06 Nov 1994 08:50:07 GMT";
+        assert_eq!(parse_retry_after(date, now), Some(Duration::from_secs(30)));
+        // Obsolete RFC 850 and asctime forms are accepted too.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("Sun Nov  6 08:50:07 1994", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        for bad in ["", "-5", "1.5", "soon", "99999999999999999999999999"] {
+            let parsed = parse_retry_after(bad, now);
+            if bad.starts_with('9') {
+                assert_eq!(parsed, Some(Duration::from_secs(u64::MAX)));
+            } else {
+                assert_eq!(parsed, None, "{bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn excerpt_is_bounded_and_lossy() {
+        assert_eq!(body_excerpt(b"short"), "short");
+        let long = vec![b'a'; 5000];
+        assert_eq!(body_excerpt(&long).len(), BODY_EXCERPT_MAX_BYTES);
+        let invalid = vec![0xff_u8; 2000];
+        let excerpt = body_excerpt(&invalid);
+        assert!(excerpt.len() <= BODY_EXCERPT_MAX_BYTES);
+        assert!(excerpt.starts_with('\u{fffd}'));
+    }
+
+    #[test]
+    fn io_kinds_map_to_variants() {
+        let e = |kind| DeliveryError::from_io(io::Error::from(kind));
+        assert!(matches!(e(io::ErrorKind::ConnectionRefused), DeliveryError::Connect { .. }));
+        assert!(matches!(e(io::ErrorKind::ConnectionReset), DeliveryError::Reset { .. }));
+        assert!(matches!(e(io::ErrorKind::UnexpectedEof), DeliveryError::Reset { .. }));
+        assert!(!e(io::ErrorKind::ConnectionRefused).response_possibly_lost());
+        assert!(e(io::ErrorKind::ConnectionReset).response_possibly_lost());
+    }
+}

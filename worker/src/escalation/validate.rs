@@ -1,0 +1,189 @@
+//! Field-level validation of an [`Escalation`](super::Escalation).
+
+use std::fmt;
+
+use super::metadata::METADATA_SIZE_LIMIT_BYTES;
+
+/// Longest id accepted, in characters.
+pub const ID_LEN_MAX_CHARS: usize = 200;
+
+/// Default largest image accepted: 16 MiB. The edge's nginx caps uploads at 10 MiB.
+pub const DEFAULT_IMAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Limits that [`Escalation::validate_with`](super::Escalation::validate_with) enforces
+/// beyond the fixed API rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Largest image, inline or on disk. Default [`DEFAULT_IMAGE_SIZE_MAX_BYTES`]; minimum 1.
+    pub image_size_max_bytes: usize,
+}
+
+impl RecordLimits {
+    /// The defaults, usable in `const` context.
+    pub const DEFAULT: Self = Self { image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES };
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Which id field a [`ValidationError`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdField {
+    /// `detector_id`.
+    DetectorId,
+    /// `image_query_id`.
+    ImageQueryId,
+    /// `request_id`.
+    RequestId,
+}
+
+impl fmt::Display for IdField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DetectorId => "detector_id",
+            Self::ImageQueryId => "image_query_id",
+            Self::RequestId => "request_id",
+        })
+    }
+}
+
+/// One rule an escalation breaks. Each message names the field, the value and what is allowed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// An id is the empty string.
+    #[error("{field} is empty; allowed: 1 to {ID_LEN_MAX_CHARS} printable ASCII characters without spaces")]
+    IdEmpty {
+        /// The field.
+        field: IdField,
+    },
+    /// An id is longer than [`ID_LEN_MAX_CHARS`].
+    #[error("{field} {excerpt:?}… is {length_chars} characters long; allowed: at most {ID_LEN_MAX_CHARS}")]
+    IdTooLong {
+        /// The field.
+        field: IdField,
+        /// The first 40 characters of the value.
+        excerpt: String,
+        /// The value's length in characters.
+        length_chars: usize,
+    },
+    /// An id holds a character outside printable ASCII (`!`..=`~`).
+    #[error("{field} {value:?} has {character:?} at character {position}; allowed: printable ASCII without spaces ('!'..='~')")]
+    IdInvalidCharacter {
+        /// The field.
+        field: IdField,
+        /// The value (at most [`ID_LEN_MAX_CHARS`] characters, so it is short).
+        value: String,
+        /// The first offending character.
+        character: char,
+        /// Its index, in characters.
+        position: usize,
+    },
+    /// `confidence_threshold` is not a finite number in `0..=1`.
+    #[error("confidence_threshold is {value}; allowed: a finite number in 0..=1")]
+    ConfidenceThresholdOutOfRange {
+        /// The value.
+        value: f64,
+    },
+    /// `patience_time` is not a finite number of seconds above 0.
+    #[error("patience_time is {value_s} s; allowed: a finite number of seconds > 0")]
+    PatienceTimeOutOfRange {
+        /// The value in seconds.
+        value_s: f64,
+    },
+    /// The metadata is larger than the SDK accepts.
+    #[error("metadata is {size_bytes} bytes as measured by the Python SDK (sys.getsizeof of json.dumps); allowed: at most {max_bytes}")]
+    MetadataTooLarge {
+        /// The SDK-measured size.
+        size_bytes: usize,
+        /// The limit, [`METADATA_SIZE_LIMIT_BYTES`].
+        max_bytes: usize,
+    },
+    /// The inline image has no bytes.
+    #[error("image is empty (0 bytes); allowed: 1 to {max_bytes} bytes")]
+    ImageEmpty {
+        /// The configured limit.
+        max_bytes: usize,
+    },
+    /// The inline image is larger than the configured limit.
+    #[error("image is {size_bytes} bytes; allowed: 1 to {max_bytes} bytes")]
+    ImageTooLarge {
+        /// The image size.
+        size_bytes: usize,
+        /// The configured limit.
+        max_bytes: usize,
+    },
+    /// The image path is not an absolute UTF-8 path.
+    #[error("image path {path:?} is not allowed: it must be absolute and valid UTF-8")]
+    ImagePathInvalid {
+        /// The path, lossily converted for display.
+        path: String,
+    },
+}
+
+/// Checks one id field.
+pub(super) fn check_id(field: IdField, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::IdEmpty { field });
+    }
+    let length_chars = value.chars().count();
+    if length_chars > ID_LEN_MAX_CHARS {
+        let excerpt = value.chars().take(40).collect();
+        return Err(ValidationError::IdTooLong { field, excerpt, length_chars });
+    }
+    match value.chars().enumerate().find(|(_, c)| !('!'..='~').contains(c)) {
+        Some((position, character)) => Err(ValidationError::IdInvalidCharacter {
+            field,
+            value: value.to_owned(),
+            character,
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks `confidence_threshold`.
+pub(super) fn check_confidence_threshold(value: Option<f64>) -> Result<(), ValidationError> {
+    match value {
+        Some(v) if !(v.is_finite() && (0.0..=1.0).contains(&v)) => {
+            Err(ValidationError::ConfidenceThresholdOutOfRange { value: v })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks `patience_time`.
+pub(super) fn check_patience_time(value_s: Option<f64>) -> Result<(), ValidationError> {
+    match value_s {
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            Err(ValidationError::PatienceTimeOutOfRange { value_s: v })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the SDK-measured metadata size.
+pub(super) fn check_metadata_size(size_bytes: usize) -> Result<(), ValidationError> {
+    if size_bytes > METADATA_SIZE_LIMIT_BYTES {
+        return Err(ValidationError::MetadataTooLarge {
+            size_bytes,
+            max_bytes: METADATA_SIZE_LIMIT_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks an image size against the limits.
+pub(super) fn check_image_size(size_bytes: usize, limits: &RecordLimits) -> Result<(), ValidationError> {
+    let max_bytes = limits.image_size_max_bytes;
+    if size_bytes == 0 {
+        Err(ValidationError::ImageEmpty { max_bytes })
+    } else if size_bytes > max_bytes {
+        Err(ValidationError::ImageTooLarge { size_bytes, max_bytes })
+    } else {
+        Ok(())
+    }
+}
