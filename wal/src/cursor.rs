@@ -178,6 +178,22 @@ pub(crate) fn peek(storage: &dyn Storage, dir: &Path, name: &str) -> Option<Chec
         .max_by_key(|c| c.generation)
 }
 
+/// True when cursor `name`'s checkpoint file holds bytes but no valid slot. A file that
+/// was created but never written (all zeros, or not yet extended to its two slots) is a
+/// cursor that never checkpointed, not damage (for `verify`).
+pub(crate) fn is_damaged(storage: &dyn Storage, dir: &Path, name: &str) -> bool {
+    if peek(storage, dir, name).is_some() {
+        return false;
+    }
+    let path = join(dir, &FileName::Checkpoint(name.to_owned()));
+    let Ok(file) = storage.open(&path, OpenMode::Read) else {
+        return true;
+    };
+    let Ok(len) = file.size() else { return true };
+    let mut bytes = vec![0u8; usize::try_from(len.min(2 * SLOT_LEN as u64)).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, 0).is_err() || bytes.iter().any(|&b| b != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

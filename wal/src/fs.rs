@@ -176,8 +176,8 @@ impl Storage for RealStorage {
     }
 }
 
-/// Wraps a storage and adds a fixed latency to every `sync_data`, to measure how group
-/// commit amortizes a slow disk (benchmarks) without needing one.
+/// Wraps a storage so every `sync_data` takes at least `sync_latency` (the real sync, then
+/// a sleep for the rest): a slow disk, to measure how group commit amortizes one.
 #[derive(Debug)]
 pub struct SlowSyncStorage {
     inner: Arc<dyn Storage>,
@@ -185,7 +185,7 @@ pub struct SlowSyncStorage {
 }
 
 impl SlowSyncStorage {
-    /// `inner` with every data sync taking at least `sync_latency` longer.
+    /// `inner` with every data sync taking at least `sync_latency`.
     pub fn new(inner: Arc<dyn Storage>, sync_latency: Duration) -> Self {
         Self {
             inner,
@@ -208,8 +208,12 @@ impl StorageFile for SlowSyncFile {
         self.inner.write_all_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
-        std::thread::sleep(self.sync_latency);
-        self.inner.sync_data()
+        let started = std::time::Instant::now();
+        let result = self.inner.sync_data();
+        if let Some(rest) = self.sync_latency.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        result
     }
     fn allocate(&self, len: u64) -> io::Result<()> {
         self.inner.allocate(len)

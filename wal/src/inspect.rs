@@ -60,7 +60,7 @@ pub fn verify(dir: impl AsRef<Path>, opts: &Options) -> Result<VerifyReport> {
         }
     }
     for name in cursor_names(storage, dir)? {
-        let ok = cursor::peek(storage, dir, &name).is_some();
+        let ok = !cursor::is_damaged(storage, dir, &name);
         if !ok {
             report.damage.push(Corruption {
                 path: join(dir, &FileName::Checkpoint(name.clone())),

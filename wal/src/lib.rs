@@ -13,7 +13,10 @@
 //!
 //! # fn main() -> Result<(), escalation_queue_wal::Error> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let opts = Options::default().segment_bytes(1 << 20).free_disk_bytes_min(0);
+//! let opts = Options::default()
+//!     .segment_bytes(1 << 20)
+//!     .record_bytes_max(64 << 10)
+//!     .free_disk_bytes_min(0);
 //! let writer = Writer::open(dir.path(), &opts)?;
 //! writer.append(b"first")?; // returns once durable
 //! writer.append(b"second")?;

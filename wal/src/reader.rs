@@ -14,7 +14,7 @@ use crate::cursor::{Checkpoint, CheckpointFile, LanePosition};
 use crate::error::{Corruption, Error, Event, Result};
 use crate::format::{
     self, decode_frame, frame_len, valid_cursor_name, FileName, Frame, RecordKind, Watermark,
-    SEGMENT_HEADER_LEN,
+    SEAL_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{join, LockGuard, OpenMode};
 use crate::options::Options;
@@ -55,7 +55,9 @@ struct LaneReader {
     /// Delivered, unacknowledged: (seq, position after the record).
     delivered: VecDeque<(Seq, LanePosition)>,
     watermark: Option<Watermark>,
-    map: Option<(SegmentId, Bytes)>,
+    /// The mapped segment, and the durable end it was mapped for (`None`: the whole
+    /// segment, which was complete). A non-live map shows nothing written after it.
+    map: Option<(SegmentId, Bytes, Option<u64>)>,
     peeked: Option<Record>,
     last_owner_check: Instant,
 }
@@ -387,9 +389,17 @@ impl Reader {
                 continue;
             }
             let Some(&first) = segs.first() else { continue };
-            if self.checkpoint_file.is_some() {
+            let first = if self.checkpoint_file.is_some() {
                 recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events)?;
-            }
+                // Recovery may have removed a segment whose creation never completed.
+                let segs = segment::list(storage, &self.dir)?.remove(&lane);
+                let Some(&first) = segs.as_ref().and_then(|s| s.first()) else {
+                    continue;
+                };
+                first
+            } else {
+                first
+            };
             let watermark = recovery::read_watermark(storage, &self.dir, lane);
             let start = match self.checkpoint.lanes.get(&lane) {
                 Some(p) => *p,
@@ -424,6 +434,11 @@ impl Reader {
 
     /// A checkpointed position past the recovered end is reported and moved back to the
     /// end; one before the oldest segment (deleted by hand) moves forward to it.
+    ///
+    /// "Past the end" is past the lane's watermark, or, once the lane has moved on to a
+    /// newer segment, past the end of the (older, sealed) segment the cursor is in: where
+    /// the cursor points nothing was ever written. The cursor then resumes at the seal of
+    /// that segment, so that records written since (in later segments) are read.
     fn check_start(
         &mut self,
         lane: LaneId,
@@ -432,11 +447,13 @@ impl Reader {
         wm: Option<Watermark>,
     ) -> LanePosition {
         if let Some(w) = wm {
-            let end = Position {
+            let wm_end = Position {
                 segment: w.segment,
                 offset: w.offset,
             };
-            if p.position > end {
+            let in_older = p.position.segment >= first && p.position.segment < w.segment;
+            if p.position > wm_end || (in_older && self.nothing_at(lane, p.position)) {
+                let (end, resume) = self.segment_end(lane, p.position.segment, &w);
                 tracing::error!(lane = lane.0, cursor = %p.position, end = %end, "cursor points past the recovered end of the lane");
                 self.events.push(Event::CursorPastEnd {
                     lane,
@@ -444,10 +461,7 @@ impl Reader {
                     end,
                 });
                 self.dirty = true;
-                return LanePosition {
-                    position: end,
-                    next_seq: w.next_seq,
-                };
+                return resume;
             }
         }
         if p.position.segment < first {
@@ -473,6 +487,81 @@ impl Reader {
             };
         }
         p
+    }
+
+    /// True when nothing was ever written at `at` (zeros, or past the end of the file).
+    /// Damaged bytes are not "nothing": reading reports and steps over them.
+    fn nothing_at(&self, lane: LaneId, at: Position) -> bool {
+        let storage = self.opts.storage.as_ref();
+        let Ok((file, _, _)) = segment::open(storage, &self.dir, lane, at.segment, OpenMode::Read)
+        else {
+            return false;
+        };
+        let Ok(map) = file.map() else { return false };
+        matches!(
+            decode_frame(
+                &map,
+                at.offset,
+                lane,
+                at.segment,
+                self.opts.record_bytes_max
+            ),
+            Frame::Empty | Frame::Bad(format::BadRecord::Truncated)
+        )
+    }
+
+    /// The recovered end of `seg` (the watermark's segment when `seg` is not older), and
+    /// where a cursor past it resumes: at the segment's seal if it has one, so that reading
+    /// goes on with the next segment.
+    fn segment_end(&self, lane: LaneId, seg: SegmentId, w: &Watermark) -> (Position, LanePosition) {
+        let storage = self.opts.storage.as_ref();
+        let at = |segment, offset, next_seq| LanePosition {
+            position: Position { segment, offset },
+            next_seq,
+        };
+        if seg >= w.segment {
+            let end = Position {
+                segment: w.segment,
+                offset: w.offset,
+            };
+            if recovery::sealed_at(storage, &self.dir, lane, w) {
+                return (end, at(w.segment, w.offset - SEAL_LEN, w.next_seq));
+            }
+            return (end, at(w.segment, w.offset, w.next_seq));
+        }
+        let scanned = segment::open(storage, &self.dir, lane, seg, OpenMode::Read)
+            .ok()
+            .and_then(|(file, _, h)| {
+                let map = file.map().ok()?;
+                let cx = ScanContext {
+                    lane,
+                    segment: seg,
+                    len_max: self.opts.record_bytes_max,
+                    durable_hint: 0,
+                    first_seq: h.map_or(Seq(0), |h| h.first_seq),
+                };
+                Some(segment::scan(&map, SEGMENT_HEADER_LEN as u64, &cx))
+            });
+        match scanned {
+            Some(s) => {
+                let end = Position {
+                    segment: seg,
+                    offset: s.end,
+                };
+                match s.seal {
+                    Some(seal) => (end, at(seg, s.end - SEAL_LEN, seal.seq)),
+                    None => (end, at(seg, s.end, s.next_seq)),
+                }
+            }
+            // Gone meanwhile: fall back to the lane's end.
+            None => (
+                Position {
+                    segment: w.segment,
+                    offset: w.offset,
+                },
+                at(w.segment, w.offset, w.next_seq),
+            ),
+        }
     }
 }
 
@@ -562,6 +651,18 @@ impl LaneReader {
                     next,
                 } if next <= limit => {
                     if header.kind == RecordKind::Seal {
+                        // Nothing after the seal is readable before the watermark moves to
+                        // a later segment; until then do not list the directory each poll
+                        // (an idle lane rests at its seal).
+                        if wm.segment <= seg {
+                            if refreshed {
+                                return Ok(None);
+                            }
+                            self.watermark = recovery::read_watermark(storage, dir, self.lane)
+                                .or(self.watermark);
+                            refreshed = true;
+                            continue;
+                        }
                         if !self.next_segment(opts, dir, next)? {
                             return Ok(None);
                         }
@@ -612,10 +713,18 @@ impl LaneReader {
         need: Option<u64>,
         events: &mut Vec<Event>,
     ) -> Result<Option<Bytes>> {
-        if let Some((id, map)) = &self.map {
-            let long_enough =
-                need.is_none_or(|n| map.len() as u64 >= n) || opts.storage.maps_are_live();
-            if *id == seg && long_enough && (need.is_some() || !map.is_empty()) {
+        if let Some((id, map, covered)) = &self.map {
+            // A live map shows later writes as long as it is long enough; a snapshot holds
+            // only what was durable when it was taken, however long the (preallocated)
+            // file is, so it serves only needs it covers.
+            let long_enough = need.is_none_or(|n| map.len() as u64 >= n);
+            let fresh = opts.storage.maps_are_live()
+                || match (covered, need) {
+                    (None, _) => true,
+                    (Some(c), Some(n)) => *c >= n,
+                    (Some(_), None) => false,
+                };
+            if *id == seg && long_enough && fresh && (need.is_some() || !map.is_empty()) {
                 return Ok(Some(map.clone()));
             }
         }
@@ -624,7 +733,7 @@ impl LaneReader {
         match storage.open(&path, OpenMode::Read) {
             Ok(file) => {
                 let map = file.map().map_err(|e| Error::io("map", &path, e))?;
-                self.map = Some((seg, map.clone()));
+                self.map = Some((seg, map.clone(), need));
                 Ok(Some(map))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

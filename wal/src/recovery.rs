@@ -97,8 +97,11 @@ pub(crate) fn recover_lane(
     while let Some(&tail) = segs.last() {
         let (file, path, header) = segment::open(storage, dir, lane, tail, OpenMode::ReadWrite)?;
         match header {
-            Err(BadSegmentHeader::Zeroed | BadSegmentHeader::Short) => {
+            Err(BadSegmentHeader::Zeroed | BadSegmentHeader::Short)
+                if !holds_records(file.as_ref(), &path, lane, tail, len_max)? =>
+            {
                 // Created, but the header never became durable: it never held a record.
+                // (A zeroed header in front of valid frames is damage, recovered below.)
                 storage
                     .remove_file(&path)
                     .map_err(|e| Error::io("remove", &path, e))?;
@@ -134,6 +137,19 @@ pub(crate) fn recover_lane(
     })
 }
 
+/// True when a segment holds at least one valid frame of its lane after the header.
+fn holds_records(
+    file: &dyn StorageFile,
+    path: &Path,
+    lane: LaneId,
+    segment: SegmentId,
+    len_max: u32,
+) -> Result<bool> {
+    let data = file.map().map_err(|e| Error::io("map", path, e))?;
+    let cx = scan_cx(lane, segment, len_max, 0, Seq(0));
+    Ok(segment::find_next_valid(&data, SEGMENT_HEADER_LEN as u64, &cx).is_some())
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the context is the lane's"
@@ -156,11 +172,13 @@ fn recover_segment(
         .map_err(|e| Error::io("fdatasync", &path, e))?;
     let data = file.map().map_err(|e| Error::io("map", &path, e))?;
     let header_start = SEGMENT_HEADER_LEN as u64;
-    let (from, first_seq, durable_hint) = match (hint, &header) {
-        (Some(w), _) if w.segment == tail && w.offset >= header_start => {
-            (w.offset, w.next_seq, w.offset)
-        }
-        (_, Ok(h)) => (header_start, h.first_seq, header_start),
+    let hint_here = hint.filter(|w| w.segment == tail && w.offset >= header_start);
+    // Everything before the watermark was durable; damage there is corruption even when
+    // the scan has to start at the header because the file no longer reaches the mark.
+    let durable_end = hint_here.map_or(header_start, |w| w.offset);
+    let (from, first_seq, durable_hint) = match (hint_here, &header) {
+        (Some(w), _) if w.offset <= data.len() as u64 => (w.offset, w.next_seq, w.offset),
+        (_, Ok(h)) => (header_start, h.first_seq, durable_end),
         (_, Err(_)) => {
             events.push(Event::Corruption {
                 corruption: Corruption {
@@ -181,7 +199,7 @@ fn recover_segment(
             (
                 header_start,
                 first.map_or(Seq(0), |(_, h)| h.seq),
-                header_start,
+                durable_end,
             )
         }
     };
@@ -233,7 +251,12 @@ fn recover_segment(
                 scan.end,
                 scan.next_seq,
                 scan.last_time_ns,
-                data.len() as u64,
+                // A file cut short (by hand) may be extended up to its preallocated size
+                // to hold the seal, rather than leaving the lane unrecoverable.
+                header
+                    .as_ref()
+                    .map_or(0, |h| h.size_bytes)
+                    .max(data.len() as u64),
             )?
         }
     };

@@ -153,7 +153,7 @@ impl SimDisk {
         self.lock().capacity_bytes = bytes;
     }
 
-    /// Bytes used by all files.
+    /// Bytes used by all files that have a name (removed files no longer count).
     pub fn used_bytes(&self) -> u64 {
         used(&self.lock())
     }
@@ -182,8 +182,16 @@ impl SimDisk {
     }
 }
 
+/// Bytes used by files that have a name: a removed file's space is free again, as on a
+/// real file system once the last handle is closed (simulated maps are copies and hold
+/// no space).
 fn used(s: &State) -> u64 {
-    s.inodes.values().map(|i| i.live.len() as u64).sum()
+    let named: std::collections::HashSet<u64> = s.live_names.values().copied().collect();
+    named
+        .iter()
+        .filter_map(|ino| s.inodes.get(ino))
+        .map(|i| i.live.len() as u64)
+        .sum()
 }
 
 fn xorshift(x: &mut u64) -> u64 {

@@ -23,6 +23,11 @@ use crate::recovery::{self, LaneEnd};
 use crate::segment;
 use crate::types::{now_ns, Durability, LaneId, Position, RecordId, SegmentId, Seq};
 
+/// Syncs faster than this never make a leader wait for more appenders.
+const GATHER_SYNC_MIN: Duration = Duration::from_micros(200);
+/// Longest a leader waits for appenders to join its batch.
+const GATHER_WAIT_MAX: Duration = Duration::from_micros(500);
+
 /// A handle that appends to one lane of a queue directory. Clone it freely: clones share
 /// the lane and its group commit. The lane is released when the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -37,6 +42,8 @@ struct Inner {
     opts: Options,
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled by appenders while a leader gathers a batch (see `Inner::gather`).
+    arrivals: Condvar,
     watermark: Arc<dyn StorageFile>,
     recovery: Vec<Event>,
     _lock: Box<dyn LockGuard>,
@@ -58,6 +65,15 @@ struct State {
     pending: Vec<u8>,
     spare: Vec<u8>,
     pending_start: u64,
+    /// Records in `pending`.
+    pending_records: u64,
+    /// Records of the last batch whose appenders have not appended again since it
+    /// completed: the threads a gathering leader waits for.
+    returning: u64,
+    /// Moving average of `fdatasync` time, in nanoseconds.
+    sync_ewma_ns: u64,
+    /// A leader is waiting for returning appenders; appenders signal `arrivals`.
+    gathering: bool,
     next_seq: Seq,
     /// Every record with a smaller sequence number is acknowledged.
     acked_seq: Seq,
@@ -68,6 +84,10 @@ struct State {
     leader: bool,
     /// Bumped when a failed write discards pending records; their appenders get `failure`.
     epoch: u64,
+    /// `acked_seq` when the last failed write discarded its batch: records of the epoch
+    /// it ended below this were acknowledged, the rest were discarded (and their sequence
+    /// numbers are being reused).
+    failed_from: Seq,
     failure: Option<Arc<std::io::Error>>,
     poisoned: Option<Arc<std::io::Error>>,
     closed: bool,
@@ -95,34 +115,20 @@ impl Writer {
             next_seq,
             last_time_ns,
         } = end;
-        let seg = segment::create(
-            storage,
-            &dir,
-            lane,
-            next_segment,
-            next_seq,
-            opts.segment_bytes,
-        )?;
         let start = SEGMENT_HEADER_LEN as u64;
-        recovery::publish(
-            watermark.as_ref(),
-            &Watermark {
-                segment: next_segment,
-                offset: start,
-                next_seq,
-            },
-            &dir,
-        )?;
+        // The lane's next segment is created by the first append (a roll), which checks
+        // `queue_bytes_max` and `free_disk_bytes_min` first: a writer that restarts in a
+        // loop without appending must not leave a preallocated segment behind each time.
         let state = State {
-            active: Some(Active {
-                id: next_segment,
-                file: seg.file,
-                size: opts.segment_bytes,
-            }),
-            next_segment: next_segment.next(),
+            active: None,
+            next_segment,
             pending: Vec::new(),
             spare: Vec::new(),
             pending_start: start,
+            pending_records: 0,
+            returning: 0,
+            sync_ewma_ns: 0,
+            gathering: false,
             next_seq,
             acked_seq: next_seq,
             unsynced: None,
@@ -130,6 +136,7 @@ impl Writer {
             last_time_ns,
             leader: false,
             epoch: 0,
+            failed_from: next_seq,
             failure: None,
             poisoned: None,
             closed: false,
@@ -140,6 +147,7 @@ impl Writer {
             opts: opts.clone(),
             state: Mutex::new(state),
             wake: Condvar::new(),
+            arrivals: Condvar::new(),
             watermark,
             recovery: events,
             _lock: lock,
@@ -178,6 +186,11 @@ impl Writer {
         let mut st = self.inner.lock();
         st = self.inner.make_room(st, frame_len(len))?;
         let (id, epoch) = encode(&mut st, self.inner.lane, payload);
+        st.pending_records += 1;
+        st.returning = st.returning.saturating_sub(1);
+        if st.gathering {
+            self.inner.arrivals.notify_one();
+        }
         self.inner.commit(st, id, epoch)
     }
 
@@ -412,14 +425,22 @@ impl Inner {
         epoch: u64,
     ) -> Result<RecordId> {
         loop {
+            if st.epoch != epoch {
+                // A failed write ended our epoch. `acked_seq` cannot tell us whether our
+                // record made it: discarded sequence numbers are reused by later records.
+                // Unless only that one failure happened since, we cannot know, and an
+                // error (the caller may retry: a possible duplicate) is the safe answer.
+                if st.epoch == epoch + 1 && id.seq < st.failed_from {
+                    return Ok(id);
+                }
+                return Err(self.failure_error(&st));
+            }
             if st.acked_seq > id.seq {
                 return Ok(id);
             }
-            if st.epoch != epoch {
-                return Err(self.failure_error(&st));
-            }
             self.check_usable(&st)?;
             if !st.leader && !st.pending.is_empty() {
+                st = self.gather(st);
                 st = self.lead(st);
             } else {
                 st = self.wait(st);
@@ -447,6 +468,41 @@ impl Inner {
         }
     }
 
+    /// Adaptive commit delay. Without it, appenders released by one batch can only join the
+    /// batch after next (the next leader takes the pending buffer at once), which caps
+    /// throughput at about half the appenders per sync. When syncs are slow, the leader
+    /// waits a fraction of a sync time for those appenders to come back, so one sync
+    /// carries (nearly) all of them. On fast disks (or with one appender) it never waits.
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if self.opts.durability != Durability::SyncEachAppend
+            || st.returning == 0
+            || st.sync_ewma_ns < GATHER_SYNC_MIN.as_nanos() as u64
+        {
+            return st;
+        }
+        let wait = Duration::from_nanos(st.sync_ewma_ns / 4).min(GATHER_WAIT_MAX);
+        let deadline = Instant::now() + wait;
+        st.leader = true;
+        st.gathering = true;
+        while st.returning > 0 && !self.batch_is_full(&st) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            st = self
+                .arrivals
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        st.gathering = false;
+        st.leader = false;
+        st
+    }
+
+    fn batch_is_full(&self, st: &State) -> bool {
+        st.pending.len() >= self.opts.batch_bytes_max / 2
+    }
+
     /// Writes (and syncs, by durability mode) the whole pending batch as its leader.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.leader = true;
@@ -454,6 +510,7 @@ impl Inner {
         let buf = std::mem::replace(&mut st.pending, spare);
         let at = st.pending_start;
         st.pending_start = at + buf.len() as u64;
+        let batch_records = std::mem::take(&mut st.pending_records);
         let end_seq = st.next_seq;
         let Some(active) = &st.active else {
             unreachable!("a pending batch always has an active segment");
@@ -471,6 +528,7 @@ impl Inner {
             next_seq: end_seq,
         };
         let written = file.write_all_at(&buf, at);
+        let sync_started = Instant::now();
         let synced = match (&written, sync_now) {
             (Ok(()), true) => file.sync_data().map_err(|e| {
                 tracing::error!(lane = self.lane.0, error = %e, "fdatasync failed; poisoning the writer");
@@ -494,7 +552,10 @@ impl Inner {
         match (written, synced, published) {
             (Ok(()), Ok(()), Ok(())) => {
                 st.acked_seq = end_seq;
+                st.returning = batch_records;
                 if sync_now {
+                    let took = sync_started.elapsed().as_nanos() as u64;
+                    st.sync_ewma_ns = (st.sync_ewma_ns * 7 + took) / 8;
                     st.last_sync = Instant::now();
                     st.unsynced = None;
                 } else if self.opts.durability != Durability::None {
@@ -506,8 +567,10 @@ impl Inner {
                 // lane's end stays where it was and later appends overwrite the attempt.
                 tracing::error!(lane = self.lane.0, error = %e, "segment write failed; failing the batch");
                 st.failure = Some(Arc::new(e));
+                st.failed_from = st.acked_seq;
                 st.epoch += 1;
                 st.pending.clear();
+                st.pending_records = 0;
                 st.pending_start = at;
                 st.next_seq = st.acked_seq;
             }

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    normalize_endpoint, ApiToken, ClientConfig, ConfigError, DEFAULT_ENDPOINT, ENV_API_TOKEN,
-    ENV_ENDPOINT,
+    normalize_endpoint, ApiToken, ClientConfig, ConfigError, ProxyUrl, DEFAULT_ENDPOINT,
+    ENV_API_TOKEN, ENV_ENDPOINT,
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 
@@ -27,7 +27,11 @@ pub trait Destination: Send + Sync {
     fn name(&self) -> &str;
 
     /// Makes one delivery attempt of `escalation`.
-    fn submit(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError>;
+    fn submit(
+        &self,
+        escalation: &Escalation,
+        attempt: AttemptContext,
+    ) -> Result<Delivered, DeliveryError>;
 }
 
 /// Which attempt of an item this is (1-based); retries use shorter connect timeouts.
@@ -38,11 +42,15 @@ pub struct AttemptContext {
 
 impl AttemptContext {
     /// The first attempt.
-    pub const FIRST: Self = Self { number: NonZeroU32::MIN };
+    pub const FIRST: Self = Self {
+        number: NonZeroU32::MIN,
+    };
 
     /// Attempt number `number` (1-based); 0 is treated as 1.
     pub fn new(number: u32) -> Self {
-        Self { number: NonZeroU32::new(number).unwrap_or(NonZeroU32::MIN) }
+        Self {
+            number: NonZeroU32::new(number).unwrap_or(NonZeroU32::MIN),
+        }
     }
 
     /// The attempt number, starting at 1.
@@ -58,7 +66,9 @@ impl AttemptContext {
     /// The following attempt (saturating).
     #[must_use]
     pub fn next(self) -> Self {
-        Self { number: self.number.saturating_add(1) }
+        Self {
+            number: self.number.saturating_add(1),
+        }
     }
 }
 
@@ -127,7 +137,10 @@ pub struct GroundlightClient {
 
 impl fmt::Debug for GroundlightClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GroundlightClient").field("url", &self.url).field("config", &self.config).finish()
+        f.debug_struct("GroundlightClient")
+            .field("url", &self.url)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -135,6 +148,12 @@ impl GroundlightClient {
     /// Validates `config` and builds the agent.
     pub fn new(mut config: ClientConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let proxy = match &config.proxy_url {
+            Some(url) => {
+                Some(ureq::Proxy::new(url.expose()).map_err(|_| ConfigError::InvalidProxy)?)
+            }
+            None => None,
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are reported, never followed: the token must not travel elsewhere.
@@ -145,11 +164,17 @@ impl GroundlightClient {
             .timeout_send_body(Some(Duration::from_millis(config.send_timeout_ms)))
             .timeout_recv_response(Some(Duration::from_millis(config.read_timeout_ms)))
             .timeout_recv_body(Some(Duration::from_millis(config.read_timeout_ms)))
+            .proxy(proxy)
             .build()
             .new_agent();
         let url = format!("{}/v1/image-queries", config.endpoint);
         let token = RwLock::new(config.api_token.clone());
-        Ok(Self { config, token, agent, url })
+        Ok(Self {
+            config,
+            token,
+            agent,
+            url,
+        })
     }
 
     /// The configuration in use (the token in it is the one given at construction).
@@ -184,12 +209,20 @@ impl GroundlightClient {
         params
     }
 
-    fn send(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError> {
+    fn send(
+        &self,
+        escalation: &Escalation,
+        attempt: AttemptContext,
+    ) -> Result<Delivered, DeliveryError> {
         let image = escalation
             .image
             .load(&self.config.image_limits)
             .map_err(|source| DeliveryError::ImageUnavailable { source })?;
-        let token = self.token.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let request = self
             .agent
             .post(&self.url)
@@ -219,12 +252,18 @@ impl GroundlightClient {
                 },
                 other => DeliveryError::from_ureq(other),
             })?;
-        let image_query = serde_json::from_slice::<ImageQuery>(&body).map_err(|e| DeliveryError::BadResponse {
-            status,
-            detail: e.to_string(),
-            body_excerpt: error::body_excerpt(&body),
+        let image_query = serde_json::from_slice::<ImageQuery>(&body).map_err(|e| {
+            DeliveryError::BadResponse {
+                status,
+                detail: e.to_string(),
+                body_excerpt: error::body_excerpt(&body),
+            }
         })?;
-        Ok(Delivered { image_query, status, elapsed: started.elapsed() })
+        Ok(Delivered {
+            image_query,
+            status,
+            elapsed: started.elapsed(),
+        })
     }
 }
 
@@ -238,8 +277,16 @@ fn http_error(response: &mut ureq::http::Response<ureq::Body>, status: u16) -> D
     let mut head = Vec::with_capacity(BODY_EXCERPT_MAX_BYTES);
     let limit = u64::try_from(BODY_EXCERPT_MAX_BYTES).unwrap_or(u64::MAX);
     // A failed or partial read only shortens the excerpt; the status is what matters.
-    let _ = response.body_mut().as_reader().take(limit).read_to_end(&mut head);
-    DeliveryError::Http { status, retry_after, body_excerpt: error::body_excerpt(&head) }
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(limit)
+        .read_to_end(&mut head);
+    DeliveryError::Http {
+        status,
+        retry_after,
+        body_excerpt: error::body_excerpt(&head),
+    }
 }
 
 impl Destination for GroundlightClient {
@@ -247,7 +294,11 @@ impl Destination for GroundlightClient {
         "groundlight"
     }
 
-    fn submit(&self, escalation: &Escalation, attempt: AttemptContext) -> Result<Delivered, DeliveryError> {
+    fn submit(
+        &self,
+        escalation: &Escalation,
+        attempt: AttemptContext,
+    ) -> Result<Delivered, DeliveryError> {
         let result = self.send(escalation, attempt);
         match &result {
             Ok(delivered) => tracing::debug!(

@@ -140,7 +140,10 @@ impl ImageFormat {
             Some(Self::Png)
         } else if image.starts_with(b"GIF87a") || image.starts_with(b"GIF89a") {
             Some(Self::Gif)
-        } else if image.len() >= 12 && image.starts_with(b"RIFF") && image.get(8..12) == Some(b"WEBP") {
+        } else if image.len() >= 12
+            && image.starts_with(b"RIFF")
+            && image.get(8..12) == Some(b"WEBP")
+        {
             Some(Self::Webp)
         } else if image.starts_with(b"BM") {
             Some(Self::Bmp)
@@ -203,10 +206,15 @@ impl ImageSource {
 
 /// Reads at most `image_size_max_bytes + 1` bytes, so a huge file cannot exhaust memory.
 fn read_image_file(path: &Path, limits: &RecordLimits) -> Result<Bytes, ImageError> {
-    let unreadable = |source| ImageError::Unreadable { path: path.to_owned(), source };
+    let unreadable = |source| ImageError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::open(path).map_err(unreadable)?;
     let max_bytes = limits.image_size_max_bytes;
-    let cap = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+    let cap = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
     let mut image = Vec::new();
     file.take(cap).read_to_end(&mut image).map_err(unreadable)?;
     validate::check_image_size(image.len(), limits)?;
@@ -265,7 +273,9 @@ pub enum DecodeError {
 impl Escalation {
     /// A new escalation for `detector_id` with fresh ids, enqueued now, no optional fields.
     pub fn new(detector_id: impl Into<String>, image: ImageSource) -> Self {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Self {
             detector_id: detector_id.into(),
             image,
@@ -348,7 +358,10 @@ impl Escalation {
     pub fn decode(record: &Bytes) -> Result<Self, DecodeError> {
         let (&found, body) = record.split_first().ok_or(DecodeError::Empty)?;
         if found != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion { found, supported: FORMAT_VERSION });
+            return Err(DecodeError::UnsupportedVersion {
+                found,
+                supported: FORMAT_VERSION,
+            });
         }
         let (wire, rest): (WireV1<'_>, &[u8]) =
             postcard::take_from_bytes(body).map_err(|source| DecodeError::Malformed { source })?;
@@ -357,7 +370,8 @@ impl Escalation {
         }
         let metadata = match wire.metadata_json {
             Some(text) => Some(
-                Metadata::from_json_str(&text).map_err(|source| DecodeError::Metadata { source })?,
+                Metadata::from_json_str(&text)
+                    .map_err(|source| DecodeError::Metadata { source })?,
             ),
             None => None,
         };

@@ -16,23 +16,56 @@
 #![deny(missing_docs)]
 
 mod client;
+mod consumer;
+mod dead_letter;
+mod dedupe;
 mod escalation;
+mod incidents;
+mod layout;
+mod mock_cloud;
 mod retry;
+mod stats;
 
-pub use client::{
-    normalize_endpoint, parse_retry_after, ApiToken, AttemptContext, ClientConfig, ConfigError,
-    Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, TimeoutPhase,
-    BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
-};
-pub use escalation::{
-    new_image_query_id, new_request_id, DecodeError, EncodeError, Escalation, HumanReview,
-    IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
-    ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
-    FORMAT_VERSION, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX, METADATA_SIZE_LIMIT_BYTES,
-    REQUEST_ID_PREFIX,
-};
-pub use retry::{
-    Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit, CircuitBreaker,
-    CircuitState, Classification, ClassificationPolicy, DeadLetterReason, ErrorClass, ItemBudget,
-    PolicyAction, DEFAULT_AGE_MAX_MS,
+pub use {
+    client::{
+        normalize_endpoint, parse_retry_after, ApiToken, AttemptContext, ClientConfig, ConfigError,
+        Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, ProxyUrl,
+        TimeoutPhase, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
+    },
+    consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig},
+    dead_letter::{
+        AttemptLog, AttemptRecord, DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo,
+        DeadLetterQueue, DeadLetterReport, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX,
+        ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
+    },
+    dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
+    escalation::{
+        new_image_query_id, new_request_id, DecodeError, EncodeError, Escalation, HumanReview,
+        IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
+        ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
+        FORMAT_VERSION, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX, METADATA_SIZE_LIMIT_BYTES,
+        REQUEST_ID_PREFIX,
+    },
+    incidents::{
+        Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
+        Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
+    },
+    layout::{
+        QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CONTEXT_MAX_BYTES, DEAD_LETTER_CURSOR,
+        DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE, RECORD_OVERHEAD_MAX_BYTES, WAL_DIR,
+        WORKER_CURSOR,
+    },
+    mock_cloud::{
+        FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
+        RecordedRequest, BODY_PREFIX_LEN_BYTES,
+    },
+    retry::{
+        Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit,
+        CircuitBreaker, CircuitState, Classification, ClassificationPolicy, DeadLetterReason,
+        ErrorClass, ItemBudget, PolicyAction, DEFAULT_AGE_MAX_MS,
+    },
+    stats::{
+        DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot,
+        LATENCY_BUCKET_BOUNDS_MS,
+    },
 };

@@ -9,4 +9,6 @@ mod classify;
 pub use backoff::{Backoff, BackoffConfig};
 pub use breaker::{Admission, BreakerConfig, CircuitBreaker, CircuitState};
 pub use budget::{BudgetConfig, BudgetLimit, ItemBudget, DEFAULT_AGE_MAX_MS};
-pub use classify::{Classification, ClassificationPolicy, DeadLetterReason, ErrorClass, PolicyAction};
+pub use classify::{
+    Classification, ClassificationPolicy, DeadLetterReason, ErrorClass, PolicyAction,
+};

@@ -24,7 +24,9 @@ impl ApiToken {
     pub fn new(token: impl Into<String>) -> Result<Self, ConfigError> {
         let token = token.into();
         if token.is_empty() {
-            return Err(ConfigError::InvalidToken { reason: "the token is empty" });
+            return Err(ConfigError::InvalidToken {
+                reason: "the token is empty",
+            });
         }
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::InvalidToken {
@@ -43,6 +45,32 @@ impl ApiToken {
 impl fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// An HTTP proxy URL (`http://[user:pass@]host:port`). `Debug` hides any credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(String);
+
+impl ProxyUrl {
+    /// Checks that ureq accepts `url` as a proxy.
+    pub fn new(url: impl Into<String>) -> Result<Self, ConfigError> {
+        let url = url.into();
+        ureq::Proxy::new(&url).map_err(|_| ConfigError::InvalidProxy)?;
+        Ok(Self(url))
+    }
+
+    /// The URL, credentials included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", self.0.as_str()));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        write!(f, "ProxyUrl({scheme}://{host})")
     }
 }
 
@@ -70,6 +98,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The proxy URL is not one ureq accepts (the URL is not repeated: it may hold a password).
+    #[error("invalid proxy URL: expected http://[user:password@]host:port")]
+    InvalidProxy,
     /// A timeout is below its minimum.
     #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
     InvalidTimeout {
@@ -103,6 +134,9 @@ pub struct ClientConfig {
     pub image_limits: RecordLimits,
     /// Sent as `User-Agent`. Default `escalation-queue/<crate version>`.
     pub user_agent: String,
+    /// Proxy for every request. Default `None`: connect directly, ignoring `HTTP(S)_PROXY`
+    /// like the Python SDK does, so behaviour does not change with the environment.
+    pub proxy_url: Option<ProxyUrl>,
 }
 
 impl ClientConfig {
@@ -118,6 +152,7 @@ impl ClientConfig {
             response_size_max_bytes: 1024 * 1024,
             image_limits: RecordLimits::DEFAULT,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
+            proxy_url: None,
         }
     }
 
@@ -149,7 +184,11 @@ impl ClientConfig {
         ];
         for (field, value_ms) in minimums {
             if value_ms < 1 {
-                return Err(ConfigError::InvalidTimeout { field, value_ms, min_ms: 1 });
+                return Err(ConfigError::InvalidTimeout {
+                    field,
+                    value_ms,
+                    min_ms: 1,
+                });
             }
         }
         self.response_size_max_bytes = self.response_size_max_bytes.max(1);
@@ -158,7 +197,11 @@ impl ClientConfig {
 
     /// The connect timeout for an attempt.
     pub(crate) fn connect_timeout(&self, is_retry: bool) -> Duration {
-        let ms = if is_retry { self.connect_timeout_retry_ms } else { self.connect_timeout_first_ms };
+        let ms = if is_retry {
+            self.connect_timeout_retry_ms
+        } else {
+            self.connect_timeout_first_ms
+        };
         Duration::from_millis(ms)
     }
 }
@@ -166,7 +209,10 @@ impl ClientConfig {
 /// Normalises an endpoint like the SDK's `sanitize_endpoint_url`: http or https with a host,
 /// no query or fragment, an empty path becomes `/device-api`, trailing slashes are removed.
 pub fn normalize_endpoint(raw: &str) -> Result<String, ConfigError> {
-    let invalid = |reason| ConfigError::InvalidEndpoint { endpoint: raw.to_owned(), reason };
+    let invalid = |reason| ConfigError::InvalidEndpoint {
+        endpoint: raw.to_owned(),
+        reason,
+    };
     let trimmed = raw.trim();
     let rest = trimmed
         .strip_prefix("https://")
@@ -195,15 +241,29 @@ mod tests {
     #[test]
     fn endpoint_normalisation_matches_the_sdk() {
         let cases = [
-            ("https://api.groundlight.ai/", "https://api.groundlight.ai/device-api"),
-            ("https://api.groundlight.ai", "https://api.groundlight.ai/device-api"),
-            ("https://api.groundlight.ai/device-api/", "https://api.groundlight.ai/device-api"),
+            (
+                "https://api.groundlight.ai/",
+                "https://api.groundlight.ai/device-api",
+            ),
+            (
+                "https://api.groundlight.ai",
+                "https://api.groundlight.ai/device-api",
+            ),
+            (
+                "https://api.groundlight.ai/device-api/",
+                "https://api.groundlight.ai/device-api",
+            ),
             ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1"),
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize_endpoint(raw).as_deref(), Ok(expected), "{raw}");
         }
-        for bad in ["ftp://x", "https://", "https://x/?a=1", "api.groundlight.ai"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://x/?a=1",
+            "api.groundlight.ai",
+        ] {
             assert!(normalize_endpoint(bad).is_err(), "{bad}");
         }
     }
@@ -225,6 +285,13 @@ mod tests {
             ClientConfig::from_lookup(|_| None).err(),
             Some(ConfigError::MissingToken { var: ENV_API_TOKEN })
         );
+    }
+
+    #[test]
+    fn proxy_credentials_are_redacted() {
+        let proxy = ProxyUrl::new("http://user:hunter2@proxy.local:3128").expect("proxy");
+        assert_eq!(format!("{proxy:?}"), "ProxyUrl(http://proxy.local:3128)");
+        assert_eq!(proxy.expose(), "http://user:hunter2@proxy.local:3128");
     }
 
     #[test]

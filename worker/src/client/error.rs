@@ -123,7 +123,9 @@ pub enum DeliveryError {
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {
-    retry_after.map(|d| format!(" (Retry-After {} s)", d.as_secs())).unwrap_or_default()
+    retry_after
+        .map(|d| format!(" (Retry-After {} s)", d.as_secs()))
+        .unwrap_or_default()
 }
 
 impl DeliveryError {
@@ -131,8 +133,14 @@ impl DeliveryError {
     /// HTTP 400 for the same image query id is then most likely "already exists".
     pub fn response_possibly_lost(&self) -> bool {
         match self {
-            Self::Timeout { phase } => matches!(phase, TimeoutPhase::Send | TimeoutPhase::Read | TimeoutPhase::Overall),
-            Self::Reset { .. } | Self::Io { .. } | Self::Protocol { .. } | Self::BadResponse { .. } => true,
+            Self::Timeout { phase } => matches!(
+                phase,
+                TimeoutPhase::Send | TimeoutPhase::Read | TimeoutPhase::Overall
+            ),
+            Self::Reset { .. }
+            | Self::Io { .. }
+            | Self::Protocol { .. }
+            | Self::BadResponse { .. } => true,
             Self::Http { .. }
             | Self::Connect { .. }
             | Self::Tls { .. }
@@ -154,22 +162,46 @@ impl DeliveryError {
     pub(crate) fn from_ureq(error: ureq::Error) -> Self {
         use ureq::Error as U;
         match error {
-            U::StatusCode(status) => Self::Http { status, retry_after: None, body_excerpt: String::new() },
+            U::StatusCode(status) => Self::Http {
+                status,
+                retry_after: None,
+                body_excerpt: String::new(),
+            },
             U::Io(source) => Self::from_io(source),
-            U::Timeout(timeout) => Self::Timeout { phase: timeout_phase(timeout) },
+            U::Timeout(timeout) => Self::Timeout {
+                phase: timeout_phase(timeout),
+            },
             U::HostNotFound => Self::Dns,
             U::ConnectionFailed => Self::Connect {
                 source: io::Error::new(io::ErrorKind::ConnectionRefused, "connection failed"),
             },
-            U::ConnectProxyFailed(detail) => Self::Connect { source: io::Error::other(detail) },
-            U::Tls(detail) => Self::Tls { detail: detail.to_owned() },
-            U::Rustls(e) => Self::Tls { detail: e.to_string() },
-            U::Pem(e) => Self::Tls { detail: e.to_string() },
-            U::TlsRequired => Self::Tls { detail: "the connection is not TLS".to_owned() },
-            U::Protocol(e) => Self::Protocol { detail: e.to_string() },
-            e @ (U::LargeResponseHeader(..) | U::BodyStalled) => Self::Protocol { detail: e.to_string() },
-            U::Other(e) => Self::Io { source: io::Error::other(e) },
-            other => Self::Request { detail: other.to_string() },
+            U::ConnectProxyFailed(detail) => Self::Connect {
+                source: io::Error::other(detail),
+            },
+            U::Tls(detail) => Self::Tls {
+                detail: detail.to_owned(),
+            },
+            U::Rustls(e) => Self::Tls {
+                detail: e.to_string(),
+            },
+            U::Pem(e) => Self::Tls {
+                detail: e.to_string(),
+            },
+            U::TlsRequired => Self::Tls {
+                detail: "the connection is not TLS".to_owned(),
+            },
+            U::Protocol(e) => Self::Protocol {
+                detail: e.to_string(),
+            },
+            e @ (U::LargeResponseHeader(..) | U::BodyStalled) => Self::Protocol {
+                detail: e.to_string(),
+            },
+            U::Other(e) => Self::Io {
+                source: io::Error::other(e),
+            },
+            other => Self::Request {
+                detail: other.to_string(),
+            },
         }
     }
 
@@ -177,13 +209,28 @@ impl DeliveryError {
     pub(crate) fn from_io(source: io::Error) -> Self {
         use io::ErrorKind as K;
         match source.kind() {
-            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
-                Self::Connect { source }
+            K::ConnectionRefused
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::AddrNotAvailable => Self::Connect { source },
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => Self::Reset { source },
+            K::TimedOut | K::WouldBlock => Self::Timeout {
+                phase: TimeoutPhase::Read,
+            },
+            // ureq reports TLS failures inside the TLS stream as I/O errors wrapping rustls's.
+            K::InvalidData
+                if source
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                Self::Tls {
+                    detail: source.to_string(),
+                }
             }
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => {
-                Self::Reset { source }
-            }
-            K::TimedOut | K::WouldBlock => Self::Timeout { phase: TimeoutPhase::Read },
             _ => Self::Io { source },
         }
     }
@@ -235,7 +282,10 @@ mod tests {
     fn retry_after_seconds_and_dates() {
         // Sun, 06 Nov 1994 08:49:37 GMT = 784111777.
         let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         let date = "Sun, 06 Nov 1994 08:50:07 GMT";
         assert_eq!(parse_retry_after(date, now), Some(Duration::from_secs(30)));
@@ -244,8 +294,14 @@ mod tests {
             parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Sun Nov  6 08:50:07 1994", now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:50:07 1994", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         for bad in ["", "-5", "1.5", "soon", "99999999999999999999999999"] {
             let parsed = parse_retry_after(bad, now);
             if bad.starts_with('9') {
@@ -268,11 +324,51 @@ mod tests {
     }
 
     #[test]
+    fn ureq_errors_map_to_variants() {
+        assert!(matches!(
+            DeliveryError::from_ureq(ureq::Error::HostNotFound),
+            DeliveryError::Dns
+        ));
+        let phases = [
+            (ureq::Timeout::Connect, TimeoutPhase::Connect),
+            (ureq::Timeout::Resolve, TimeoutPhase::Resolve),
+            (ureq::Timeout::SendBody, TimeoutPhase::Send),
+            (ureq::Timeout::RecvResponse, TimeoutPhase::Read),
+            (ureq::Timeout::RecvBody, TimeoutPhase::Read),
+            (ureq::Timeout::Global, TimeoutPhase::Overall),
+        ];
+        for (timeout, phase) in phases {
+            let mapped = DeliveryError::from_ureq(ureq::Error::Timeout(timeout));
+            assert!(
+                matches!(mapped, DeliveryError::Timeout { phase: p } if p == phase),
+                "{timeout:?}"
+            );
+        }
+        assert!(matches!(
+            DeliveryError::from_ureq(ureq::Error::Tls("x")),
+            DeliveryError::Tls { .. }
+        ));
+        assert!(matches!(
+            DeliveryError::from_ureq(ureq::Error::BadUri("x".into())),
+            DeliveryError::Request { .. }
+        ));
+    }
+
+    #[test]
     fn io_kinds_map_to_variants() {
         let e = |kind| DeliveryError::from_io(io::Error::from(kind));
-        assert!(matches!(e(io::ErrorKind::ConnectionRefused), DeliveryError::Connect { .. }));
-        assert!(matches!(e(io::ErrorKind::ConnectionReset), DeliveryError::Reset { .. }));
-        assert!(matches!(e(io::ErrorKind::UnexpectedEof), DeliveryError::Reset { .. }));
+        assert!(matches!(
+            e(io::ErrorKind::ConnectionRefused),
+            DeliveryError::Connect { .. }
+        ));
+        assert!(matches!(
+            e(io::ErrorKind::ConnectionReset),
+            DeliveryError::Reset { .. }
+        ));
+        assert!(matches!(
+            e(io::ErrorKind::UnexpectedEof),
+            DeliveryError::Reset { .. }
+        ));
         assert!(!e(io::ErrorKind::ConnectionRefused).response_possibly_lost());
         assert!(e(io::ErrorKind::ConnectionReset).response_possibly_lost());
     }

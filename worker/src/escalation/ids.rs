@@ -14,7 +14,8 @@ const KSUID_EPOCH_UNIX_S: u64 = 1_400_000_000;
 /// Length of a base62 KSUID (20 bytes encoded).
 const KSUID_BASE62_LEN: usize = 27;
 
-const BASE62_ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const BASE62_ALPHABET: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A new request id: `"req_uu"` followed by 32 lowercase hex digits (128 random bits).
 pub fn new_request_id() -> String {
@@ -25,8 +26,13 @@ pub fn new_request_id() -> String {
 /// resolution (svix `KsuidMs` layout: 4 bytes of seconds since the KSUID epoch, 1 byte of
 /// milliseconds / 4, 15 random bytes), so ids sort by creation time like the original's.
 pub fn new_image_query_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{IMAGE_QUERY_ID_PREFIX}{}", ksuid_ms(now.as_millis(), fastrand::u128(..)))
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{IMAGE_QUERY_ID_PREFIX}{}",
+        ksuid_ms(now.as_millis(), fastrand::u128(..))
+    )
 }
 
 /// The base62 KSUID for a Unix time in milliseconds and 120 bits of randomness.
@@ -68,7 +74,9 @@ mod tests {
         let id = new_request_id();
         assert_eq!(id.len(), 6 + 32);
         assert!(id.starts_with("req_uu"));
-        assert!(id[6..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(id[6..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(id, new_request_id());
     }
 

@@ -133,7 +133,11 @@ impl From<Map<String, Value>> for Metadata {
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -141,7 +145,11 @@ impl Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -153,7 +161,11 @@ impl Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         // serde_json already escaped `"`, `\` and C0 controls; Python also escapes DEL and
         // everything non-ASCII, as UTF-16 code units in lowercase hex.
         for ch in fragment.chars() {
@@ -205,9 +217,16 @@ pub(crate) fn python_float_repr(value: f64) -> String {
         format!("{sign}{}", positional(&digits, exponent))
     } else {
         let (head, tail) = digits.split_at(1);
-        let frac = if tail.is_empty() { String::new() } else { format!(".{tail}") };
+        let frac = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(".{tail}")
+        };
         let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{sign}{head}{frac}e{exp_sign}{:02}", exponent.unsigned_abs())
+        format!(
+            "{sign}{head}{frac}e{exp_sign}{:02}",
+            exponent.unsigned_abs()
+        )
     }
 }
 
@@ -240,7 +259,8 @@ mod tests {
     #[test]
     fn python_json_matches_cpython_json_dumps() {
         // Expected text produced by CPython 3.11 `json.dumps` for the same object.
-        let m = meta(json!({"a": 1e-5, "b": [1.5e16, 0.0001, 123.0, 1e22, -0.0], "c": "é😀\u{7f}"}));
+        let m =
+            meta(json!({"a": 1e-5, "b": [1.5e16, 0.0001, 123.0, 1e22, -0.0], "c": "é😀\u{7f}"}));
         assert_eq!(
             m.to_python_json(),
             r#"{"a": 1e-05, "b": [1.5e+16, 0.0001, 123.0, 1e+22, -0.0], "c": "\u00e9\ud83d\ude00\u007f"}"#
@@ -287,6 +307,9 @@ mod tests {
             Metadata::from_json_str("[1]"),
             Err(MetadataError::NotAnObject { kind: "array" })
         ));
-        assert!(matches!(Metadata::from_json_str("{"), Err(MetadataError::Json { .. })));
+        assert!(matches!(
+            Metadata::from_json_str("{"),
+            Err(MetadataError::Json { .. })
+        ));
     }
 }

@@ -32,7 +32,10 @@ fn round_trip_all_fields() {
 
 #[test]
 fn round_trip_minimal_and_path() {
-    let mut esc = Escalation::new("det_x", ImageSource::Path("/opt/groundlight/queue/images/x".into()));
+    let mut esc = Escalation::new(
+        "det_x",
+        ImageSource::Path("/opt/groundlight/queue/images/x".into()),
+    );
     esc.enqueued_at_unix_ms = 0;
     let decoded = Escalation::decode(&encode(&esc)).expect("decode");
     assert_eq!(decoded, esc);
@@ -42,15 +45,23 @@ fn round_trip_minimal_and_path() {
 fn inline_image_is_zero_copy() {
     let record = encode(&full_record());
     let decoded = Escalation::decode(&record).expect("decode");
-    let ImageSource::Inline(image) = decoded.image else { panic!("inline expected") };
+    let ImageSource::Inline(image) = decoded.image else {
+        panic!("inline expected")
+    };
     assert_eq!(&image[..], JPEG);
     let range = record.as_ptr_range();
-    assert!(range.contains(&image.as_ptr()), "image must point into the record");
+    assert!(
+        range.contains(&image.as_ptr()),
+        "image must point into the record"
+    );
 }
 
 #[test]
 fn decode_rejects_empty() {
-    assert!(matches!(Escalation::decode(&Bytes::new()), Err(DecodeError::Empty)));
+    assert!(matches!(
+        Escalation::decode(&Bytes::new()),
+        Err(DecodeError::Empty)
+    ));
 }
 
 #[test]
@@ -58,7 +69,16 @@ fn decode_rejects_unknown_version() {
     let mut bytes = encode(&full_record()).to_vec();
     bytes[0] = 2;
     let err = Escalation::decode(&Bytes::from(bytes)).expect_err("version 2");
-    assert!(matches!(err, DecodeError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("version 2"));
 }
 
@@ -67,7 +87,10 @@ fn decode_rejects_trailing_garbage() {
     let mut bytes = encode(&full_record()).to_vec();
     bytes.extend_from_slice(b"xyz");
     let err = Escalation::decode(&Bytes::from(bytes)).expect_err("trailing");
-    assert!(matches!(err, DecodeError::TrailingBytes { count: 3 }), "{err}");
+    assert!(
+        matches!(err, DecodeError::TrailingBytes { count: 3 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,19 +108,53 @@ fn encode_refuses_invalid_records() {
     esc.confidence_threshold = Some(1.5);
     assert!(matches!(
         esc.encode(&RecordLimits::DEFAULT),
-        Err(EncodeError::Invalid(ValidationError::ConfidenceThresholdOutOfRange { .. }))
+        Err(EncodeError::Invalid(
+            ValidationError::ConfidenceThresholdOutOfRange { .. }
+        ))
     ));
 }
 
+/// A predicate on the expected error.
+type Check = fn(&ValidationError) -> bool;
+
 #[test]
 fn validate_ids() {
-    let cases: [(&str, fn(&ValidationError) -> bool); 4] = [
-        ("", |e| matches!(e, ValidationError::IdEmpty { field: IdField::DetectorId })),
-        ("det x", |e| {
-            matches!(e, ValidationError::IdInvalidCharacter { character: ' ', position: 3, .. })
+    let cases: [(&str, Check); 4] = [
+        ("", |e| {
+            matches!(
+                e,
+                ValidationError::IdEmpty {
+                    field: IdField::DetectorId
+                }
+            )
         }),
-        ("det_é", |e| matches!(e, ValidationError::IdInvalidCharacter { character: 'é', .. })),
-        ("det\n", |e| matches!(e, ValidationError::IdInvalidCharacter { character: '\n', .. })),
+        ("det x", |e| {
+            matches!(
+                e,
+                ValidationError::IdInvalidCharacter {
+                    character: ' ',
+                    position: 3,
+                    ..
+                }
+            )
+        }),
+        ("det_é", |e| {
+            matches!(
+                e,
+                ValidationError::IdInvalidCharacter {
+                    character: 'é', ..
+                }
+            )
+        }),
+        ("det\n", |e| {
+            matches!(
+                e,
+                ValidationError::IdInvalidCharacter {
+                    character: '\n',
+                    ..
+                }
+            )
+        }),
     ];
     for (value, is_expected) in cases {
         let mut esc = full_record();
@@ -110,12 +167,24 @@ fn validate_ids() {
     esc.request_id = "r".repeat(ID_LEN_MAX_CHARS + 1);
     let err = esc.validate().expect_err("too long");
     assert!(
-        matches!(err, ValidationError::IdTooLong { field: IdField::RequestId, length_chars: 201, .. }),
+        matches!(
+            err,
+            ValidationError::IdTooLong {
+                field: IdField::RequestId,
+                length_chars: 201,
+                ..
+            }
+        ),
         "{err}"
     );
     esc.request_id = "r".repeat(ID_LEN_MAX_CHARS);
     esc.image_query_id = String::new();
-    assert!(matches!(esc.validate(), Err(ValidationError::IdEmpty { field: IdField::ImageQueryId })));
+    assert!(matches!(
+        esc.validate(),
+        Err(ValidationError::IdEmpty {
+            field: IdField::ImageQueryId
+        })
+    ));
 }
 
 #[test]
@@ -129,7 +198,10 @@ fn validate_confidence_threshold_range() {
         let mut esc = full_record();
         esc.confidence_threshold = Some(bad);
         let err = esc.validate().expect_err("out of range");
-        assert!(matches!(err, ValidationError::ConfidenceThresholdOutOfRange { .. }), "{err}");
+        assert!(
+            matches!(err, ValidationError::ConfidenceThresholdOutOfRange { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("0..=1"), "{err}");
     }
 }
@@ -140,7 +212,10 @@ fn validate_patience_time() {
         let mut esc = full_record();
         esc.patience_time_s = Some(bad);
         let err = esc.validate().expect_err("bad patience");
-        assert!(matches!(err, ValidationError::PatienceTimeOutOfRange { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, ValidationError::PatienceTimeOutOfRange { .. }),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -153,23 +228,37 @@ fn validate_metadata_limit_is_the_sdk_limit() {
     esc.metadata = Some(Metadata::try_from(json!({"k": "x".repeat(967)})).expect("object"));
     assert_eq!(
         esc.validate(),
-        Err(ValidationError::MetadataTooLarge { size_bytes: 1025, max_bytes: 1024 })
+        Err(ValidationError::MetadataTooLarge {
+            size_bytes: 1025,
+            max_bytes: 1024
+        })
     );
 }
 
 #[test]
 fn validate_image_size() {
-    let limits = RecordLimits { image_size_max_bytes: 4 };
+    let limits = RecordLimits {
+        image_size_max_bytes: 4,
+    };
     let mut esc = full_record();
     esc.image = ImageSource::Inline(Bytes::new());
-    assert!(matches!(esc.validate_with(&limits), Err(ValidationError::ImageEmpty { max_bytes: 4 })));
+    assert!(matches!(
+        esc.validate_with(&limits),
+        Err(ValidationError::ImageEmpty { max_bytes: 4 })
+    ));
     esc.image = ImageSource::Inline(Bytes::from_static(b"12345"));
     assert!(matches!(
         esc.validate_with(&limits),
-        Err(ValidationError::ImageTooLarge { size_bytes: 5, max_bytes: 4 })
+        Err(ValidationError::ImageTooLarge {
+            size_bytes: 5,
+            max_bytes: 4
+        })
     ));
     esc.image = ImageSource::Path("relative/image.jpg".into());
-    assert!(matches!(esc.validate(), Err(ValidationError::ImagePathInvalid { .. })));
+    assert!(matches!(
+        esc.validate(),
+        Err(ValidationError::ImagePathInvalid { .. })
+    ));
 }
 
 #[test]
@@ -178,11 +267,19 @@ fn load_path_images() {
     let path = dir.path().join("img");
     std::fs::write(&path, JPEG).expect("write");
     let source = ImageSource::Path(path.clone());
-    assert_eq!(&source.load(&RecordLimits::DEFAULT).expect("load")[..], JPEG);
-    let small = RecordLimits { image_size_max_bytes: 3 };
+    assert_eq!(
+        &source.load(&RecordLimits::DEFAULT).expect("load")[..],
+        JPEG
+    );
+    let small = RecordLimits {
+        image_size_max_bytes: 3,
+    };
     assert!(matches!(
         source.load(&small),
-        Err(ImageError::Invalid(ValidationError::ImageTooLarge { size_bytes: 4, max_bytes: 3 }))
+        Err(ImageError::Invalid(ValidationError::ImageTooLarge {
+            size_bytes: 4,
+            max_bytes: 3
+        }))
     ));
     let missing = ImageSource::Path(dir.path().join("missing"));
     match missing.load(&RecordLimits::DEFAULT) {
@@ -209,9 +306,16 @@ fn content_type_sniffing() {
 
 #[test]
 fn human_review_strings() {
-    for hr in [HumanReview::Default, HumanReview::Always, HumanReview::Never] {
+    for hr in [
+        HumanReview::Default,
+        HumanReview::Always,
+        HumanReview::Never,
+    ] {
         assert_eq!(hr.as_str().parse::<HumanReview>(), Ok(hr));
-        assert_eq!(serde_json::to_string(&hr).expect("json"), format!("\"{hr}\""));
+        assert_eq!(
+            serde_json::to_string(&hr).expect("json"),
+            format!("\"{hr}\"")
+        );
     }
     assert!("always".parse::<HumanReview>().is_err());
 }

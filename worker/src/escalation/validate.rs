@@ -20,7 +20,9 @@ pub struct RecordLimits {
 
 impl RecordLimits {
     /// The defaults, usable in `const` context.
-    pub const DEFAULT: Self = Self { image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES };
+    pub const DEFAULT: Self = Self {
+        image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES,
+    };
 }
 
 impl Default for RecordLimits {
@@ -132,9 +134,17 @@ pub(super) fn check_id(field: IdField, value: &str) -> Result<(), ValidationErro
     let length_chars = value.chars().count();
     if length_chars > ID_LEN_MAX_CHARS {
         let excerpt = value.chars().take(40).collect();
-        return Err(ValidationError::IdTooLong { field, excerpt, length_chars });
+        return Err(ValidationError::IdTooLong {
+            field,
+            excerpt,
+            length_chars,
+        });
     }
-    match value.chars().enumerate().find(|(_, c)| !('!'..='~').contains(c)) {
+    match value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !('!'..='~').contains(c))
+    {
         Some((position, character)) => Err(ValidationError::IdInvalidCharacter {
             field,
             value: value.to_owned(),
@@ -177,12 +187,18 @@ pub(super) fn check_metadata_size(size_bytes: usize) -> Result<(), ValidationErr
 }
 
 /// Checks an image size against the limits.
-pub(super) fn check_image_size(size_bytes: usize, limits: &RecordLimits) -> Result<(), ValidationError> {
+pub(super) fn check_image_size(
+    size_bytes: usize,
+    limits: &RecordLimits,
+) -> Result<(), ValidationError> {
     let max_bytes = limits.image_size_max_bytes;
     if size_bytes == 0 {
         Err(ValidationError::ImageEmpty { max_bytes })
     } else if size_bytes > max_bytes {
-        Err(ValidationError::ImageTooLarge { size_bytes, max_bytes })
+        Err(ValidationError::ImageTooLarge {
+            size_bytes,
+            max_bytes,
+        })
     } else {
         Ok(())
     }

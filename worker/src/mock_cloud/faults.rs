@@ -68,7 +68,10 @@ pub struct FaultPlan {
 impl FaultPlan {
     /// A plan that scripts `actions` for the next requests.
     pub fn scripted(actions: impl IntoIterator<Item = FaultAction>) -> Self {
-        Self { script: actions.into_iter().collect(), random: None }
+        Self {
+            script: actions.into_iter().collect(),
+            random: None,
+        }
     }
 }
 
@@ -82,7 +85,11 @@ pub(super) struct FaultState {
 
 impl FaultState {
     pub(super) fn new(plan: FaultPlan) -> Self {
-        let mut state = Self { script: plan.script, random: None, outage: None };
+        let mut state = Self {
+            script: plan.script,
+            random: None,
+            outage: None,
+        };
         state.set_random(plan.random);
         state
     }
@@ -122,7 +129,10 @@ impl FaultState {
     pub(super) fn next_action(&mut self, now: Instant) -> FaultAction {
         match self.outage(now) {
             Some(OutageMode::ServiceUnavailable) => {
-                return FaultAction::Respond { status: 503, retry_after: Some("1".to_owned()) };
+                return FaultAction::Respond {
+                    status: 503,
+                    retry_after: Some("1".to_owned()),
+                };
             }
             Some(OutageMode::Refuse) => return FaultAction::Reset,
             None => {}
@@ -139,10 +149,21 @@ impl FaultState {
 
 fn draw(faults: &RandomFaults, rng: &mut fastrand::Rng) -> FaultAction {
     let candidates = [
-        (faults.unavailable_rate, FaultAction::Respond { status: 503, retry_after: None }),
+        (
+            faults.unavailable_rate,
+            FaultAction::Respond {
+                status: 503,
+                retry_after: None,
+            },
+        ),
         (faults.reset_rate, FaultAction::Reset),
         (faults.drop_response_rate, FaultAction::DropResponse),
-        (faults.delay_rate, FaultAction::Delay { delay_ms: faults.delay_ms }),
+        (
+            faults.delay_rate,
+            FaultAction::Delay {
+                delay_ms: faults.delay_ms,
+            },
+        ),
     ];
     let roll = rng.f64();
     let mut threshold = 0.0;
@@ -163,8 +184,15 @@ mod tests {
     fn outage_then_script_then_random() {
         let now = Instant::now();
         let mut state = FaultState::new(FaultPlan::scripted([FaultAction::Reset]));
-        state.start_outage(now, Duration::from_millis(10), OutageMode::ServiceUnavailable);
-        assert!(matches!(state.next_action(now), FaultAction::Respond { status: 503, .. }));
+        state.start_outage(
+            now,
+            Duration::from_millis(10),
+            OutageMode::ServiceUnavailable,
+        );
+        assert!(matches!(
+            state.next_action(now),
+            FaultAction::Respond { status: 503, .. }
+        ));
         let later = now + Duration::from_millis(10);
         assert_eq!(state.next_action(later), FaultAction::Reset);
         assert_eq!(state.next_action(later), FaultAction::Pass);
@@ -180,10 +208,15 @@ mod tests {
             delay_rate: 0.0,
             delay_ms: 0,
         };
-        let plan = FaultPlan { script: VecDeque::new(), random: Some(random) };
+        let plan = FaultPlan {
+            script: VecDeque::new(),
+            random: Some(random),
+        };
         let run = |plan: FaultPlan| {
             let mut state = FaultState::new(plan);
-            (0..1000).map(|_| state.next_action(Instant::now())).collect::<Vec<_>>()
+            (0..1000)
+                .map(|_| state.next_action(Instant::now()))
+                .collect::<Vec<_>>()
         };
         let a = run(plan.clone());
         assert_eq!(a, run(plan));

@@ -23,11 +23,18 @@ pub(super) struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -38,7 +45,10 @@ pub(super) enum ReadOutcome {
     /// The peer closed, the connection idled out, or the server is stopping.
     Closed,
     /// A request the server answers with an error status and then closes.
-    Reject { status: u16, reason: &'static str },
+    Reject {
+        status: u16,
+        reason: &'static str,
+    },
 }
 
 /// Reads one request. `buf` carries bytes over between pipelined requests. `keep_waiting`
@@ -54,7 +64,10 @@ pub(super) fn read_request(
             break pos;
         }
         if buf.len() > HEAD_SIZE_MAX_BYTES {
-            return Ok(ReadOutcome::Reject { status: 431, reason: "request head too large" });
+            return Ok(ReadOutcome::Reject {
+                status: 431,
+                reason: "request head too large",
+            });
         }
         if !fill(stream, buf, keep_waiting)? {
             return Ok(ReadOutcome::Closed);
@@ -63,20 +76,42 @@ pub(super) fn read_request(
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     buf.drain(..head_end + 4);
     let Some(mut request) = parse_head(&head) else {
-        return Ok(ReadOutcome::Reject { status: 400, reason: "malformed request head" });
+        return Ok(ReadOutcome::Reject {
+            status: 400,
+            reason: "malformed request head",
+        });
     };
     if request.header("transfer-encoding").is_some() {
-        return Ok(ReadOutcome::Reject { status: 411, reason: "chunked bodies are not supported" });
+        return Ok(ReadOutcome::Reject {
+            status: 411,
+            reason: "chunked bodies are not supported",
+        });
     }
-    let length = match request.header("content-length").map(str::trim).map(str::parse::<usize>) {
+    let length = match request
+        .header("content-length")
+        .map(str::trim)
+        .map(str::parse::<usize>)
+    {
         None => 0,
         Some(Ok(n)) => n,
-        Some(Err(_)) => return Ok(ReadOutcome::Reject { status: 400, reason: "bad content-length" }),
+        Some(Err(_)) => {
+            return Ok(ReadOutcome::Reject {
+                status: 400,
+                reason: "bad content-length",
+            })
+        }
     };
     if length > body_size_max_bytes {
-        return Ok(ReadOutcome::Reject { status: 413, reason: "request body too large" });
+        return Ok(ReadOutcome::Reject {
+            status: 413,
+            reason: "request body too large",
+        });
     }
-    if length > buf.len() && request.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    if length > buf.len()
+        && request
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     while buf.len() < length {
@@ -89,7 +124,11 @@ pub(super) fn read_request(
 }
 
 /// Reads more bytes; false on EOF or when `keep_waiting` says stop.
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, keep_waiting: &dyn Fn(Instant) -> bool) -> io::Result<bool> {
+fn fill(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    keep_waiting: &dyn Fn(Instant) -> bool,
+) -> io::Result<bool> {
     let mut chunk = [0_u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk) {
@@ -98,7 +137,12 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, keep_waiting: &dyn Fn(Instant
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(true);
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if !keep_waiting(Instant::now()) {
                     return Ok(false);
                 }
@@ -122,7 +166,10 @@ fn parse_head(head: &str) -> Option<Request> {
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let connection = headers.iter().find(|(n, _)| n == "connection").map(|(_, v)| v.to_ascii_lowercase());
+    let connection = headers
+        .iter()
+        .find(|(n, _)| n == "connection")
+        .map(|(_, v)| v.to_ascii_lowercase());
     let keep_alive = match connection.as_deref() {
         Some("close") => false,
         Some("keep-alive") => true,
@@ -144,7 +191,10 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
         })
         .collect()
 }
@@ -155,7 +205,9 @@ pub(super) fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -192,13 +244,24 @@ impl Response {
     }
 }
 
-pub(super) fn write_response(stream: &mut TcpStream, response: &Response, keep_alive: bool) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
+pub(super) fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        response.status,
+        reason(response.status)
+    );
     for (name, value) in &response.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    out.push_str(&format!("Content-Length: {}\r\nConnection: {connection}\r\n\r\n", response.body.len()));
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        response.body.len()
+    ));
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(&response.body);
     stream.write_all(&bytes)?;

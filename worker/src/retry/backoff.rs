@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Backoff settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {
     /// Ceiling of the first retry's delay. Default 500; minimum 1.
     pub delay_base_ms: u64,
@@ -16,7 +19,11 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self { delay_base_ms: 500, delay_max_ms: 30_000, retry_after_max_ms: 300_000 }
+        Self {
+            delay_base_ms: 500,
+            delay_max_ms: 30_000,
+            retry_after_max_ms: 300_000,
+        }
     }
 }
 
@@ -46,7 +53,10 @@ impl Backoff {
 
     /// A deterministic backoff, for tests and reproducible simulations.
     pub fn with_seed(config: BackoffConfig, seed: u64) -> Self {
-        Self { config: config.validated(), rng: fastrand::Rng::with_seed(seed) }
+        Self {
+            config: config.validated(),
+            rng: fastrand::Rng::with_seed(seed),
+        }
     }
 
     /// The configuration in use.
@@ -57,7 +67,10 @@ impl Backoff {
     /// The jitter ceiling for retry number `retry` (0 = first retry), in milliseconds.
     pub fn ceiling_ms(&self, retry: u32) -> u64 {
         let factor = 1_u64.checked_shl(retry.min(63)).unwrap_or(u64::MAX);
-        self.config.delay_base_ms.saturating_mul(factor).min(self.config.delay_max_ms)
+        self.config
+            .delay_base_ms
+            .saturating_mul(factor)
+            .min(self.config.delay_max_ms)
     }
 
     /// The delay before retry number `retry` (0 = first retry): a full-jitter draw, or the
@@ -65,7 +78,11 @@ impl Backoff {
     pub fn delay(&mut self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let jitter_ms = self.rng.u64(0..=self.ceiling_ms(retry));
         let requested_ms = retry_after
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).min(self.config.retry_after_max_ms))
+            .map(|d| {
+                u64::try_from(d.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .min(self.config.retry_after_max_ms)
+            })
             .unwrap_or(0);
         Duration::from_millis(jitter_ms.max(requested_ms))
     }
@@ -93,8 +110,54 @@ mod tests {
     }
 
     #[test]
+    fn full_jitter_covers_zero_to_cap_and_never_exceeds_it() {
+        let mut backoff = Backoff::with_seed(BackoffConfig::default(), 9);
+        let draws: Vec<u64> = (0..10_000)
+            .map(|_| backoff.delay(20, None).as_millis() as u64)
+            .collect();
+        assert!(draws.iter().all(|&d| d <= 30_000));
+        assert!(*draws.iter().min().unwrap_or(&u64::MAX) < 300);
+        assert!(*draws.iter().max().unwrap_or(&0) > 29_700);
+        let mean = draws.iter().sum::<u64>() / draws.len() as u64;
+        assert!((14_000..16_000).contains(&mean), "mean {mean}");
+        // Each decile of [0, cap] gets roughly a tenth of the draws.
+        for decile in 0..10 {
+            let n = draws.iter().filter(|&&d| d * 10 / 30_001 == decile).count();
+            assert!((800..1200).contains(&n), "decile {decile}: {n}");
+        }
+        for retry in 0..6 {
+            let ceiling = backoff.ceiling_ms(retry);
+            assert!((0..1000).all(|_| backoff.delay(retry, None).as_millis() as u64 <= ceiling));
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer_but_is_capped() {
+        let mut backoff = Backoff::with_seed(BackoffConfig::default(), 3);
+        assert_eq!(
+            backoff.delay(0, Some(Duration::from_secs(10))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            backoff.delay(0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(300)
+        );
+        // A short Retry-After is a floor, not a replacement for the jitter.
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| backoff.delay(10, Some(Duration::from_millis(5))))
+            .collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(5)));
+        assert!(delays.iter().any(|d| *d > Duration::from_secs(1)));
+    }
+
+    #[test]
     fn validated_clamps() {
-        let c = BackoffConfig { delay_base_ms: 0, delay_max_ms: 0, retry_after_max_ms: 0 }.validated();
+        let c = BackoffConfig {
+            delay_base_ms: 0,
+            delay_max_ms: 0,
+            retry_after_max_ms: 0,
+        }
+        .validated();
         assert_eq!((c.delay_base_ms, c.delay_max_ms), (1, 1));
     }
 }

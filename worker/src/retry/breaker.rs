@@ -7,8 +7,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 /// Circuit breaker settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive retryable failures that open the circuit. Default 5; minimum 1.
     pub failure_threshold: u32,
@@ -20,7 +23,11 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self { failure_threshold: 5, cool_down_base_ms: 1_000, cool_down_max_ms: 60_000 }
+        Self {
+            failure_threshold: 5,
+            cool_down_base_ms: 1_000,
+            cool_down_max_ms: 60_000,
+        }
     }
 }
 
@@ -95,7 +102,12 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
-        Self { config: config.validated(), inner: Inner::Closed { consecutive_failures: 0 } }
+        Self {
+            config: config.validated(),
+            inner: Inner::Closed {
+                consecutive_failures: 0,
+            },
+        }
     }
 
     /// The current state.
@@ -118,7 +130,9 @@ impl CircuitBreaker {
     /// Consecutive retryable failures while closed.
     pub fn consecutive_failures(&self) -> u32 {
         match self.inner {
-            Inner::Closed { consecutive_failures } => consecutive_failures,
+            Inner::Closed {
+                consecutive_failures,
+            } => consecutive_failures,
             _ => self.config.failure_threshold,
         }
     }
@@ -129,34 +143,54 @@ impl CircuitBreaker {
         match self.inner {
             Inner::Closed { .. } => Admission::Allowed { probe: false },
             Inner::Open { until, trips } if now >= until => {
-                self.inner = Inner::HalfOpen { probe_in_flight: true, trips };
+                self.inner = Inner::HalfOpen {
+                    probe_in_flight: true,
+                    trips,
+                };
                 Admission::Allowed { probe: true }
             }
-            Inner::Open { until, .. } => Admission::Wait { retry_in: until - now },
-            Inner::HalfOpen { probe_in_flight: false, trips } => {
-                self.inner = Inner::HalfOpen { probe_in_flight: true, trips };
+            Inner::Open { until, .. } => Admission::Wait {
+                retry_in: until - now,
+            },
+            Inner::HalfOpen {
+                probe_in_flight: false,
+                trips,
+            } => {
+                self.inner = Inner::HalfOpen {
+                    probe_in_flight: true,
+                    trips,
+                };
                 Admission::Allowed { probe: true }
             }
-            Inner::HalfOpen { probe_in_flight: true, .. } => {
-                Admission::Wait { retry_in: Duration::from_millis(self.config.cool_down_base_ms) }
-            }
+            Inner::HalfOpen {
+                probe_in_flight: true,
+                ..
+            } => Admission::Wait {
+                retry_in: Duration::from_millis(self.config.cool_down_base_ms),
+            },
         }
     }
 
     /// Records an attempt the cloud answered (anything not retryable): closes the circuit.
     pub fn record_success(&mut self) {
-        self.inner = Inner::Closed { consecutive_failures: 0 };
+        self.inner = Inner::Closed {
+            consecutive_failures: 0,
+        };
     }
 
     /// Records a retryable failure at `now`.
     pub fn record_failure(&mut self, now: Instant) {
         self.inner = match self.inner {
-            Inner::Closed { consecutive_failures } => {
+            Inner::Closed {
+                consecutive_failures,
+            } => {
                 let failures = consecutive_failures.saturating_add(1);
                 if failures >= self.config.failure_threshold {
                     self.open(now, 0)
                 } else {
-                    Inner::Closed { consecutive_failures: failures }
+                    Inner::Closed {
+                        consecutive_failures: failures,
+                    }
                 }
             }
             Inner::HalfOpen { trips, .. } => self.open(now, trips.saturating_add(1)),
@@ -168,12 +202,19 @@ impl CircuitBreaker {
     /// The cool-down after `trips` failed probes: base × 2^trips, capped.
     pub fn cool_down(&self, trips: u32) -> Duration {
         let factor = 1_u64.checked_shl(trips.min(63)).unwrap_or(u64::MAX);
-        let ms = self.config.cool_down_base_ms.saturating_mul(factor).min(self.config.cool_down_max_ms);
+        let ms = self
+            .config
+            .cool_down_base_ms
+            .saturating_mul(factor)
+            .min(self.config.cool_down_max_ms);
         Duration::from_millis(ms)
     }
 
     fn open(&self, now: Instant, trips: u32) -> Inner {
-        Inner::Open { until: now + self.cool_down(trips), trips }
+        Inner::Open {
+            until: now + self.cool_down(trips),
+            trips,
+        }
     }
 }
 
@@ -182,7 +223,11 @@ mod tests {
     use super::*;
 
     fn breaker() -> CircuitBreaker {
-        CircuitBreaker::new(BreakerConfig { failure_threshold: 3, cool_down_base_ms: 100, cool_down_max_ms: 350 })
+        CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 3,
+            cool_down_base_ms: 100,
+            cool_down_max_ms: 350,
+        })
     }
 
     #[test]
@@ -198,7 +243,12 @@ mod tests {
         assert_eq!(b.consecutive_failures(), 2);
         b.record_failure(t0);
         assert_eq!(b.state(), CircuitState::Open);
-        assert_eq!(b.admit(t0 + Duration::from_millis(40)), Admission::Wait { retry_in: Duration::from_millis(60) });
+        assert_eq!(
+            b.admit(t0 + Duration::from_millis(40)),
+            Admission::Wait {
+                retry_in: Duration::from_millis(60)
+            }
+        );
     }
 
     #[test]
@@ -234,10 +284,14 @@ mod tests {
 
     #[test]
     fn state_names() {
-        let names: Vec<_> = [CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let names: Vec<_> = [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(names, ["closed", "open", "half_open"]);
     }
 }

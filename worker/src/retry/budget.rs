@@ -2,13 +2,16 @@
 
 use std::num::NonZeroU32;
 
+use serde::{Deserialize, Serialize};
+
 use super::classify::{Classification, DeadLetterReason};
 
 /// Seven days in milliseconds: the retention age (an upstream security requirement).
 pub const DEFAULT_AGE_MAX_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Budget settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Attempts charged before a retryable item is dead-lettered. Default `None`: unlimited,
     /// like the Python original (the age limit still applies).
@@ -19,7 +22,10 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { attempts_max: None, age_max_ms: DEFAULT_AGE_MAX_MS }
+        Self {
+            attempts_max: None,
+            age_max_ms: DEFAULT_AGE_MAX_MS,
+        }
     }
 }
 
@@ -54,7 +60,11 @@ pub struct ItemBudget {
 impl ItemBudget {
     /// A fresh budget.
     pub fn new(config: BudgetConfig) -> Self {
-        Self { config, attempts_charged: 0, attempts_total: 0 }
+        Self {
+            config,
+            attempts_charged: 0,
+            attempts_total: 0,
+        }
     }
 
     /// Records an attempt; `charged` is false for a probe made while the circuit was open.
@@ -78,19 +88,25 @@ impl ItemBudget {
     /// The limit hit by an item of age `age_ms`, if any. Age is checked first.
     pub fn exhausted(&self, age_ms: u64) -> Option<BudgetLimit> {
         if age_ms >= self.config.age_max_ms {
-            return Some(BudgetLimit::Age { age_ms, max_ms: self.config.age_max_ms });
+            return Some(BudgetLimit::Age {
+                age_ms,
+                max_ms: self.config.age_max_ms,
+            });
         }
         let max = self.config.attempts_max?.get();
-        (self.attempts_charged >= max).then_some(BudgetLimit::Attempts { attempts: self.attempts_charged, max })
+        (self.attempts_charged >= max).then_some(BudgetLimit::Attempts {
+            attempts: self.attempts_charged,
+            max,
+        })
     }
 
     /// Turns a `Retry` into `DeadLetter { BudgetExhausted }` when the budget is spent;
     /// every other classification passes through.
     pub fn apply(&self, classification: Classification, age_ms: u64) -> Classification {
         match (classification, self.exhausted(age_ms)) {
-            (Classification::Retry { .. }, Some(limit)) => {
-                Classification::DeadLetter { reason: DeadLetterReason::BudgetExhausted { limit } }
-            }
+            (Classification::Retry { .. }, Some(limit)) => Classification::DeadLetter {
+                reason: DeadLetterReason::BudgetExhausted { limit },
+            },
             (other, _) => other,
         }
     }
@@ -104,7 +120,10 @@ mod tests {
 
     #[test]
     fn attempts_limit() {
-        let config = BudgetConfig { attempts_max: NonZeroU32::new(2), ..Default::default() };
+        let config = BudgetConfig {
+            attempts_max: NonZeroU32::new(2),
+            ..Default::default()
+        };
         let mut budget = ItemBudget::new(config);
         budget.record_attempt(true);
         assert_eq!(budget.apply(RETRY, 0), RETRY);
@@ -112,11 +131,19 @@ mod tests {
         assert_eq!(budget.apply(RETRY, 0), RETRY);
         budget.record_attempt(true);
         let expected = Classification::DeadLetter {
-            reason: DeadLetterReason::BudgetExhausted { limit: BudgetLimit::Attempts { attempts: 2, max: 2 } },
+            reason: DeadLetterReason::BudgetExhausted {
+                limit: BudgetLimit::Attempts {
+                    attempts: 2,
+                    max: 2,
+                },
+            },
         };
         assert_eq!(budget.apply(RETRY, 0), expected);
         assert_eq!((budget.attempts_charged(), budget.attempts_total()), (2, 3));
-        assert_eq!(budget.apply(Classification::Delivered, 0), Classification::Delivered);
+        assert_eq!(
+            budget.apply(Classification::Delivered, 0),
+            Classification::Delivered
+        );
     }
 
     #[test]
@@ -125,7 +152,11 @@ mod tests {
         assert_eq!(budget.apply(RETRY, DEFAULT_AGE_MAX_MS - 1), RETRY);
         assert!(matches!(
             budget.apply(RETRY, DEFAULT_AGE_MAX_MS),
-            Classification::DeadLetter { reason: DeadLetterReason::BudgetExhausted { limit: BudgetLimit::Age { .. } } }
+            Classification::DeadLetter {
+                reason: DeadLetterReason::BudgetExhausted {
+                    limit: BudgetLimit::Age { .. }
+                }
+            }
         ));
     }
 

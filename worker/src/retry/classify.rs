@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::budget::BudgetLimit;
 use crate::client::{Delivered, DeliveryError};
 
@@ -83,7 +85,8 @@ impl fmt::Display for ErrorClass {
 }
 
 /// What a policy row says to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PolicyAction {
     /// Keep the item and try again after a backoff.
     Retry,
@@ -111,6 +114,10 @@ pub enum DeadLetterReason {
         /// Which limit.
         limit: BudgetLimit,
     },
+    /// The stored record could not be decoded (set by the worker loop; no attempt is made).
+    RecordUndecodable,
+    /// The record decoded but breaks a validation rule (set by the worker loop).
+    RecordInvalid,
 }
 
 /// What happens to an item after an attempt.
@@ -147,8 +154,10 @@ impl Classification {
     }
 }
 
-/// The classification table, one field per row; [`Default`] is DESIGN.md §4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The classification table, one field per row; [`Default`] is DESIGN.md §4. Deserializes
+/// from a config table in which missing rows keep their default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClassificationPolicy {
     /// Refused, DNS, reset, TLS, socket errors, malformed HTTP. Default `Retry`.
     pub network: PolicyAction,
@@ -210,7 +219,9 @@ impl ClassificationPolicy {
             ErrorClass::TooManyRequests => self.too_many_requests,
             ErrorClass::ServerError => self.server_error,
             ErrorClass::RequestTimeout => self.request_timeout,
-            ErrorClass::BadRequest if previous_response_lost => self.bad_request_after_lost_response,
+            ErrorClass::BadRequest if previous_response_lost => {
+                self.bad_request_after_lost_response
+            }
             ErrorClass::BadRequest => self.bad_request,
             ErrorClass::Unauthorized => self.unauthorized,
             ErrorClass::ClientError => self.client_error,
@@ -223,7 +234,11 @@ impl ClassificationPolicy {
 
     /// Classifies one attempt. `previous_response_lost` is true when any earlier attempt of
     /// the same item ended with [`DeliveryError::response_possibly_lost`].
-    pub fn classify(&self, result: &Result<Delivered, DeliveryError>, previous_response_lost: bool) -> Classification {
+    pub fn classify(
+        &self,
+        result: &Result<Delivered, DeliveryError>,
+        previous_response_lost: bool,
+    ) -> Classification {
         let error = match result {
             Ok(_) => return Classification::Delivered,
             Err(error) => error,
@@ -240,7 +255,10 @@ impl ClassificationPolicy {
             PolicyAction::PauseAuth => Classification::PauseAuth,
             PolicyAction::DeliveredDuplicate => Classification::DeliveredDuplicate,
             PolicyAction::DeadLetter => Classification::DeadLetter {
-                reason: DeadLetterReason::Rejected { class, status: error.http_status() },
+                reason: DeadLetterReason::Rejected {
+                    class,
+                    status: error.http_status(),
+                },
             },
         }
     }
@@ -251,7 +269,11 @@ mod tests {
     use super::*;
 
     fn http(status: u16) -> Result<Delivered, DeliveryError> {
-        Err(DeliveryError::Http { status, retry_after: None, body_excerpt: String::new() })
+        Err(DeliveryError::Http {
+            status,
+            retry_after: None,
+            body_excerpt: String::new(),
+        })
     }
 
     #[test]
@@ -259,7 +281,10 @@ mod tests {
         let policy = ClassificationPolicy::default();
         let retry = Classification::Retry { not_before: None };
         let dead = |status| Classification::DeadLetter {
-            reason: DeadLetterReason::Rejected { class: ErrorClass::of_status(status), status: Some(status) },
+            reason: DeadLetterReason::Rejected {
+                class: ErrorClass::of_status(status),
+                status: Some(status),
+            },
         };
         let cases = [
             (429, retry),
@@ -279,7 +304,10 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(policy.classify(&http(status), false), expected, "{status}");
         }
-        assert_eq!(policy.classify(&http(400), true), Classification::DeliveredDuplicate);
+        assert_eq!(
+            policy.classify(&http(400), true),
+            Classification::DeliveredDuplicate
+        );
         assert_eq!(policy.classify(&http(404), true), dead(404));
     }
 
@@ -291,13 +319,38 @@ mod tests {
             body_excerpt: String::new(),
         });
         let class = ClassificationPolicy::default().classify(&err, false);
-        assert_eq!(class, Classification::Retry { not_before: Some(Duration::from_secs(7)) });
+        assert_eq!(
+            class,
+            Classification::Retry {
+                not_before: Some(Duration::from_secs(7))
+            }
+        );
         assert!(class.is_breaker_failure());
     }
 
     #[test]
+    fn policy_deserializes_with_defaults_for_missing_rows() {
+        let policy: ClassificationPolicy =
+            serde_json::from_str(r#"{"server_error": "dead_letter", "unauthorized": "retry"}"#)
+                .expect("policy");
+        let expected = ClassificationPolicy {
+            server_error: PolicyAction::DeadLetter,
+            unauthorized: PolicyAction::Retry,
+            ..Default::default()
+        };
+        assert_eq!(policy, expected);
+        assert!(serde_json::from_str::<ClassificationPolicy>(r#"{"typo": "retry"}"#).is_err());
+    }
+
+    #[test]
     fn rows_are_configurable() {
-        let policy = ClassificationPolicy { server_error: PolicyAction::DeadLetter, ..Default::default() };
-        assert!(matches!(policy.classify(&http(503), false), Classification::DeadLetter { .. }));
+        let policy = ClassificationPolicy {
+            server_error: PolicyAction::DeadLetter,
+            ..Default::default()
+        };
+        assert!(matches!(
+            policy.classify(&http(503), false),
+            Classification::DeadLetter { .. }
+        ));
     }
 }

@@ -1,0 +1,649 @@
+//! Fault handling: failed syncs (poisoning), failed writes, a full queue, a full disk,
+//! lane and cursor limits, cursors past the end of a lane, retention, abandoned lanes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use escalation_queue_wal::layout::FileName;
+use escalation_queue_wal::{
+    verify, CrashMode, Error, Event, Fault, LaneId, Options, Reader, SegmentId, SimDisk, Writer,
+};
+
+const DIR: &str = "/queue";
+
+fn opts(sim: &SimDisk) -> Options {
+    Options::default()
+        .storage(Arc::new(sim.clone()))
+        .segment_bytes(64 << 10)
+        .record_bytes_max(4096)
+        .free_disk_bytes_min(0)
+}
+
+fn drain(r: &mut Reader) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().expect("reader next") {
+        out.push(rec.payload.to_vec());
+    }
+    out
+}
+
+/// Drains, acknowledging everything, and checkpoints.
+fn consume(r: &mut Reader) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().expect("reader next") {
+        r.ack(rec.id).expect("ack");
+        out.push(rec.payload.to_vec());
+    }
+    r.checkpoint().expect("checkpoint");
+    out
+}
+
+fn p(tag: &str, i: usize) -> Vec<u8> {
+    format!("{tag}-{i:05}").into_bytes()
+}
+
+fn big(tag: &str, i: usize, size: usize) -> Vec<u8> {
+    let mut v = p(tag, i);
+    v.resize(size, b'.');
+    v
+}
+
+fn segments(sim: &SimDisk) -> usize {
+    sim.paths()
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(FileName::parse),
+                Some(FileName::Segment(..))
+            )
+        })
+        .count()
+}
+
+/// Story: the disk reports EIO on fdatasync while several threads are appending (the
+/// kernel may already have dropped the pages: PostgreSQL's fsyncgate). If this fails, an
+/// append whose data may be gone is acknowledged, or the writer keeps acknowledging on a
+/// disk it can no longer trust, or the queue cannot be reopened afterwards, or the reader
+/// stops serving records that were durable before the failure.
+#[test]
+fn a_failed_sync_poisons_the_writer_fails_every_waiter_and_a_reopen_recovers() {
+    let sim = SimDisk::new(1);
+    let opts = opts(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    for i in 0..5 {
+        w.append(&p("before", i)).unwrap();
+    }
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(drain(&mut r).len(), 5);
+
+    sim.inject(Fault::SyncFailsOnce(1));
+    let threads = 6;
+    let barrier = Arc::new(Barrier::new(threads));
+    let results: Vec<_> = (0..threads)
+        .map(|t| {
+            let (w, barrier) = (w.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                w.append(&p("failed", t))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    for (t, res) in results.iter().enumerate() {
+        assert!(
+            matches!(res, Err(Error::Poisoned { .. })),
+            "thread {t}: every append of and after the failed batch must fail: {res:?}"
+        );
+    }
+    for i in 0..3 {
+        let e = w.append(&p("after", i)).unwrap_err();
+        assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+        assert!(!e.is_retryable());
+    }
+    // Nothing of the failed batch became visible as durable.
+    assert!(drain(&mut r).is_empty());
+    assert!(r.take_events().is_empty());
+
+    // Reopen: recovery makes what the OS holds durable and judges it; the lane goes on.
+    drop(w);
+    let w = Writer::open(DIR, &opts).expect("reopen after poisoning");
+    assert_eq!(w.lane(), LaneId(0));
+    assert!(w.recovery_events().is_empty(), "{:?}", w.recovery_events());
+    for i in 0..3 {
+        w.append(&p("reopened", i)).expect("appends work again");
+    }
+    let got = drain(&mut r);
+    // The failed appends may or may not be there (their outcome was an error, not a
+    // promise); everything acknowledged after the reopen is, in order, after them.
+    let failed: BTreeSet<Vec<u8>> = (0..threads).map(|t| p("failed", t)).collect();
+    let (maybe, sure): (Vec<_>, Vec<_>) = got.into_iter().partition(|x| failed.contains(x));
+    assert_eq!(sure, (0..3).map(|i| p("reopened", i)).collect::<Vec<_>>());
+    assert!(maybe.len() <= threads);
+    assert!(r.take_events().is_empty());
+    assert!(verify(DIR, &opts).unwrap().is_clean());
+}
+
+/// Story: power is lost right after a sync failed. If this fails, acknowledged records
+/// are lost or the queue does not come back.
+#[test]
+fn a_power_loss_after_a_failed_sync_keeps_every_acknowledged_record() {
+    for mode in [
+        CrashMode::LoseUnsynced,
+        CrashMode::KeepRandomSectors,
+        CrashMode::KeepAll,
+    ] {
+        let sim = SimDisk::new(2);
+        let opts = opts(&sim);
+        let w = Writer::open(DIR, &opts).unwrap();
+        for i in 0..50 {
+            w.append(&big("ok", i, 700)).unwrap();
+        }
+        sim.inject(Fault::SyncFailsOnce(1));
+        assert!(w.append(&big("failed", 0, 3000)).is_err());
+        drop(w);
+        sim.crash(mode);
+        let w = Writer::open(DIR, &opts).unwrap();
+        for e in w.recovery_events() {
+            assert!(
+                matches!(e, Event::TornTail { .. }) && mode == CrashMode::KeepRandomSectors,
+                "{mode:?}: {e:?}"
+            );
+        }
+        w.append(b"after").unwrap();
+        let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+        let mut got = drain(&mut r);
+        assert_eq!(got.pop().as_deref(), Some(&b"after"[..]), "{mode:?}");
+        if got.len() == 51 {
+            assert_eq!(got.pop(), Some(big("failed", 0, 3000)), "{mode:?}");
+        }
+        assert_eq!(
+            got,
+            (0..50).map(|i| big("ok", i, 700)).collect::<Vec<_>>(),
+            "{mode:?}"
+        );
+        assert!(r.take_events().is_empty(), "{mode:?}");
+        assert!(verify(DIR, &opts).unwrap().is_clean());
+    }
+}
+
+/// Story: a write (not a sync) fails once. If this fails, the writer is poisoned for a
+/// transient error that lost nothing durable (an outage for no reason), or the failed
+/// record is reported as written, or later records land on top of garbage.
+#[test]
+fn a_failed_write_fails_its_batch_without_poisoning_and_later_appends_succeed() {
+    let sim = SimDisk::new(3);
+    let opts = opts(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    for i in 0..3 {
+        w.append(&p("ok", i)).unwrap();
+    }
+    sim.inject(Fault::WriteFailsOnce(1));
+    let e = w.append(&p("failed", 0)).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    let mut ids = Vec::new();
+    for i in 3..6 {
+        ids.push(
+            w.append(&p("ok", i))
+                .expect("not poisoned by a write failure"),
+        );
+    }
+    assert_eq!(
+        ids[0].seq.0, 3,
+        "the failed record's sequence number is reused"
+    );
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let want: Vec<_> = (0..6).map(|i| p("ok", i)).collect();
+    assert_eq!(drain(&mut r), want);
+    assert!(r.take_events().is_empty());
+    drop(r);
+    drop(w);
+    sim.crash(CrashMode::LoseUnsynced);
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(drain(&mut r), want);
+    assert!(r.take_events().is_empty());
+    assert!(verify(DIR, &opts).unwrap().is_clean());
+}
+
+/// Story: many threads append while writes keep failing now and then. If this fails, an
+/// appender whose record was thrown away with a failed batch is told `Ok` (its sequence
+/// number was reused by a later record that did get written), so an escalation is lost
+/// while its sender believes it queued.
+#[test]
+fn concurrent_appends_through_repeated_write_failures_never_acknowledge_a_lost_record() {
+    let sim = SimDisk::new(4);
+    let opts = opts(&sim);
+    let threads = 6;
+    let per_thread = 300;
+    let mut acked: Vec<Vec<u8>> = Vec::new();
+    let mut failed: Vec<Vec<u8>> = Vec::new();
+    let next_id = Arc::new(AtomicUsize::new(0));
+    for round in 0..8u64 {
+        let w = Writer::open(DIR, &opts).unwrap();
+        let running = Arc::new(AtomicUsize::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (w, running, next_id) = (w.clone(), running.clone(), next_id.clone());
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    for _ in 0..per_thread {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let payload = big("r", id, 40 + (id * 37) % 300);
+                        match w.append(&payload) {
+                            Ok(_) => out.push((payload, true)),
+                            // A failed watermark write poisons; this round is over.
+                            Err(Error::Poisoned { .. }) => {
+                                out.push((payload, false));
+                                break;
+                            }
+                            Err(_) => out.push((payload, false)),
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::Relaxed);
+                    out
+                })
+            })
+            .collect();
+        let mut x = round + 1;
+        while running.load(Ordering::Relaxed) > 0 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            sim.inject(Fault::WriteFailsOnce(1 + (x >> 61)));
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        for h in handles {
+            for (payload, ok) in h.join().unwrap() {
+                if ok {
+                    acked.push(payload);
+                } else {
+                    failed.push(payload);
+                }
+            }
+        }
+        sim.clear_faults();
+        drop(w);
+    }
+    assert!(!failed.is_empty(), "the test must inject failures");
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let got = drain(&mut r);
+    let got_set: BTreeSet<&Vec<u8>> = got.iter().collect();
+    assert_eq!(got_set.len(), got.len(), "a record was delivered twice");
+    let missing: Vec<String> = acked
+        .iter()
+        .filter(|a| !got_set.contains(a))
+        .map(|a| String::from_utf8_lossy(&a[..7]).into_owned())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged appends were never delivered ({} failed): {missing:?}",
+        missing.len(),
+        acked.len(),
+        failed.len()
+    );
+    let known: BTreeSet<&Vec<u8>> = acked.iter().chain(failed.iter()).collect();
+    assert!(got.iter().all(|g| known.contains(g)));
+}
+
+/// Story: the reader falls behind and the queue reaches `queue_bytes_max`. If this fails,
+/// the disk fills up without bound, or the error is not the clear, retryable `QueueFull`,
+/// or appends never resume after the reader catches up, or something acknowledged is lost.
+#[test]
+fn queue_full_rejects_appends_until_the_reader_frees_segments() {
+    let sim = SimDisk::new(5);
+    let opts = opts(&sim).queue_bytes_max(3 * (64 << 10));
+    let w = Writer::open(DIR, &opts).unwrap();
+    let mut appended = Vec::new();
+    let err = loop {
+        let payload = big("q", appended.len(), 2000);
+        match w.append(&payload) {
+            Ok(_) => appended.push(payload),
+            Err(e) => break e,
+        }
+        assert!(appended.len() < 1000, "queue_bytes_max was never enforced");
+    };
+    assert!(matches!(err, Error::QueueFull { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(segments(&sim) <= 3);
+    // Still full on retry; nothing was appended by the failed attempts.
+    assert!(matches!(
+        w.append(b"x").map(|_| ()).or_else(|e| match e {
+            Error::QueueFull { .. } => Ok(()),
+            e => Err(e),
+        }),
+        Ok(())
+    ));
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let got = consume(&mut r);
+    let mut want = appended.clone();
+    if got.len() == want.len() + 1 {
+        want.push(b"x".to_vec());
+    }
+    assert_eq!(got, want);
+    assert!(segments(&sim) < 3, "consumed segments are deleted");
+    w.append(&big("q", 9999, 2000))
+        .expect("appends resume once segments are freed");
+    assert_eq!(drain(&mut r), vec![big("q", 9999, 2000)]);
+    assert!(r.take_events().is_empty());
+}
+
+/// Story: the file system runs out of space. If this fails, the append error is not the
+/// clear, retryable `NoSpace`, acknowledged records are lost, or appends do not resume when
+/// space comes back (capacity raised, or the reader deleting consumed segments).
+#[test]
+fn no_space_rejects_appends_and_they_resume_when_space_returns() {
+    let sim = SimDisk::new(6);
+    let opts = opts(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    w.append(b"first").unwrap();
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(drain(&mut r).len(), 1);
+    // Room for what exists now plus two more segments.
+    sim.set_capacity(Some(sim.used_bytes() + 2 * (64 << 10) + 1000));
+    let mut appended = Vec::new();
+    let err = loop {
+        let payload = big("s", appended.len(), 2500);
+        match w.append(&payload) {
+            Ok(_) => appended.push(payload),
+            Err(e) => break e,
+        }
+        assert!(appended.len() < 1000, "capacity was never hit");
+    };
+    assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+    assert!(err.is_retryable());
+    // Nothing acknowledged is lost, even across a power loss.
+    assert_eq!(drain(&mut r), appended);
+    assert!(matches!(
+        w.append(&big("y", 0, 2500)),
+        Err(Error::NoSpace { .. })
+    ));
+
+    // Space comes back by raising the capacity.
+    sim.set_capacity(Some(sim.used_bytes() + 2 * (64 << 10)));
+    let raised = big("after raise", 0, 2500);
+    w.append(&raised).expect("appends resume with more space");
+    appended.push(raised);
+
+    // Fill up again, then free space by consuming: the reader deletes segments.
+    let err = loop {
+        let payload = big("t", appended.len(), 2500);
+        match w.append(&payload) {
+            Ok(_) => appended.push(payload),
+            Err(e) => break e,
+        }
+        assert!(appended.len() < 2000, "capacity was never hit");
+    };
+    assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+    consume(&mut r);
+    let after = big("after freeing", 0, 2500);
+    w.append(&after)
+        .expect("appends resume once consumed segments are deleted");
+    assert_eq!(drain(&mut r), vec![after.clone()]);
+    drop(r);
+    drop(w);
+    sim.set_capacity(None);
+    sim.crash(CrashMode::LoseUnsynced);
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(drain(&mut r), vec![after]);
+    assert!(r.take_events().is_empty());
+}
+
+/// Story: more writer processes start than there are lanes. If this fails, two writers
+/// share a lane (interleaved, corrupt segments), the error is unclear, or a lane is never
+/// freed when its writer exits so the queue runs out of lanes for good.
+#[test]
+fn lanes_max_bounds_concurrent_writers_and_a_dropped_writer_frees_its_lane() {
+    let sim = SimDisk::new(7);
+    let opts = opts(&sim).lanes_max(2);
+    let a = Writer::open(DIR, &opts).unwrap();
+    let b = Writer::open(DIR, &opts).unwrap();
+    assert_ne!(a.lane(), b.lane());
+    let e = Writer::open(DIR, &opts).unwrap_err();
+    assert!(matches!(e, Error::NoFreeLane { lanes_max: 2, .. }), "{e}");
+    a.append(b"a1").unwrap();
+    b.append(b"b1").unwrap();
+    let lane_a = a.lane();
+    drop(a);
+    let c = Writer::open(DIR, &opts).expect("the dropped writer's lane is free again");
+    assert_eq!(c.lane(), lane_a);
+    let id = c.append(b"c1").unwrap();
+    assert_eq!(id.seq.0, 1, "the new writer continues the lane's sequence");
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let mut got = drain(&mut r);
+    got.sort();
+    assert_eq!(got, vec![b"a1".to_vec(), b"b1".to_vec(), b"c1".to_vec()]);
+}
+
+/// Story: a second worker is started on the same cursor. If this fails, two readers
+/// acknowledge and delete under each other (double delivery, or segments deleted under an
+/// unconsumed cursor).
+#[test]
+fn a_second_reader_on_the_same_cursor_is_refused() {
+    let sim = SimDisk::new(8);
+    let opts = opts(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    w.append(b"one").unwrap();
+    let r1 = Reader::open(DIR, "worker", &opts).unwrap();
+    let e = Reader::open(DIR, "worker", &opts).unwrap_err();
+    assert!(
+        matches!(e, Error::CursorLocked { ref name, .. } if name == "worker"),
+        "{e}"
+    );
+    let mut other = Reader::open(DIR, "audit", &opts).expect("another cursor is fine");
+    assert_eq!(drain(&mut other).len(), 1);
+    drop(r1);
+    Reader::open(DIR, "worker", &opts).expect("free again once the first reader is gone");
+}
+
+/// Loses the data of segment 1 after its third record: the segment file and the lane's
+/// watermark go back to what they were then (as a lying disk or a restore from backup
+/// would leave them), while the cursor's checkpoint says all ten records were consumed.
+fn lose_the_tail_under_a_checkpoint(sim: &SimDisk) {
+    let opts = opts(sim);
+    let seg = Path::new(DIR).join(FileName::Segment(LaneId(0), SegmentId(1)).render());
+    let wm = Path::new(DIR).join(FileName::Watermark(LaneId(0)).render());
+    let w = Writer::open(DIR, &opts).unwrap();
+    for i in 0..3 {
+        w.append(&p("kept", i)).unwrap();
+    }
+    let (seg_then, wm_then) = (sim.read_file(&seg).unwrap(), sim.read_file(&wm).unwrap());
+    for i in 3..10 {
+        w.append(&p("lost", i)).unwrap();
+    }
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(consume(&mut r).len(), 10);
+    drop(r);
+    drop(w);
+    sim.write_file(&seg, &seg_then);
+    sim.write_file(&wm, &wm_then);
+}
+
+fn assert_cursor_past_end(events: &[Event]) {
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::CursorPastEnd {
+                lane: LaneId(0),
+                ..
+            }
+        )),
+        "{events:#?}"
+    );
+    for e in events {
+        assert!(
+            matches!(e, Event::CursorPastEnd { .. }),
+            "only the cursor problem is to be reported, nothing was corrupted: {e:?}"
+        );
+    }
+}
+
+/// Story: the lane lost data below the cursor's checkpoint, and the reader starts first.
+/// If this fails, the problem goes unreported, or records written after the loss are
+/// skipped because the cursor still points past them.
+#[test]
+fn a_cursor_past_the_recovered_end_is_reported_and_later_appends_are_delivered() {
+    let sim = SimDisk::new(9);
+    let opts = opts(&sim);
+    lose_the_tail_under_a_checkpoint(&sim);
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_cursor_past_end(&r.take_events());
+    assert!(drain(&mut r).is_empty());
+    let w = Writer::open(DIR, &opts).unwrap();
+    for i in 0..3 {
+        w.append(&p("later", i)).unwrap();
+    }
+    let mut got = Vec::new();
+    while let Some(rec) = r.next_timeout(Duration::from_millis(500)).unwrap() {
+        got.push(rec.payload.to_vec());
+    }
+    assert_eq!(got, (0..3).map(|i| p("later", i)).collect::<Vec<_>>());
+    let events = r.take_events();
+    assert!(events.is_empty(), "{events:#?}");
+}
+
+/// Story: the same loss, but a writer restarts and appends before the reader does. If
+/// this fails, the cursor problem is misreported as corruption (or not at all), or the
+/// records written after the loss are skipped.
+#[test]
+fn a_cursor_past_the_end_is_reported_even_when_the_lane_moved_on_before_the_reader_started() {
+    let sim = SimDisk::new(10);
+    let opts = opts(&sim);
+    lose_the_tail_under_a_checkpoint(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    for i in 0..3 {
+        w.append(&p("later", i)).unwrap();
+    }
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let got = drain(&mut r);
+    assert_cursor_past_end(&r.take_events());
+    assert_eq!(got, (0..3).map(|i| p("later", i)).collect::<Vec<_>>());
+}
+
+/// Story: records sit unconsumed past the retention age (a security requirement). If this
+/// fails, expired data stays on disk, the operator is not told how much was dropped, or the
+/// reader trips over the deleted segments.
+#[test]
+fn retention_expires_sealed_segments_and_reports_what_was_dropped() {
+    let sim = SimDisk::new(11);
+    let opts = opts(&sim);
+    let w = Writer::open(DIR, &opts).unwrap();
+    let mut ids = Vec::new();
+    let mut i = 0;
+    while ids
+        .last()
+        .is_none_or(|id: &escalation_queue_wal::RecordId| id.position.segment < SegmentId(3))
+    {
+        ids.push(w.append(&big("old", i, 3000)).unwrap());
+        i += 1;
+    }
+    let first_in_3 = ids.last().unwrap().seq.0;
+    w.append(&big("old", i, 3000)).unwrap();
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    for _ in 0..5 {
+        let rec = r.next().unwrap().unwrap();
+        r.ack(rec.id).unwrap();
+    }
+    // Two more delivered but not acknowledged: they expire too.
+    r.next().unwrap().unwrap();
+    r.next().unwrap().unwrap();
+    let segs_before = segments(&sim);
+    let expired = r.expire_older_than(Duration::ZERO).unwrap();
+    assert_eq!(expired, first_in_3 - 5);
+    let events = r.take_events();
+    assert_eq!(
+        events,
+        vec![Event::Expired {
+            lane: LaneId(0),
+            segments: 2,
+            records: first_in_3 - 5
+        }]
+    );
+    assert_eq!(segments(&sim), segs_before - 2);
+    let got = drain(&mut r);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], big("old", first_in_3 as usize, 3000));
+    assert!(r.take_events().is_empty());
+    // The newest segment is never expired.
+    assert_eq!(r.expire_older_than(Duration::ZERO).unwrap(), 0);
+    assert!(r.take_events().is_empty());
+    assert!(verify(DIR, &opts).unwrap().is_clean());
+}
+
+/// Story: a writer process exits (or is killed) without closing; its lane is abandoned
+/// with an unsealed tail. If this fails, the records it acknowledged before exiting are
+/// stranded until some writer happens to reuse the lane.
+#[test]
+fn an_abandoned_lane_is_recovered_by_the_reader_and_all_its_records_delivered() {
+    let sim = SimDisk::new(12);
+    let opts = opts(&sim);
+    let other = Writer::open(DIR, &opts).unwrap();
+    other.append(b"other lane").unwrap();
+    let w = Writer::open(DIR, &opts).unwrap();
+    assert_eq!(w.lane(), LaneId(1));
+    let want: Vec<_> = (0..40).map(|i| big("gone", i, 2000)).collect();
+    for x in &want {
+        w.append(x).unwrap();
+    }
+    drop(w);
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let mut lanes: BTreeMap<LaneId, Vec<Vec<u8>>> = BTreeMap::new();
+    while let Some(rec) = r.next().unwrap() {
+        lanes
+            .entry(rec.id.lane)
+            .or_default()
+            .push(rec.payload.to_vec());
+    }
+    assert_eq!(lanes.get(&LaneId(1)), Some(&want));
+    assert_eq!(lanes.get(&LaneId(0)), Some(&vec![b"other lane".to_vec()]));
+    assert!(r.take_events().is_empty());
+    // A killed process (the OS kept everything) is the same story.
+    let w = Writer::open(DIR, &opts).unwrap();
+    assert_eq!(w.lane(), LaneId(1));
+    w.append(b"before the kill").unwrap();
+    drop(r);
+    drop(w);
+    drop(other);
+    sim.crash(CrashMode::KeepAll);
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    let got = drain(&mut r);
+    assert_eq!(got.last().map(Vec::as_slice), Some(&b"before the kill"[..]));
+    assert!(r.take_events().is_empty());
+}
+
+/// Story: a writer process crash-loops (or restarts often) without appending. If this
+/// fails, every restart leaves a preallocated, empty segment behind, past
+/// `queue_bytes_max` and `free_disk_bytes_min` (which are checked only when a segment is
+/// rolled): the disk of the edge device fills up with empty files, and the queue then
+/// rejects real escalations as full while a reader with nothing to acknowledge never
+/// frees them.
+#[test]
+fn a_writer_restarting_in_a_loop_does_not_grow_the_queue_past_its_bounds() {
+    let sim = SimDisk::new(13);
+    let opts = opts(&sim).queue_bytes_max(3 * (64 << 10));
+    let w = Writer::open(DIR, &opts).unwrap();
+    w.append(b"first").unwrap();
+    drop(w);
+    for restart in 0..20 {
+        let w = Writer::open(DIR, &opts)
+            .unwrap_or_else(|e| panic!("restart {restart}: writer does not open: {e}"));
+        drop(w);
+    }
+    assert!(segments(&sim) <= 3, "{} segment files", segments(&sim));
+    // The queue still takes what its bounds allow: more than one segment's worth.
+    let w = Writer::open(DIR, &opts).unwrap();
+    let mut appended = 0;
+    while w.append(&big("fill", appended, 3000)).is_ok() {
+        appended += 1;
+        assert!(appended < 1000);
+    }
+    assert!(appended > 21, "only {appended} records fit");
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    assert_eq!(drain(&mut r).len(), appended + 1);
+    assert!(r.take_events().is_empty());
+}

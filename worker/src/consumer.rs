@@ -1,0 +1,369 @@
+//! The worker: one synchronous thread that reads the main wal through the `worker` cursor
+//! and, per record: decode → expire → dedupe → submit → classify → ack / retry /
+//! dead-letter. The head item is retried in place (FIFO within a lane); it is also the
+//! circuit breaker's probe. Acknowledgements are checkpointed every `checkpoint_acks_max`
+//! acks or `checkpoint_interval_ms`, when idle, and on stop. See `docs/SEMANTICS.md`.
+
+mod alerts;
+mod config;
+mod deliver;
+mod stop;
+mod window;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use escalation_queue_wal::{Error as WalError, Reader, Record, RecordId};
+use serde::Serialize;
+
+pub use config::WorkerConfig;
+pub use stop::StopHandle;
+
+use crate::dead_letter::{now_unix_ms, DeadLetterSink};
+use crate::dedupe::{DedupeSet, InFlight};
+use crate::escalation::Escalation;
+use crate::incidents::{Incidents, SpikeDetector};
+use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
+use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason};
+use crate::stats::Stats;
+use crate::Destination;
+
+use deliver::{Failure, Outcome};
+use window::RestartWindow;
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// A stop was requested.
+    #[default]
+    Stopped,
+    /// `drain` found the queue empty.
+    Empty,
+}
+
+/// What one `run` or `drain` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Items the cloud accepted (duplicates included).
+    pub delivered: u64,
+    /// Of `delivered`: a 400 after a possibly lost response.
+    pub delivered_duplicates: u64,
+    /// Items moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Items older than the retention age (and records retention deleted).
+    pub expired: u64,
+    /// Items skipped as already delivered (dedupe).
+    pub duplicates: u64,
+    /// Delivery attempts.
+    pub attempts: u64,
+    /// Attempts that ended in a retry.
+    pub retried: u64,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+    /// Why it ended.
+    pub ended: RunEnd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    UntilStopped,
+    UntilEmpty,
+}
+
+/// The delivery worker. Open one per queue directory (a second gets `WorkerRunning`).
+#[derive(Debug)]
+pub struct Worker {
+    layout: QueueLayout,
+    options: QueueOptions,
+    config: WorkerConfig,
+    config_view: serde_json::Value,
+    reader: Reader,
+    dedupe: DedupeSet,
+    dead_letters: DeadLetterSink,
+    incidents: Arc<Incidents>,
+    stats: Arc<Stats>,
+    stop: StopHandle,
+    breaker: CircuitBreaker,
+    backoff: Backoff,
+    window: RestartWindow,
+    spike: SpikeDetector,
+    acks_since_checkpoint: u32,
+    last_checkpoint: Instant,
+    last_maintenance: Instant,
+    last_retention_sweep: Option<Instant>,
+    unreachable_since: Option<Instant>,
+    /// The item being delivered, once attempted: what a stop leaves in flight.
+    current: Option<InFlight>,
+    summary: RunSummary,
+}
+
+impl Worker {
+    /// Opens the queue at `queue_dir` for delivery: the main wal's `worker` cursor, the
+    /// dedupe log, the incident log. Fails with `WorkerRunning` if another worker has it.
+    pub fn open(
+        queue_dir: impl Into<std::path::PathBuf>,
+        options: &QueueOptions,
+        config: WorkerConfig,
+    ) -> Result<Self, QueueError> {
+        options.validate()?;
+        config.validate()?;
+        let layout = QueueLayout::new(queue_dir);
+        layout.create()?;
+        let wal_dir = layout.wal_dir();
+        let reader = match Reader::open(&wal_dir, WORKER_CURSOR, &options.wal_options()) {
+            Err(WalError::CursorLocked { .. }) => {
+                return Err(QueueError::WorkerRunning {
+                    path: layout.root().to_path_buf(),
+                })
+            }
+            other => other?,
+        };
+        let dedupe = DedupeSet::open(layout.dedupe_path(), config.dedupe_items_max)?;
+        let incidents_path = layout.incidents_path();
+        let incidents = Incidents::new(config.incidents.clone(), Some(incidents_path.clone()))
+            .map_err(|e| QueueError::io("start incident webhook", incidents_path, e))?;
+        let backoff = match config.jitter_seed {
+            Some(seed) => Backoff::with_seed(config.backoff, seed),
+            None => Backoff::new(config.backoff),
+        };
+        tracing::info!(queue = %layout.root().display(), previous_run = ?dedupe.previous_run(), "worker opened");
+        Ok(Self {
+            dead_letters: DeadLetterSink::new(&layout, options),
+            window: RestartWindow::new(dedupe.previous_run()),
+            config_view: config.incident_view(),
+            breaker: CircuitBreaker::new(config.breaker),
+            spike: SpikeDetector::new(config.incidents.spike),
+            layout,
+            options: options.clone(),
+            reader,
+            dedupe,
+            incidents: Arc::new(incidents),
+            stats: Arc::new(Stats::default()),
+            stop: StopHandle::default(),
+            backoff,
+            acks_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            last_maintenance: Instant::now(),
+            last_retention_sweep: None,
+            unreachable_since: None,
+            current: None,
+            summary: RunSummary::default(),
+            config,
+        })
+    }
+
+    /// A handle that stops [`run`](Self::run) and [`drain`](Self::drain).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The worker's counters and gauges, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The incident manager (recent incidents, counts).
+    pub fn incidents(&self) -> Arc<Incidents> {
+        Arc::clone(&self.incidents)
+    }
+
+    /// The queue directory.
+    pub fn queue_dir(&self) -> &std::path::Path {
+        self.layout.root()
+    }
+
+    /// Delivers until stopped.
+    pub fn run(&mut self, destination: &dyn Destination) -> Result<RunSummary, QueueError> {
+        self.run_mode(destination, Mode::UntilStopped)
+    }
+
+    /// Delivers until the queue is empty (every durable record finished) or stopped.
+    pub fn drain(&mut self, destination: &dyn Destination) -> Result<RunSummary, QueueError> {
+        self.run_mode(destination, Mode::UntilEmpty)
+    }
+
+    fn run_mode(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunSummary, QueueError> {
+        let started = Instant::now();
+        self.summary = RunSummary::default();
+        self.dedupe
+            .mark_running(self.config.checkpoint_acks_max.saturating_add(1))?;
+        self.maintain()?;
+        let result = self.loop_items(dest, mode);
+        // Whatever happened, make the acknowledgements durable; only then is the stop clean.
+        let finished = self
+            .checkpoint()
+            .and_then(|()| self.dedupe.mark_stopped(self.current.take()));
+        let ended = result?;
+        finished?;
+        self.summary.ended = ended;
+        self.summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(summary = ?self.summary, "worker run ended");
+        Ok(self.summary.clone())
+    }
+
+    fn loop_items(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunEnd, QueueError> {
+        let poll = Duration::from_millis(self.config.idle_poll_ms);
+        loop {
+            if self.stop.is_stopped() {
+                return Ok(RunEnd::Stopped);
+            }
+            self.maybe_maintain()?;
+            if self.acks_since_checkpoint > 0
+                && self.last_checkpoint.elapsed().as_millis()
+                    >= u128::from(self.config.checkpoint_interval_ms)
+            {
+                self.checkpoint()?;
+            }
+            let record = match self.reader.next()? {
+                Some(record) => record,
+                None => {
+                    self.checkpoint()?;
+                    Stats::set(&self.stats.oldest_pending_age_ms, 0);
+                    if mode == Mode::UntilEmpty && self.pending_total() == 0 {
+                        return Ok(RunEnd::Empty);
+                    }
+                    match self.reader.next_timeout(poll)? {
+                        Some(record) => record,
+                        None => continue,
+                    }
+                }
+            };
+            if !self.process(&record, dest)? {
+                return Ok(RunEnd::Stopped);
+            }
+        }
+    }
+
+    /// Finishes one record; false when a stop left it in flight (not acknowledged).
+    fn process(&mut self, record: &Record, dest: &dyn Destination) -> Result<bool, QueueError> {
+        let possibly_submitted = self.window.possibly_submitted(record.id);
+        let outcome = match Escalation::decode(&record.payload) {
+            Err(e) => {
+                let failure = Failure::record("undecodable", e.to_string());
+                let reason = DeadLetterReason::RecordUndecodable;
+                self.dead_letter(record, None, reason, failure, &Default::default())?
+            }
+            Ok(esc) => match esc.validate_with(&self.options.record_limits()) {
+                Err(e) => {
+                    let failure = Failure::record("invalid", e.to_string());
+                    let reason = DeadLetterReason::RecordInvalid;
+                    self.dead_letter(record, Some(&esc), reason, failure, &Default::default())?
+                }
+                Ok(()) => self.deliver_valid(record, &esc, dest, possibly_submitted)?,
+            },
+        };
+        if outcome == Outcome::Stopped {
+            return Ok(false);
+        }
+        self.ack(record.id)?;
+        Ok(true)
+    }
+
+    fn deliver_valid(
+        &mut self,
+        record: &Record,
+        esc: &Escalation,
+        dest: &dyn Destination,
+        possibly_submitted: bool,
+    ) -> Result<Outcome, QueueError> {
+        let age_ms = esc.age_ms(now_unix_ms());
+        if age_ms >= self.config.retention_ms {
+            return Ok(self.expire(esc, age_ms));
+        }
+        if let Some(matched) = self.dedupe.contains(esc) {
+            tracing::debug!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered item; skipped");
+            Stats::add(&self.stats.duplicates, 1);
+            self.summary.duplicates += 1;
+            return Ok(Outcome::Duplicate);
+        }
+        let outcome = self.deliver(record, esc, dest, possibly_submitted)?;
+        if outcome == Outcome::Delivered {
+            self.dedupe.insert(esc);
+        }
+        Ok(outcome)
+    }
+
+    fn expire(&mut self, esc: &Escalation, age_ms: u64) -> Outcome {
+        tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, age_ms, retention_ms = self.config.retention_ms, "escalation expired before delivery; dropped");
+        Stats::add(&self.stats.expired, 1);
+        self.summary.expired += 1;
+        Outcome::Expired
+    }
+
+    fn ack(&mut self, id: RecordId) -> Result<(), QueueError> {
+        self.reader.ack(id)?;
+        self.current = None;
+        self.acks_since_checkpoint += 1;
+        if self.acks_since_checkpoint >= self.config.checkpoint_acks_max {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Dedupe ids first, then the cursor: after a crash between the two, redelivered
+    /// records are recognised as duplicates instead of being submitted again.
+    fn checkpoint(&mut self) -> Result<(), QueueError> {
+        self.dedupe.persist()?;
+        if let Err(e) = self.reader.checkpoint() {
+            self.raise_storage_failure("cursor checkpoint failed", &e);
+            return Err(e.into());
+        }
+        if self.acks_since_checkpoint > 0 {
+            Stats::add(&self.stats.checkpoints, 1);
+        }
+        self.acks_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn pending_total(&mut self) -> u64 {
+        self.reader.pending().values().sum()
+    }
+
+    fn maybe_maintain(&mut self) -> Result<(), QueueError> {
+        let interval = Duration::from_millis(self.config.maintenance_interval_ms);
+        if self.last_maintenance.elapsed() >= interval {
+            self.maintain()?;
+        }
+        Ok(())
+    }
+
+    /// Gauges, wal events, threshold incidents and, between items, retention.
+    fn maintain(&mut self) -> Result<(), QueueError> {
+        self.last_maintenance = Instant::now();
+        let depth = self.pending_total();
+        Stats::set(&self.stats.queue_depth, depth);
+        self.stats.set_circuit_state(self.breaker.state());
+        self.report_wal_events();
+        self.check_thresholds();
+        let sweep_every = Duration::from_millis(self.config.retention_sweep_interval_ms);
+        let due = self.last_retention_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
+        if due && self.current.is_none() {
+            self.last_retention_sweep = Some(Instant::now());
+            self.sweep_retention()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes wal segments and dead letters older than the retention age.
+    fn sweep_retention(&mut self) -> Result<(), QueueError> {
+        self.checkpoint()?;
+        let retention = Duration::from_millis(self.config.retention_ms);
+        self.reader.expire_older_than(retention)?;
+        self.report_wal_events();
+        let dlq = crate::dead_letter::DeadLetterQueue::open(self.layout.root(), self.options.clone())?
+            .with_retention_ms(self.config.retention_ms);
+        match dlq.expire() {
+            Ok(report) if !report.expired.is_empty() => {
+                tracing::info!(expired = report.expired.len(), "dead letters past retention removed")
+            }
+            Ok(_) => {}
+            Err(QueueError::DeadLetterBusy { .. }) => {
+                tracing::debug!("dead-letter queue busy; retention retried at the next sweep")
+            }
+            Err(e) => tracing::warn!(error = %e, "dead-letter retention failed; retried at the next sweep"),
+        }
+        Ok(())
+    }
+}

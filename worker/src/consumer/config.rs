@@ -1,0 +1,148 @@
+//! Worker settings: each documents its default and minimum; [`WorkerConfig::validate`]
+//! rejects what is out of range.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dedupe::DEFAULT_DEDUPE_ITEMS_MAX;
+use crate::incidents::IncidentConfig;
+use crate::layout::QueueError;
+use crate::retry::{
+    BackoffConfig, BreakerConfig, BudgetConfig, ClassificationPolicy, DEFAULT_AGE_MAX_MS,
+};
+
+/// Settings of a [`Worker`](super::Worker).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Items enqueued longer ago are expired, not delivered. Default 7 days (an upstream
+    /// security requirement); minimum 1.
+    pub retention_ms: u64,
+    /// The classification table.
+    pub policy: ClassificationPolicy,
+    /// Retry delays.
+    pub backoff: BackoffConfig,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Per-item budgets.
+    pub budget: BudgetConfig,
+    /// Acknowledgements between cursor checkpoints. Default 64; 1..=100000. A crash
+    /// redelivers at most this many records per lane, plus the one in flight.
+    pub checkpoint_acks_max: u32,
+    /// Longest time acknowledgements wait for a checkpoint. Default 200; minimum 1.
+    pub checkpoint_interval_ms: u64,
+    /// While the token is rejected, the head item is retried this often. Default 30000;
+    /// minimum 1.
+    pub auth_retry_interval_ms: u64,
+    /// Longest wait for a record when the queue is idle (also bounds stop latency then).
+    /// Default 50; minimum 1.
+    pub idle_poll_ms: u64,
+    /// Gauges, wal events and threshold incidents are refreshed this often. Default 1000;
+    /// minimum 1.
+    pub maintenance_interval_ms: u64,
+    /// Expired wal segments and dead letters are removed this often. Default 60000;
+    /// minimum 1.
+    pub retention_sweep_interval_ms: u64,
+    /// Wait before retrying a failed dead-letter append. Default 1000; minimum 1.
+    pub dead_letter_retry_ms: u64,
+    /// Recent items whose ids are remembered for duplicate suppression. Default 100000;
+    /// minimum 1.
+    pub dedupe_items_max: usize,
+    /// Incident sinks and thresholds.
+    pub incidents: IncidentConfig,
+    /// Seed of the backoff jitter (`None`: random), for reproducible runs.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: DEFAULT_AGE_MAX_MS,
+            policy: ClassificationPolicy::default(),
+            backoff: BackoffConfig::default(),
+            breaker: BreakerConfig::default(),
+            budget: BudgetConfig::default(),
+            checkpoint_acks_max: 64,
+            checkpoint_interval_ms: 200,
+            auth_retry_interval_ms: 30_000,
+            idle_poll_ms: 50,
+            maintenance_interval_ms: 1_000,
+            retention_sweep_interval_ms: 60_000,
+            dead_letter_retry_ms: 1_000,
+            dedupe_items_max: DEFAULT_DEDUPE_ITEMS_MAX,
+            incidents: IncidentConfig::default(),
+            jitter_seed: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks every setting; the error names the key, the value and what is allowed.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let at_least_one = [
+            ("retention_ms", self.retention_ms),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+            ("auth_retry_interval_ms", self.auth_retry_interval_ms),
+            ("idle_poll_ms", self.idle_poll_ms),
+            ("maintenance_interval_ms", self.maintenance_interval_ms),
+            ("retention_sweep_interval_ms", self.retention_sweep_interval_ms),
+            ("dead_letter_retry_ms", self.dead_letter_retry_ms),
+            ("dedupe_items_max", self.dedupe_items_max as u64),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(invalid(key, value, "at least 1"));
+            }
+        }
+        if !(1..=100_000).contains(&self.checkpoint_acks_max) {
+            let value = u64::from(self.checkpoint_acks_max);
+            return Err(invalid("checkpoint_acks_max", value, "1 to 100000"));
+        }
+        Ok(())
+    }
+
+    /// The settings an incident's context shows (no URLs: they may hold credentials).
+    pub(crate) fn incident_view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "retention_ms": self.retention_ms,
+            "policy": self.policy,
+            "backoff": self.backoff,
+            "breaker": self.breaker,
+            "budget": self.budget,
+            "checkpoint_acks_max": self.checkpoint_acks_max,
+            "auth_retry_interval_ms": self.auth_retry_interval_ms,
+            "unreachable_alert_ms": self.incidents.unreachable_alert_ms,
+            "oldest_pending_alert_ms": self.incidents.oldest_pending_alert_ms,
+            "spike": self.incidents.spike,
+        })
+    }
+}
+
+fn invalid(key: &'static str, value: u64, allowed: &str) -> QueueError {
+    QueueError::Config {
+        key,
+        value: value.to_string(),
+        allowed: allowed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_zero_is_rejected_by_name() {
+        WorkerConfig::default().validate().expect("defaults");
+        let config = WorkerConfig {
+            checkpoint_acks_max: 0,
+            ..WorkerConfig::default()
+        };
+        let err = config.validate().expect_err("invalid");
+        assert!(err.to_string().contains("checkpoint_acks_max = 0"), "{err}");
+        let parsed: WorkerConfig =
+            serde_json::from_str(r#"{"retention_ms": 5, "backoff": {"delay_base_ms": 2}}"#)
+                .expect("partial config");
+        assert_eq!(parsed.retention_ms, 5);
+        assert_eq!(parsed.backoff.delay_base_ms, 2);
+        assert_eq!(parsed.checkpoint_acks_max, 64);
+    }
+}

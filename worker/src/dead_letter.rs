@@ -1,0 +1,306 @@
+//! The dead-letter queue: a wal of its own (`<queue_dir>/dead-letter/`) holding every item
+//! the worker gave up on, with the original record bytes and the context of the failure.
+//!
+//! The worker only appends. Operators [`list`](DeadLetterQueue::list) (read-only, safe
+//! while the worker runs), [`replay`](DeadLetterQueue::replay) entries back into the main
+//! queue and [`purge`](DeadLetterQueue::purge) them; retention
+//! ([`expire`](DeadLetterQueue::expire)) drops entries enqueued longer ago than the
+//! retention age. The wal is a FIFO with a cursor, so changes are made by a *rewrite pass*:
+//! under the `dlq` cursor (one pass at a time) every entry is read; replayed records are
+//! appended to the main wal, survivors appended again to the dead-letter wal, and only then
+//! is everything read acknowledged and checkpointed. A crash in between duplicates (an entry
+//! replayed twice, or a survivor kept twice) but never loses; duplicate ids are merged.
+
+mod entry;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use escalation_queue_wal::{Error as WalError, Options, Reader, RecordId, Writer};
+
+pub use entry::{
+    AttemptLog, AttemptRecord, DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo,
+    MalformedEntry, ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
+};
+
+pub(crate) use entry::bounded;
+
+use crate::layout::{
+    create_private_dir, QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR,
+};
+use crate::retry::DEFAULT_AGE_MAX_MS;
+
+/// Which entries an operation applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Every entry.
+    All,
+    /// Entries whose dead-letter id or image query id is this.
+    Id(String),
+}
+
+impl Selector {
+    fn matches(&self, info: Option<&DeadLetterInfo>) -> bool {
+        match (self, info) {
+            (Self::All, _) => true,
+            (Self::Id(id), Some(info)) => {
+                info.id.as_str() == id || info.image_query_id.as_deref() == Some(id)
+            }
+            (Self::Id(_), None) => false,
+        }
+    }
+}
+
+/// What a rewrite pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterReport {
+    /// Entries put back into the main queue.
+    pub replayed: Vec<DeadLetterId>,
+    /// Entries deleted on request.
+    pub purged: Vec<DeadLetterId>,
+    /// Entries deleted by retention.
+    pub expired: Vec<DeadLetterId>,
+    /// Extra copies of an id merged away (left by a crash during an earlier pass).
+    pub duplicates_merged: u64,
+    /// Entries left in the dead-letter queue.
+    pub kept: u64,
+}
+
+/// What happens to one entry in a rewrite pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Replay,
+    Purge,
+    Expire,
+    Merge,
+}
+
+/// Operator access to a queue's dead letters.
+#[derive(Clone, Debug)]
+pub struct DeadLetterQueue {
+    layout: QueueLayout,
+    options: QueueOptions,
+    retention_ms: u64,
+}
+
+impl DeadLetterQueue {
+    /// Access to the dead letters of `queue_dir`, with the default 7-day retention.
+    pub fn open(queue_dir: impl Into<PathBuf>, options: QueueOptions) -> Result<Self, QueueError> {
+        options.validate()?;
+        Ok(Self {
+            layout: QueueLayout::new(queue_dir),
+            options,
+            retention_ms: DEFAULT_AGE_MAX_MS,
+        })
+    }
+
+    /// Sets the retention age: entries enqueued longer ago are hidden and expired.
+    #[must_use]
+    pub fn with_retention_ms(mut self, retention_ms: u64) -> Self {
+        self.retention_ms = retention_ms;
+        self
+    }
+
+    fn wal_options(&self) -> Options {
+        self.options.dead_letter_wal_options()
+    }
+
+    fn expired(&self, info: &DeadLetterInfo, now_ms: u64) -> bool {
+        now_ms.saturating_sub(info.enqueued_at_unix_ms) >= self.retention_ms
+    }
+
+    /// Every dead letter within the retention age, oldest first, one per id. Read-only:
+    /// safe while the worker and other tools run.
+    pub fn list(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let dir = self.layout.dead_letter_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut reader = Reader::browse(&dir, DEAD_LETTER_CURSOR, &self.wal_options())?;
+        let mut seen = HashSet::new();
+        let now_ms = now_unix_ms();
+        let mut out = Vec::new();
+        while let Some(record) = reader.next()? {
+            match DeadLetter::decode(&record.payload) {
+                Ok(entry) if self.expired(&entry.info, now_ms) => {}
+                Ok(entry) if seen.insert(entry.info.id.clone()) => out.push(entry),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(record = %record.id, error = %e, "dead-letter entry unreadable; kept, not listed"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts the selected entries back into the main queue (as new records: attempts start
+    /// again) and removes them from the dead-letter queue.
+    pub fn replay(&self, selector: &Selector) -> Result<DeadLetterReport, QueueError> {
+        self.rewrite(|info| match selector.matches(Some(info)) {
+            true => Fate::Replay,
+            false => Fate::Keep,
+        })
+    }
+
+    /// Deletes the selected entries.
+    pub fn purge(&self, selector: &Selector) -> Result<DeadLetterReport, QueueError> {
+        self.rewrite(|info| match selector.matches(Some(info)) {
+            true => Fate::Purge,
+            false => Fate::Keep,
+        })
+    }
+
+    /// Deletes entries enqueued longer ago than the retention age.
+    pub fn expire(&self) -> Result<DeadLetterReport, QueueError> {
+        self.rewrite(|_| Fate::Keep)
+    }
+
+    /// The rewrite pass (see the module docs). `decide` is asked for entries within
+    /// retention that are the first of their id.
+    fn rewrite(
+        &self,
+        mut decide: impl FnMut(&DeadLetterInfo) -> Fate,
+    ) -> Result<DeadLetterReport, QueueError> {
+        let dir = self.layout.dead_letter_dir();
+        create_private_dir(self.layout.root())?;
+        let opts = self.wal_options();
+        let mut reader = match Reader::open(&dir, DEAD_LETTER_CURSOR, &opts) {
+            Err(WalError::CursorLocked { .. }) => return Err(QueueError::DeadLetterBusy { path: dir }),
+            other => other?,
+        };
+        let now_ms = now_unix_ms();
+        let mut seen = HashSet::new();
+        let mut read: Vec<(RecordId, Bytes, Fate, Option<DeadLetterId>)> = Vec::new();
+        while let Some(record) = reader.next()? {
+            let (fate, id) = match DeadLetter::decode(&record.payload) {
+                Ok(e) if self.expired(&e.info, now_ms) => (Fate::Expire, Some(e.info.id)),
+                Ok(e) if !seen.insert(e.info.id.clone()) => (Fate::Merge, Some(e.info.id)),
+                Ok(e) => (decide(&e.info), Some(e.info.id)),
+                // Never drop what cannot be read: an operator may still need it.
+                Err(_) => (Fate::Keep, None),
+            };
+            read.push((record.id, record.payload, fate, id));
+        }
+        let mut report = DeadLetterReport::default();
+        if read.iter().all(|(_, _, fate, _)| *fate == Fate::Keep) {
+            report.kept = read.len() as u64;
+            return Ok(report);
+        }
+        self.replay_records(&read)?;
+        self.keep_records(&read)?;
+        for (id, _, fate, dl_id) in &read {
+            reader.ack(*id)?;
+            let dl_id = dl_id.clone();
+            match (fate, dl_id) {
+                (Fate::Keep, _) => report.kept += 1,
+                (Fate::Merge, _) => report.duplicates_merged += 1,
+                (Fate::Replay, Some(d)) => report.replayed.push(d),
+                (Fate::Purge, Some(d)) => report.purged.push(d),
+                (Fate::Expire, Some(d)) => report.expired.push(d),
+                _ => {}
+            }
+        }
+        reader.checkpoint()?;
+        tracing::info!(
+            replayed = report.replayed.len(),
+            purged = report.purged.len(),
+            expired = report.expired.len(),
+            kept = report.kept,
+            "dead-letter queue rewritten"
+        );
+        Ok(report)
+    }
+
+    fn replay_records(
+        &self,
+        read: &[(RecordId, Bytes, Fate, Option<DeadLetterId>)],
+    ) -> Result<(), QueueError> {
+        let mut writer = None;
+        for (_, stored, fate, _) in read {
+            if *fate != Fate::Replay {
+                continue;
+            }
+            let entry = DeadLetter::decode(stored)?;
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(Writer::open(
+                    self.layout.wal_dir(),
+                    &self.options.wal_options(),
+                )?),
+            };
+            writer.append(&entry.record)?;
+        }
+        Ok(())
+    }
+
+    fn keep_records(
+        &self,
+        read: &[(RecordId, Bytes, Fate, Option<DeadLetterId>)],
+    ) -> Result<(), QueueError> {
+        let mut writer = None;
+        for (_, stored, fate, _) in read {
+            if *fate != Fate::Keep {
+                continue;
+            }
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(Writer::open(
+                    self.layout.dead_letter_dir(),
+                    &self.wal_options(),
+                )?),
+            };
+            writer.append(stored)?;
+        }
+        Ok(())
+    }
+}
+
+/// The worker's side: appends entries, opening the dead-letter wal on first use.
+#[derive(Debug)]
+pub(crate) struct DeadLetterSink {
+    dir: PathBuf,
+    options: Options,
+    writer: Option<Writer>,
+}
+
+impl DeadLetterSink {
+    pub(crate) fn new(layout: &QueueLayout, options: &QueueOptions) -> Self {
+        Self {
+            dir: layout.dead_letter_dir(),
+            options: options.dead_letter_wal_options(),
+            writer: None,
+        }
+    }
+
+    /// Appends `entry`; returns once it is durable.
+    pub(crate) fn append(&mut self, entry: &DeadLetter) -> Result<(), QueueError> {
+        let stored = entry.encode()?;
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => self
+                .writer
+                .insert(Writer::open(&self.dir, &self.options)?),
+        };
+        match writer.append(&stored) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, WalError::Poisoned { .. }) {
+                    // Reopening recovers the lane; the next append may then succeed.
+                    self.writer = None;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Current unix time in milliseconds.
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}

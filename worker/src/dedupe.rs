@@ -1,0 +1,453 @@
+//! Duplicate suppression that survives restarts: a bounded set of the request ids and image
+//! query ids of recently delivered items, kept in memory and in an append-only log
+//! (`<queue_dir>/dedupe.log`) that is compacted when it grows past twice the set.
+//!
+//! The log also holds the worker's *run markers* ([`PreviousRun`]): "running" is written
+//! before the first delivery of a run and "stopped" after its last checkpoint, so the next
+//! run knows whether records may be redelivered after a crash (see `docs/SEMANTICS.md`).
+//!
+//! Log format: the magic `EQDEDUP1`, then frames `[len u32][crc32c u32][kind u8][payload]`
+//! (little-endian; the crc covers kind and payload). Kind 1 holds 16-byte keys (FNV-1a 128
+//! of a tag byte and the id); kind 2 a run marker. A frame that fails its check ends the
+//! log: it is cut off there (a torn append), and the keys before it are kept.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::escalation::Escalation;
+use crate::layout::{sync_dir, QueueError};
+
+const MAGIC: &[u8; 8] = b"EQDEDUP1";
+const FRAME_HEADER_LEN: usize = 9;
+const KIND_KEYS: u8 = 1;
+const KIND_RUN: u8 = 2;
+const KEY_LEN: usize = 16;
+/// Largest frame accepted when reading: bounds memory on a damaged length.
+const FRAME_LEN_MAX: usize = 16 << 20;
+const RUN_LEN: usize = 17;
+
+/// Default number of recent items remembered.
+pub const DEFAULT_DEDUPE_ITEMS_MAX: usize = 100_000;
+
+/// Which id matched an earlier delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicateOf {
+    /// The request id (the edge's SDK retried a request).
+    RequestId,
+    /// The image query id (the cloud would reject it with a 400).
+    ImageQueryId,
+}
+
+/// The item a cleanly stopped worker left unacknowledged after attempting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its lane.
+    pub lane: u16,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Whether an attempt's response may have been lost (the cloud may have it).
+    pub response_possibly_lost: bool,
+}
+
+/// How the previous worker run ended, from its markers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreviousRun {
+    /// No log: a new queue (or the log was deleted).
+    First,
+    /// Stopped gracefully after a final checkpoint.
+    Clean {
+        /// The attempted item it left for redelivery, if any.
+        in_flight: Option<InFlight>,
+    },
+    /// Crashed or was killed: up to `window_records` records per lane may be redelivered
+    /// although they were already submitted.
+    Unclean {
+        /// The previous run's checkpoint interval in acknowledgements, plus one in flight.
+        window_records: u32,
+    },
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct DedupeSet {
+    path: PathBuf,
+    file: File,
+    keys: HashSet<u128>,
+    order: VecDeque<u128>,
+    unsaved: Vec<u128>,
+    keys_max: usize,
+    keys_in_file: usize,
+    last_run: Option<[u8; RUN_LEN]>,
+    previous_run: PreviousRun,
+}
+
+impl DedupeSet {
+    /// Opens (or creates, mode 0600) the log at `path`, remembering `items_max` items.
+    pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
+        let path = path.into();
+        let keys_max = items_max.max(1).saturating_mul(2);
+        let existed = path.exists();
+        let loaded = if existed {
+            load(&path).map_err(|e| QueueError::io("read", &path, e))?
+        } else {
+            Loaded::default()
+        };
+        let mut set = Self {
+            file: create_log(&path, loaded.valid_len)?,
+            path,
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+            unsaved: Vec::new(),
+            keys_max,
+            keys_in_file: loaded.keys.len(),
+            last_run: loaded.last_run,
+            previous_run: match (existed, loaded.last_run) {
+                (false, _) => PreviousRun::First,
+                (true, Some(run)) => decode_run(&run),
+                (true, None) => PreviousRun::Unclean {
+                    window_records: 65,
+                },
+            },
+        };
+        for key in loaded.keys {
+            set.remember(key);
+        }
+        Ok(set)
+    }
+
+    /// How the previous run ended.
+    pub fn previous_run(&self) -> PreviousRun {
+        self.previous_run
+    }
+
+    /// Keys remembered (two per item).
+    pub fn len_keys(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether `escalation`'s request id or image query id was delivered recently.
+    pub fn contains(&self, escalation: &Escalation) -> Option<DuplicateOf> {
+        if self.keys.contains(&key(b'q', &escalation.image_query_id)) {
+            Some(DuplicateOf::ImageQueryId)
+        } else if self.keys.contains(&key(b'r', &escalation.request_id)) {
+            Some(DuplicateOf::RequestId)
+        } else {
+            None
+        }
+    }
+
+    /// Remembers `escalation`'s ids (durable at the next [`persist`](Self::persist)).
+    pub fn insert(&mut self, escalation: &Escalation) {
+        for k in [
+            key(b'q', &escalation.image_query_id),
+            key(b'r', &escalation.request_id),
+        ] {
+            if self.remember(k) {
+                self.unsaved.push(k);
+            }
+        }
+    }
+
+    fn remember(&mut self, k: u128) -> bool {
+        if !self.keys.insert(k) {
+            return false;
+        }
+        self.order.push_back(k);
+        while self.order.len() > self.keys_max {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Makes every inserted id durable; compacts the log when it holds more than twice
+    /// the set.
+    pub fn persist(&mut self) -> Result<(), QueueError> {
+        if !self.unsaved.is_empty() {
+            let mut payload = Vec::with_capacity(self.unsaved.len() * KEY_LEN);
+            for k in &self.unsaved {
+                payload.extend_from_slice(&k.to_le_bytes());
+            }
+            self.append(KIND_KEYS, &payload)?;
+            self.keys_in_file += self.unsaved.len();
+            self.unsaved.clear();
+        }
+        if self.keys_in_file > self.keys_max.saturating_mul(2) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Records, durably, that a run is starting: until it stops cleanly, up to
+    /// `window_records` records per lane may be redelivered after being submitted.
+    pub fn mark_running(&mut self, window_records: u32) -> Result<(), QueueError> {
+        let mut run = [0_u8; RUN_LEN];
+        run[0] = 1;
+        run[1..5].copy_from_slice(&window_records.to_le_bytes());
+        self.append(KIND_RUN, &run)?;
+        self.last_run = Some(run);
+        Ok(())
+    }
+
+    /// Persists the ids, then records, durably, a clean stop (after the final checkpoint).
+    pub fn mark_stopped(&mut self, in_flight: Option<InFlight>) -> Result<(), QueueError> {
+        self.persist()?;
+        let mut run = [0_u8; RUN_LEN];
+        run[0] = 2;
+        if let Some(f) = in_flight {
+            run[5] = 1 + u8::from(f.response_possibly_lost);
+            run[6..8].copy_from_slice(&f.lane.to_le_bytes());
+            run[8..16].copy_from_slice(&f.seq.to_le_bytes());
+        }
+        self.append(KIND_RUN, &run)?;
+        self.last_run = Some(run);
+        Ok(())
+    }
+
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), QueueError> {
+        let frame = frame(kind, payload);
+        self.file
+            .write_all(&frame)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| QueueError::io("append", &self.path, e))
+    }
+
+    /// Rewrites the log with only the remembered keys: temp file, fsync, rename, dir fsync.
+    fn compact(&mut self) -> Result<(), QueueError> {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut bytes = MAGIC.to_vec();
+        let keys: Vec<u8> = self.order.iter().flat_map(|k| k.to_le_bytes()).collect();
+        bytes.extend(frame(KIND_KEYS, &keys));
+        if let Some(run) = &self.last_run {
+            bytes.extend(frame(KIND_RUN, run));
+        }
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+        written.map_err(|e| QueueError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        // IMPORTANT: the rename must be durable before the old log's keys are relied on.
+        sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
+        self.file = create_log(&self.path, bytes.len() as u64)?;
+        self.keys_in_file = self.order.len();
+        Ok(())
+    }
+}
+
+/// FNV-1a, 128 bits, of a tag byte and the id: stable across builds and platforms.
+fn key(tag: u8, id: &str) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut hash = OFFSET;
+    for byte in std::iter::once(tag).chain(id.bytes()) {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut crc = crc32c::crc32c(&[kind]);
+    crc = crc32c::crc32c_append(crc, payload);
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn decode_run(run: &[u8; RUN_LEN]) -> PreviousRun {
+    let u16_at = |i: usize| u16::from_le_bytes([run[i], run[i + 1]]);
+    let mut seq = [0_u8; 8];
+    seq.copy_from_slice(&run[8..16]);
+    match run[0] {
+        2 => PreviousRun::Clean {
+            in_flight: (run[5] > 0).then(|| InFlight {
+                lane: u16_at(6),
+                seq: u64::from_le_bytes(seq),
+                response_possibly_lost: run[5] == 2,
+            }),
+        },
+        _ => PreviousRun::Unclean {
+            window_records: u32::from_le_bytes([run[1], run[2], run[3], run[4]]),
+        },
+    }
+}
+
+/// Opens the log for appending after `valid_len` bytes, writing the magic into a new file.
+fn create_log(path: &Path, valid_len: u64) -> Result<File, QueueError> {
+    let io = |op, e| QueueError::io(op, path, e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io("open", e))?;
+    if valid_len < MAGIC.len() as u64 {
+        file.set_len(0).map_err(|e| io("truncate", e))?;
+        file.write_all(MAGIC).map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("fsync", e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        // IMPORTANT: a new log's directory entry must be durable.
+        sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
+    } else if file.metadata().map_err(|e| io("stat", e))?.len() > valid_len {
+        tracing::warn!(path = %path.display(), valid_len, "dedupe log has a torn or damaged tail; cutting it off");
+        file.set_len(valid_len).map_err(|e| io("truncate", e))?;
+        file.sync_all().map_err(|e| io("fsync", e))?;
+    }
+    io::Seek::seek(&mut file, io::SeekFrom::End(0)).map_err(|e| io("seek", e))?;
+    Ok(file)
+}
+
+#[derive(Default)]
+struct Loaded {
+    keys: Vec<u128>,
+    last_run: Option<[u8; RUN_LEN]>,
+    valid_len: u64,
+}
+
+fn load(path: &Path) -> io::Result<Loaded> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut loaded = Loaded::default();
+    let mut magic = [0_u8; 8];
+    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Ok(loaded);
+    }
+    loaded.valid_len = MAGIC.len() as u64;
+    let mut header = [0_u8; FRAME_HEADER_LEN];
+    while reader.read_exact(&mut header).is_ok() {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let kind = header[8];
+        if len > FRAME_LEN_MAX {
+            break;
+        }
+        let mut payload = vec![0_u8; len];
+        if reader.read_exact(&mut payload).is_err()
+            || crc32c::crc32c_append(crc32c::crc32c(&[kind]), &payload) != crc
+        {
+            break;
+        }
+        match kind {
+            KIND_KEYS if len % KEY_LEN == 0 => {
+                loaded.keys.extend(payload.chunks_exact(KEY_LEN).map(|c| {
+                    let mut k = [0_u8; KEY_LEN];
+                    k.copy_from_slice(c);
+                    u128::from_le_bytes(k)
+                }));
+            }
+            KIND_RUN if len == RUN_LEN => {
+                let mut run = [0_u8; RUN_LEN];
+                run.copy_from_slice(&payload);
+                loaded.last_run = Some(run);
+            }
+            _ => break,
+        }
+        loaded.valid_len += (FRAME_HEADER_LEN + len) as u64;
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escalation::ImageSource;
+
+    fn esc(n: u32) -> Escalation {
+        let mut e = Escalation::new("det_x", ImageSource::Inline(vec![1_u8].into()));
+        e.image_query_id = format!("iq_{n}");
+        e.request_id = format!("req_{n}");
+        e
+    }
+
+    #[test]
+    fn ids_survive_a_restart_and_the_set_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dedupe.log");
+        let mut set = DedupeSet::open(&path, 10).expect("open");
+        assert_eq!(set.previous_run(), PreviousRun::First);
+        set.mark_running(65).expect("mark");
+        for n in 0..25 {
+            set.insert(&esc(n));
+        }
+        set.persist().expect("persist");
+        drop(set);
+        let set = DedupeSet::open(&path, 10).expect("reopen");
+        assert_eq!(
+            set.previous_run(),
+            PreviousRun::Unclean { window_records: 65 }
+        );
+        assert_eq!(set.len_keys(), 20);
+        assert_eq!(set.contains(&esc(24)), Some(DuplicateOf::ImageQueryId));
+        let mut other = esc(99);
+        other.request_id = "req_20".into();
+        assert_eq!(set.contains(&other), Some(DuplicateOf::RequestId));
+        assert_eq!(set.contains(&esc(3)), None, "evicted");
+    }
+
+    #[test]
+    fn clean_stop_marker_and_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dedupe.log");
+        let mut set = DedupeSet::open(&path, 5).expect("open");
+        for n in 0..100 {
+            set.insert(&esc(n));
+            set.persist().expect("persist");
+        }
+        let in_flight = InFlight {
+            lane: 3,
+            seq: 77,
+            response_possibly_lost: true,
+        };
+        set.mark_stopped(Some(in_flight)).expect("stop");
+        let size = fs::metadata(&path).expect("meta").len();
+        assert!(size < 1000, "compacted: {size} bytes");
+        drop(set);
+        let set = DedupeSet::open(&path, 5).expect("reopen");
+        assert_eq!(
+            set.previous_run(),
+            PreviousRun::Clean {
+                in_flight: Some(in_flight)
+            }
+        );
+        assert!(set.contains(&esc(99)).is_some());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_earlier_keys_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dedupe.log");
+        let mut set = DedupeSet::open(&path, 100).expect("open");
+        set.insert(&esc(1));
+        set.persist().expect("persist");
+        set.insert(&esc(2));
+        set.persist().expect("persist");
+        drop(set);
+        let len = fs::metadata(&path).expect("meta").len();
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.set_len(len - 5).expect("tear");
+        let mut set = DedupeSet::open(&path, 100).expect("reopen");
+        assert!(set.contains(&esc(1)).is_some());
+        assert!(set.contains(&esc(2)).is_none());
+        set.insert(&esc(3));
+        set.persist().expect("append after the cut");
+        drop(set);
+        let set = DedupeSet::open(&path, 100).expect("reopen");
+        assert!(set.contains(&esc(3)).is_some());
+    }
+}

@@ -1,0 +1,230 @@
+//! Where incidents go besides the log: a bounded JSON-lines file and an optional webhook.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use serde::{Deserialize, Serialize};
+
+use super::Incident;
+
+/// The bounded incident file: one JSON object per line. When a line would take the file
+/// past `max_bytes`, the file is renamed to `<name>.1` (replacing an older one) and a new
+/// file is started, so at most about twice `max_bytes` is kept. Several processes may
+/// append (each line is one `write` in append mode).
+#[derive(Clone, Debug)]
+pub struct IncidentLog {
+    path: PathBuf,
+    max_bytes: u64,
+}
+
+impl IncidentLog {
+    /// A log at `path`, rotated at `max_bytes` (minimum 4 KiB).
+    pub fn new(path: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        Self {
+            path: path.into(),
+            max_bytes: max_bytes.max(4096),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one incident as a line and syncs it (incidents are rare; a CRITICAL one
+    /// should survive the crash that may follow it).
+    pub fn append(&self, incident: &Incident) -> io::Result<()> {
+        let mut line = serde_json::to_vec(incident).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let len = fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if len > 0 && len + line.len() as u64 > self.max_bytes {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            fs::rename(&self.path, &old)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
+    /// Every incident in the file (and its rotated predecessor), oldest first. Lines that
+    /// do not parse (a torn last line) are skipped.
+    pub fn read_all(&self) -> io::Result<Vec<Incident>> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        let mut out = Vec::new();
+        for path in [PathBuf::from(old), self.path.clone()] {
+            let text = match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+        Ok(out)
+    }
+}
+
+/// Webhook settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where incidents are POSTed as JSON.
+    pub url: String,
+    /// Timeout of one POST. Default 5000; minimum 1.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most POSTs per minute; further incidents are dropped (and counted). Default 10.
+    #[serde(default = "default_per_minute_max")]
+    pub per_minute_max: u32,
+    /// Incidents waiting to be sent; beyond it new ones are dropped. Default 64.
+    #[serde(default = "default_queue_max")]
+    pub queue_max: usize,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+fn default_per_minute_max() -> u32 {
+    10
+}
+fn default_queue_max() -> usize {
+    64
+}
+
+impl WebhookConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            timeout_ms: default_timeout_ms(),
+            per_minute_max: default_per_minute_max(),
+            queue_max: default_queue_max(),
+        }
+    }
+}
+
+/// Sends incidents from a background thread through a bounded channel: a slow or failing
+/// webhook never blocks the caller.
+#[derive(Debug)]
+pub(super) struct Webhook {
+    tx: Sender<Incident>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Webhook {
+    pub(super) fn start(config: WebhookConfig) -> io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded::<Incident>(config.queue_max.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped_in_thread = Arc::clone(&dropped);
+        thread::Builder::new()
+            .name("incident-webhook".into())
+            .spawn(move || {
+                let agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_millis(config.timeout_ms.max(1))))
+                    .http_status_as_error(false)
+                    .max_redirects(0)
+                    .build()
+                    .new_agent();
+                let mut limiter = RateLimiter::new(config.per_minute_max);
+                for incident in rx {
+                    if !limiter.admit(Instant::now()) {
+                        dropped_in_thread.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key = %incident.key, "incident webhook rate limit reached; incident not sent");
+                        continue;
+                    }
+                    post(&agent, &config.url, &incident);
+                }
+            })?;
+        Ok(Self { tx, dropped })
+    }
+
+    /// Queues `incident`; drops it (counted) when the queue is full.
+    pub(super) fn send(&self, incident: Incident) {
+        match self.tx.try_send(incident) {
+            Ok(()) => {}
+            Err(TrySendError::Full(incident) | TrySendError::Disconnected(incident)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %incident.key, "incident webhook queue full or stopped; incident not sent");
+            }
+        }
+    }
+
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn post(agent: &ureq::Agent, url: &str, incident: &Incident) {
+    let body = match serde_json::to_vec(incident) {
+        Ok(body) => body,
+        Err(e) => return tracing::warn!(error = %e, "incident could not be serialized"),
+    };
+    let result = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(&body[..]);
+    match result {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => {
+            tracing::warn!(status = response.status().as_u16(), key = %incident.key, "incident webhook answered with an error status")
+        }
+        Err(e) => tracing::warn!(error = %e, key = %incident.key, "incident webhook failed"),
+    }
+}
+
+/// At most `per_minute_max` admissions in any sliding minute.
+#[derive(Debug)]
+struct RateLimiter {
+    per_minute_max: usize,
+    sent: std::collections::VecDeque<Instant>,
+}
+
+impl RateLimiter {
+    fn new(per_minute_max: u32) -> Self {
+        Self {
+            per_minute_max: usize::try_from(per_minute_max).unwrap_or(usize::MAX),
+            sent: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> bool {
+        while let Some(first) = self.sent.front() {
+            if now.duration_since(*first) < Duration::from_secs(60) {
+                break;
+            }
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= self.per_minute_max {
+            return false;
+        }
+        self.sent.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_admits_at_most_n_per_minute() {
+        let mut limiter = RateLimiter::new(2);
+        let t0 = Instant::now();
+        assert!(limiter.admit(t0));
+        assert!(limiter.admit(t0));
+        assert!(!limiter.admit(t0 + Duration::from_secs(30)));
+        assert!(limiter.admit(t0 + Duration::from_secs(61)));
+    }
+}

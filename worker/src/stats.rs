@@ -1,0 +1,301 @@
+//! Counters and gauges of one worker, lock-free (atomics), shared with whoever serves them
+//! (the status server); [`Stats::snapshot`] gives a serializable copy.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::retry::{BudgetLimit, CircuitState, DeadLetterReason, ErrorClass};
+
+/// Upper bounds (inclusive, milliseconds) of the latency histogram buckets; one more bucket
+/// counts everything slower.
+pub const LATENCY_BUCKET_BOUNDS_MS: [u64; 16] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000, 60_000, 300_000, 3_600_000,
+    86_400_000,
+];
+
+/// Why an item was dead-lettered, as a stats label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DeadLetterLabel {
+    /// HTTP 400 with no earlier lost response.
+    BadRequest,
+    /// Another 4xx.
+    ClientError,
+    /// The image file was missing or unreadable.
+    ImageUnavailable,
+    /// Another class the policy dead-letters (configured).
+    OtherRejected,
+    /// Retryable, but out of attempts.
+    AttemptsExhausted,
+    /// Retryable, but older than the budget's age limit.
+    AgeExhausted,
+    /// The stored record could not be decoded.
+    Undecodable,
+    /// The record decoded but breaks a validation rule.
+    Invalid,
+}
+
+impl DeadLetterLabel {
+    const ALL: [Self; 8] = [
+        Self::BadRequest,
+        Self::ClientError,
+        Self::ImageUnavailable,
+        Self::OtherRejected,
+        Self::AttemptsExhausted,
+        Self::AgeExhausted,
+        Self::Undecodable,
+        Self::Invalid,
+    ];
+
+    /// The label of a dead-letter reason.
+    pub fn of(reason: &DeadLetterReason) -> Self {
+        match reason {
+            DeadLetterReason::Rejected { class, .. } => match class {
+                ErrorClass::BadRequest => Self::BadRequest,
+                ErrorClass::ClientError => Self::ClientError,
+                ErrorClass::ImageUnavailable => Self::ImageUnavailable,
+                _ => Self::OtherRejected,
+            },
+            DeadLetterReason::BudgetExhausted {
+                limit: BudgetLimit::Attempts { .. },
+            } => Self::AttemptsExhausted,
+            DeadLetterReason::BudgetExhausted {
+                limit: BudgetLimit::Age { .. },
+            } => Self::AgeExhausted,
+            DeadLetterReason::RecordUndecodable => Self::Undecodable,
+            _ => Self::Invalid,
+        }
+    }
+
+    /// The snake_case name used in stats and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::ClientError => "client_error",
+            Self::ImageUnavailable => "image_unavailable",
+            Self::OtherRejected => "other_rejected",
+            Self::AttemptsExhausted => "attempts_exhausted",
+            Self::AgeExhausted => "age_exhausted",
+            Self::Undecodable => "undecodable",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|l| *l == self).unwrap_or(0)
+    }
+}
+
+/// A fixed-bucket histogram of milliseconds.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKET_BOUNDS_MS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in ms, count)`; the last bound is `None` (+Inf). Not cumulative.
+    pub buckets: Vec<(Option<u64>, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of all observations, in milliseconds.
+    pub sum_ms: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one observation.
+    pub fn observe_ms(&self, ms: u64) {
+        let i = LATENCY_BUCKET_BOUNDS_MS.partition_point(|bound| *bound < ms);
+        if let Some(bucket) = self.buckets.get(i) {
+            bucket.fetch_add(1, Relaxed);
+        }
+        self.sum_ms.fetch_add(ms, Relaxed);
+    }
+
+    /// A copy.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let bounds = LATENCY_BUCKET_BOUNDS_MS.iter().copied().map(Some);
+        let buckets: Vec<_> = bounds
+            .chain([None])
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Relaxed)))
+            .collect();
+        HistogramSnapshot {
+            count: buckets.iter().map(|(_, c)| c).sum(),
+            buckets,
+            sum_ms: self.sum_ms.load(Relaxed),
+        }
+    }
+}
+
+/// The worker's counters (monotonic since it started) and gauges (current values).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) delivered_duplicates: AtomicU64,
+    pub(crate) attempts: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: [AtomicU64; DeadLetterLabel::ALL.len()],
+    pub(crate) expired: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) queue_depth: AtomicU64,
+    pub(crate) oldest_pending_age_ms: AtomicU64,
+    pub(crate) circuit_state: AtomicU8,
+    pub(crate) paused_for_auth: AtomicBool,
+    pub(crate) incidents: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) delivery_latency: LatencyHistogram,
+    pub(crate) request_latency: LatencyHistogram,
+}
+
+/// A serializable copy of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Records this worker has seen since it started: finished (delivered, dead-lettered,
+    /// expired, duplicate) plus those still pending in the wal.
+    pub enqueued: u64,
+    /// Items the cloud accepted (duplicates included).
+    pub delivered: u64,
+    /// Of `delivered`: a 400 after a lost response, counted as delivered earlier.
+    pub delivered_duplicates: u64,
+    /// Delivery attempts made.
+    pub attempts: u64,
+    /// Attempts that ended in a retry.
+    pub retried: u64,
+    /// Items dead-lettered, by reason.
+    pub dead_lettered: BTreeMap<&'static str, u64>,
+    /// Sum of `dead_lettered`.
+    pub dead_lettered_total: u64,
+    /// Items older than the retention age, dropped (with the records retention deleted).
+    pub expired: u64,
+    /// Items skipped because their request id or image query id was already delivered.
+    pub duplicates: u64,
+    /// Records durable in the wal and not yet finished (read at most a second ago).
+    pub queue_depth: u64,
+    /// Age of the item at the head of the queue (0 when idle).
+    pub oldest_pending_age_ms: u64,
+    /// `closed`, `open` or `half_open`.
+    pub circuit_state: &'static str,
+    /// Delivery is paused because the cloud rejected the API token.
+    pub paused_for_auth: bool,
+    /// Incidents raised (repeats within the dedupe window not counted).
+    pub incidents: u64,
+    /// Cursor checkpoints written.
+    pub checkpoints: u64,
+    /// From enqueue to delivery.
+    pub delivery_latency: HistogramSnapshot,
+    /// Duration of each delivery attempt.
+    pub request_latency: HistogramSnapshot,
+}
+
+impl Stats {
+    /// A copy of every counter and gauge.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let dead_lettered: BTreeMap<_, _> = DeadLetterLabel::ALL
+            .iter()
+            .map(|l| (l.as_str(), self.dead_lettered_count(*l)))
+            .collect();
+        let dead_lettered_total = dead_lettered.values().sum();
+        let delivered = self.delivered.load(Relaxed);
+        let expired = self.expired.load(Relaxed);
+        let duplicates = self.duplicates.load(Relaxed);
+        let queue_depth = self.queue_depth.load(Relaxed);
+        StatsSnapshot {
+            enqueued: delivered + dead_lettered_total + expired + duplicates + queue_depth,
+            delivered,
+            delivered_duplicates: self.delivered_duplicates.load(Relaxed),
+            attempts: self.attempts.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            dead_lettered,
+            dead_lettered_total,
+            expired,
+            duplicates,
+            queue_depth,
+            oldest_pending_age_ms: self.oldest_pending_age_ms.load(Relaxed),
+            circuit_state: self.circuit_state().as_str(),
+            paused_for_auth: self.paused_for_auth.load(Relaxed),
+            incidents: self.incidents.load(Relaxed),
+            checkpoints: self.checkpoints.load(Relaxed),
+            delivery_latency: self.delivery_latency.snapshot(),
+            request_latency: self.request_latency.snapshot(),
+        }
+    }
+
+    /// Items dead-lettered with `label`.
+    pub fn dead_lettered_count(&self, label: DeadLetterLabel) -> u64 {
+        self.dead_lettered
+            .get(label.index())
+            .map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// The circuit breaker's state.
+    pub fn circuit_state(&self) -> CircuitState {
+        match self.circuit_state.load(Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    pub(crate) fn count_dead_letter(&self, label: DeadLetterLabel) {
+        if let Some(c) = self.dead_lettered.get(label.index()) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn set_circuit_state(&self, state: CircuitState) {
+        let code = match state {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+        };
+        self.circuit_state.store(code, Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let h = LatencyHistogram::default();
+        for ms in [0, 1, 2, 3, 86_400_000, 86_400_001] {
+            h.observe_ms(ms);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 6);
+        assert_eq!(s.buckets[0], (Some(1), 2));
+        assert_eq!(s.buckets[1], (Some(2), 1));
+        assert_eq!(s.buckets[2], (Some(5), 1));
+        assert_eq!(s.buckets.last(), Some(&(None, 1)));
+    }
+
+    #[test]
+    fn snapshot_serializes_with_reason_labels() {
+        let stats = Stats::default();
+        stats.count_dead_letter(DeadLetterLabel::BadRequest);
+        stats.count_dead_letter(DeadLetterLabel::Undecodable);
+        Stats::add(&stats.delivered, 3);
+        Stats::set(&stats.queue_depth, 4);
+        stats.set_circuit_state(CircuitState::Open);
+        let snap = stats.snapshot();
+        assert_eq!(snap.enqueued, 3 + 2 + 4);
+        assert_eq!(snap.dead_lettered_total, 2);
+        let json = serde_json::to_value(&snap).expect("json");
+        assert_eq!(json["dead_lettered"]["bad_request"], 1);
+        assert_eq!(json["circuit_state"], "open");
+    }
+}
