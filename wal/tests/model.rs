@@ -10,6 +10,17 @@
 //! merely lost its unsynced tail. If this test fails, users lose escalations or get
 //! spurious corruption alarms after a crash.
 //!
+//! Bugs this found (fixed in `wal/src`):
+//! * A reader on storage whose maps are snapshots (`SimDisk`; any `Storage` with
+//!   `maps_are_live() == false`) kept reusing a map taken before later appends, decoded
+//!   zeros where the new record was, reported `Corruption` and skipped the record for
+//!   good (`Reader` `map_segment`).
+//! * `verify` reported a cursor that was opened but never checkpointed (its file is all
+//!   zeros) as a damaged checkpoint (`cursor::is_damaged`).
+//!
+//! Also exercised: a checkpoint whose sync fails just before a power loss comes back as
+//! the old or the new checkpoint for every lane alike, never a mix.
+//!
 //! Cases: 48 by default, `WAL_PROPTEST_CASES=N` for more. Deterministic (fixed seed).
 
 use std::collections::{BTreeMap, VecDeque};
