@@ -37,9 +37,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// Current length in bytes.
     fn size(&self) -> io::Result<u64>;
-    /// A read-only view of the whole file. For the real file system this is a shared
-    /// memory map that keeps showing later writes; see [`Storage::maps_are_live`].
-    fn map(&self) -> io::Result<Bytes>;
+    /// A read-only view of `len` bytes from `offset` (a multiple of 4096), clipped to the
+    /// file's length. For the real file system this is a shared memory map that keeps
+    /// showing later writes; see [`Storage::maps_are_live`].
+    fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes>;
+    /// A read-only view of the whole file.
+    fn map(&self) -> io::Result<Bytes> {
+        self.map_range(0, u64::MAX)
+    }
 }
 
 /// A held advisory lock; dropping it releases the lock.
@@ -105,8 +110,8 @@ impl StorageFile for RealFile {
         Ok(self.file.metadata()?.len())
     }
 
-    fn map(&self) -> io::Result<Bytes> {
-        crate::mmap::map_read_only(&self.file)
+    fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes> {
+        crate::mmap::map_read_only(&self.file, offset, len)
     }
 }
 
@@ -221,8 +226,8 @@ impl StorageFile for SlowSyncFile {
     fn size(&self) -> io::Result<u64> {
         self.inner.size()
     }
-    fn map(&self) -> io::Result<Bytes> {
-        self.inner.map()
+    fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes> {
+        self.inner.map_range(offset, len)
     }
 }
 

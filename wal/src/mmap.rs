@@ -25,15 +25,30 @@ use bytes::Bytes;
 use std::fs::File;
 use std::io;
 
-/// Maps the whole of `file` read-only and shared, as `Bytes` that keep the map alive.
-pub(crate) fn map_read_only(file: &File) -> io::Result<Bytes> {
-    let len = file.metadata()?.len();
+/// Maps `len` bytes of `file` from `offset` (a multiple of the page size) read-only and
+/// shared, as `Bytes` that keep the map alive. The range is clipped to the file's length,
+/// so no page of the map lies past the end of the file.
+pub(crate) fn map_read_only(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
+    let size = file.metadata()?.len();
+    let len = len.min(size.saturating_sub(offset));
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
+    if !offset.is_multiple_of(rustix::param::page_size() as u64) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "map offset not page-aligned",
+        ));
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("range too large to map"))?;
     // SAFETY: see the module's `# Safety`: the file is preallocated and never shrunk while
-    // mapped, and callers only expose bytes below the durable end, which nobody rewrites.
-    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+    // mapped, the range lies within the file, and callers only expose bytes below the
+    // durable end, which nobody rewrites.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)?
+    };
     Ok(Bytes::from_owner(map))
 }

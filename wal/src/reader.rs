@@ -4,26 +4,28 @@
 //! acknowledgements as atomic checkpoints. Segments are deleted only after the checkpoint
 //! that releases them is durable, and never the newest segment of a lane.
 
-use std::collections::{BTreeMap, VecDeque};
+mod checkpointer;
+mod lane;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::cursor::{Checkpoint, CheckpointFile, LanePosition};
-use crate::error::{Corruption, Error, Event, Result};
+use crate::error::{Error, Event, Result};
 use crate::format::{
-    self, decode_frame, frame_len, valid_cursor_name, FileName, Frame, RecordKind, Watermark,
-    SEAL_LEN, SEGMENT_HEADER_LEN,
+    self, decode_frame, valid_cursor_name, FileName, Frame, Watermark, SEAL_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{join, LockGuard, OpenMode};
 use crate::options::Options;
 use crate::recovery;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, Record, RecordId, SegmentId, Seq};
+use checkpointer::Checkpointer;
+use lane::LaneReader;
 
 /// How often an idle reader looks for new lanes.
-const LANE_DISCOVERY_EVERY: Duration = Duration::from_millis(100);
+const LANE_DISCOVERY_EVERY: Duration = Duration::from_millis(10);
 /// How often an idle lane is checked for having lost its writer (to recover its tail).
 const OWNER_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Longest sleep between polls while waiting for a record.
@@ -41,25 +43,8 @@ pub struct Reader {
     dirty: bool,
     last_discovery: Instant,
     /// `None` for a read-only browser, which never writes, recovers or acknowledges.
-    checkpoint_file: Option<CheckpointFile>,
+    checkpointer: Option<Checkpointer>,
     _lock: Option<Box<dyn LockGuard>>,
-}
-
-#[derive(Debug)]
-struct LaneReader {
-    lane: LaneId,
-    /// Next record not yet acknowledged.
-    acked: LanePosition,
-    /// Next record not yet delivered.
-    read: LanePosition,
-    /// Delivered, unacknowledged: (seq, position after the record).
-    delivered: VecDeque<(Seq, LanePosition)>,
-    watermark: Option<Watermark>,
-    /// The mapped segment, and the durable end it was mapped for (`None`: the whole
-    /// segment, which was complete). A non-live map shows nothing written after it.
-    map: Option<(SegmentId, Bytes, Option<u64>)>,
-    peeked: Option<Record>,
-    last_owner_check: Instant,
 }
 
 impl Reader {
@@ -94,7 +79,7 @@ impl Reader {
                 events: Vec::new(),
                 dirty: false,
                 last_discovery: Instant::now(),
-                checkpoint_file: None,
+                checkpointer: None,
                 _lock: None,
             };
             reader.discover_lanes()?;
@@ -124,6 +109,12 @@ impl Reader {
                 records_lost: Some(0),
             });
         }
+        let checkpointer = Checkpointer::spawn(
+            checkpoint_file,
+            opts.storage.clone(),
+            dir.clone(),
+            checkpoint.generation,
+        )?;
         let mut reader = Self {
             dir,
             opts: opts.clone(),
@@ -133,7 +124,7 @@ impl Reader {
             events,
             dirty: false,
             last_discovery: Instant::now(),
-            checkpoint_file: Some(checkpoint_file),
+            checkpointer: Some(checkpointer),
             _lock: Some(lock),
         };
         reader.discover_lanes()?;
@@ -165,6 +156,7 @@ impl Reader {
                     best = Some((r.time_ns, lr.lane));
                 }
             }
+            self.dirty |= std::mem::take(&mut lr.acked_moved);
         }
         let Some((_, lane)) = best else {
             self.refresh_idle()?;
@@ -197,7 +189,7 @@ impl Reader {
     /// Acknowledges `id` and every record delivered before it in its lane. Takes effect on
     /// disk at the next [`Reader::checkpoint`].
     pub fn ack(&mut self, id: RecordId) -> Result<()> {
-        if self.checkpoint_file.is_none() {
+        if self.checkpointer.is_none() {
             return Err(Error::ReadOnly);
         }
         let lr = self.lanes.get_mut(&id.lane).ok_or(Error::NotDelivered {
@@ -227,30 +219,51 @@ impl Reader {
     /// Makes all acknowledgements durable, then deletes segments every record of which is
     /// acknowledged. Returns only once the checkpoint is durable.
     pub fn checkpoint(&mut self) -> Result<()> {
-        if !self.dirty {
-            return Ok(());
+        if let Some(generation) = self.submit_checkpoint()? {
+            if let Some(c) = &self.checkpointer {
+                c.wait_durable(generation)?;
+            }
         }
-        let mut next = Checkpoint {
-            generation: self.checkpoint.generation + 1,
-            lanes: BTreeMap::new(),
-        };
-        for lr in self.lanes.values() {
-            next.lanes.insert(lr.lane, lr.acked);
-        }
-        let Some(file) = &self.checkpoint_file else {
+        Ok(())
+    }
+
+    /// Like [`Reader::checkpoint`], but returns at once: a background thread writes and
+    /// syncs the checkpoint, then deletes the segments it releases. A crash before it is
+    /// durable redelivers what it covered (at-least-once, as for any acknowledgement made
+    /// after the last durable checkpoint). A failure of an earlier background checkpoint
+    /// is returned here.
+    pub fn checkpoint_in_background(&mut self) -> Result<()> {
+        self.submit_checkpoint().map(|_| ())
+    }
+
+    /// Hands the current positions to the checkpointer; the generation, or `None` when
+    /// nothing changed since the last checkpoint.
+    fn submit_checkpoint(&mut self) -> Result<Option<u64>> {
+        let Some(c) = &self.checkpointer else {
             return Err(Error::ReadOnly);
         };
-        file.write(&next)?;
+        for lr in self.lanes.values_mut() {
+            self.dirty |= std::mem::take(&mut lr.acked_moved);
+        }
+        if !self.dirty {
+            return Ok(None);
+        }
+        let next = Checkpoint {
+            generation: self.checkpoint.generation + 1,
+            lanes: self.lanes.values().map(|lr| (lr.lane, lr.acked)).collect(),
+        };
+        c.submit(next.clone())?;
+        let generation = next.generation;
         self.checkpoint = next;
         self.dirty = false;
-        self.delete_released()
+        Ok(Some(generation))
     }
 
     /// Deletes sealed segments whose records are all older than `max_age` (retention),
     /// moving the cursor past records in them that were never acknowledged; they are
     /// reported as `Event::Expired`. Returns the number of records expired.
     pub fn expire_older_than(&mut self, max_age: Duration) -> Result<u64> {
-        if self.checkpoint_file.is_none() {
+        if self.checkpointer.is_none() {
             return Err(Error::ReadOnly);
         }
         let cutoff = crate::types::now_ns()
@@ -289,13 +302,7 @@ impl Reader {
                 },
                 next_seq: first_seq,
             };
-            lr.acked = to;
-            if lr.read < to {
-                lr.read = to;
-                lr.peeked = None;
-                lr.map = None;
-            }
-            lr.delivered.retain(|(s, _)| *s >= first_seq);
+            lr.jump(to);
             tracing::warn!(
                 lane = lane.0,
                 records,
@@ -329,35 +336,6 @@ impl Reader {
             .collect()
     }
 
-    fn delete_released(&mut self) -> Result<()> {
-        let storage = self.opts.storage.as_ref();
-        let all = segment::list(storage, &self.dir)?;
-        let mut removed = false;
-        for (lane, segs) in &all {
-            let Some(lr) = self.lanes.get(lane) else {
-                continue;
-            };
-            let newest = segs.last().copied();
-            for seg in segs
-                .iter()
-                .filter(|s| **s < lr.acked.position.segment && Some(**s) != newest)
-            {
-                let path = join(&self.dir, &FileName::Segment(*lane, *seg));
-                storage
-                    .remove_file(&path)
-                    .map_err(|e| Error::io("remove", &path, e))?;
-                removed = true;
-            }
-        }
-        if removed {
-            // IMPORTANT: the removals must be durable (the checkpoint releasing them already is).
-            storage
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
-        }
-        Ok(())
-    }
-
     /// Called when no lane has a record: finds new lanes, and recovers idle lanes whose
     /// writer is gone so their last records become readable.
     fn refresh_idle(&mut self) -> Result<()> {
@@ -370,7 +348,7 @@ impl Reader {
                 continue;
             }
             lr.last_owner_check = Instant::now();
-            if self.checkpoint_file.is_none() {
+            if self.checkpointer.is_none() {
                 continue;
             }
             recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events)?;
@@ -389,7 +367,7 @@ impl Reader {
                 continue;
             }
             let Some(&first) = segs.first() else { continue };
-            let first = if self.checkpoint_file.is_some() {
+            let first = if self.checkpointer.is_some() {
                 recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events)?;
                 // Recovery may have removed a segment whose creation never completed.
                 let segs = segment::list(storage, &self.dir)?.remove(&lane);
@@ -415,19 +393,8 @@ impl Reader {
                 }
             };
             let start = self.check_start(lane, start, first, watermark);
-            self.lanes.insert(
-                lane,
-                LaneReader {
-                    lane,
-                    acked: start,
-                    read: start,
-                    delivered: VecDeque::new(),
-                    watermark,
-                    map: None,
-                    peeked: None,
-                    last_owner_check: Instant::now(),
-                },
-            );
+            self.lanes
+                .insert(lane, LaneReader::new(lane, start, watermark));
         }
         Ok(())
     }
@@ -590,269 +557,4 @@ fn recover_if_abandoned(
         recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, events)?;
     }
     Ok(())
-}
-
-impl LaneReader {
-    fn take(&mut self) -> Option<Record> {
-        let r = self.peeked.take()?;
-        let after = LanePosition {
-            position: Position {
-                segment: r.id.position.segment,
-                offset: r.id.position.offset + frame_len(r.payload.len() as u32),
-            },
-            next_seq: r.id.seq.next(),
-        };
-        self.delivered.push_back((r.id.seq, after));
-        Some(r)
-    }
-
-    fn caught_up(&self, w: &Watermark) -> bool {
-        let end = Position {
-            segment: w.segment,
-            offset: w.offset,
-        };
-        self.read.position >= end
-    }
-
-    /// Decodes (once) the lane's next durable record.
-    fn peek(
-        &mut self,
-        opts: &Options,
-        dir: &Path,
-        events: &mut Vec<Event>,
-    ) -> Result<Option<&Record>> {
-        if self.peeked.is_some() {
-            return Ok(self.peeked.as_ref());
-        }
-        let storage = opts.storage.as_ref();
-        let mut refreshed = false;
-        loop {
-            let wm = match self.watermark {
-                Some(w) if !self.caught_up(&w) => w,
-                _ if refreshed => return Ok(None),
-                _ => {
-                    self.watermark =
-                        recovery::read_watermark(storage, dir, self.lane).or(self.watermark);
-                    refreshed = true;
-                    continue;
-                }
-            };
-            let seg = self.read.position.segment;
-            let limit_in_seg = (seg == wm.segment).then_some(wm.offset);
-            let Some(map) = self.map_segment(opts, dir, seg, limit_in_seg, events)? else {
-                continue;
-            };
-            let limit = limit_in_seg.unwrap_or(map.len() as u64);
-            let off = self.read.position.offset;
-            match decode_frame(&map, off, self.lane, seg, opts.record_bytes_max) {
-                Frame::Record {
-                    header,
-                    payload_start,
-                    next,
-                } if next <= limit => {
-                    if header.kind == RecordKind::Seal {
-                        // Nothing after the seal is readable before the watermark moves to
-                        // a later segment; until then do not list the directory each poll
-                        // (an idle lane rests at its seal).
-                        if wm.segment <= seg {
-                            if refreshed {
-                                return Ok(None);
-                            }
-                            self.watermark = recovery::read_watermark(storage, dir, self.lane)
-                                .or(self.watermark);
-                            refreshed = true;
-                            continue;
-                        }
-                        if !self.next_segment(opts, dir, next)? {
-                            return Ok(None);
-                        }
-                        continue;
-                    }
-                    if header.seq != self.read.next_seq {
-                        events.push(Event::Gap {
-                            lane: self.lane,
-                            expected: self.read.next_seq,
-                            found: header.seq,
-                        });
-                    }
-                    let payload = map.slice(payload_start..payload_start + header.len as usize);
-                    let id = RecordId {
-                        lane: self.lane,
-                        seq: header.seq,
-                        position: self.read.position,
-                    };
-                    self.read = LanePosition {
-                        position: Position {
-                            segment: seg,
-                            offset: next,
-                        },
-                        next_seq: header.seq.next(),
-                    };
-                    self.peeked = Some(Record {
-                        id,
-                        time_ns: header.time_ns,
-                        payload,
-                    });
-                    return Ok(self.peeked.as_ref());
-                }
-                Frame::Record { .. } | Frame::Empty | Frame::Bad(_) => {
-                    let bad = decode_frame(&map, off, self.lane, seg, opts.record_bytes_max);
-                    self.quarantine(&map, off, limit, bad, opts, dir, events);
-                }
-            }
-        }
-    }
-
-    /// Returns the map of `seg`, mapping it again when a non-live map is too short.
-    /// `None` when the segment is gone and reading moved on.
-    fn map_segment(
-        &mut self,
-        opts: &Options,
-        dir: &Path,
-        seg: SegmentId,
-        need: Option<u64>,
-        events: &mut Vec<Event>,
-    ) -> Result<Option<Bytes>> {
-        if let Some((id, map, covered)) = &self.map {
-            // A live map shows later writes as long as it is long enough; a snapshot holds
-            // only what was durable when it was taken, however long the (preallocated)
-            // file is, so it serves only needs it covers.
-            let long_enough = need.is_none_or(|n| map.len() as u64 >= n);
-            let fresh = opts.storage.maps_are_live()
-                || match (covered, need) {
-                    (None, _) => true,
-                    (Some(c), Some(n)) => *c >= n,
-                    (Some(_), None) => false,
-                };
-            if *id == seg && long_enough && fresh && (need.is_some() || !map.is_empty()) {
-                return Ok(Some(map.clone()));
-            }
-        }
-        let storage = opts.storage.as_ref();
-        let path = join(dir, &FileName::Segment(self.lane, seg));
-        match storage.open(&path, OpenMode::Read) {
-            Ok(file) => {
-                let map = file.map().map_err(|e| Error::io("map", &path, e))?;
-                self.map = Some((seg, map.clone(), need));
-                Ok(Some(map))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Deleted under us (retention by another tool, or by hand): move to the next
-                // segment that exists and report the sequence gap.
-                let segs = segment::list(storage, dir)?
-                    .remove(&self.lane)
-                    .unwrap_or_default();
-                let Some(&next) = segs.iter().find(|s| **s > seg) else {
-                    return Err(Error::io("open", &path, e));
-                };
-                let (_, _, h) = segment::open(storage, dir, self.lane, next, OpenMode::Read)?;
-                let first_seq = h.map_or(self.read.next_seq, |h| h.first_seq);
-                events.push(Event::Gap {
-                    lane: self.lane,
-                    expected: self.read.next_seq,
-                    found: first_seq,
-                });
-                self.read = LanePosition {
-                    position: Position {
-                        segment: next,
-                        offset: SEGMENT_HEADER_LEN as u64,
-                    },
-                    next_seq: first_seq,
-                };
-                Ok(None)
-            }
-            Err(e) => Err(Error::io("open", &path, e)),
-        }
-    }
-
-    /// After a seal at the read position: moves to the next segment if it exists.
-    fn next_segment(&mut self, opts: &Options, dir: &Path, seal_end: u64) -> Result<bool> {
-        let storage = opts.storage.as_ref();
-        let seg = self.read.position.segment;
-        let segs = segment::list(storage, dir)?
-            .remove(&self.lane)
-            .unwrap_or_default();
-        let Some(&next) = segs.iter().find(|s| **s > seg) else {
-            return Ok(false);
-        };
-        let _ = seal_end;
-        let to = LanePosition {
-            position: Position {
-                segment: next,
-                offset: SEGMENT_HEADER_LEN as u64,
-            },
-            next_seq: self.read.next_seq,
-        };
-        if self.acked == self.read {
-            self.acked = to;
-        }
-        self.read = to;
-        self.map = None;
-        Ok(true)
-    }
-
-    /// Steps over damaged durable bytes at `off`: reports them and resumes at the next
-    /// valid frame (or the end of what is durable).
-    #[expect(clippy::too_many_arguments, reason = "the lane's read context")]
-    fn quarantine(
-        &mut self,
-        map: &Bytes,
-        off: u64,
-        limit: u64,
-        bad: Frame,
-        opts: &Options,
-        dir: &Path,
-        events: &mut Vec<Event>,
-    ) {
-        let seg = self.read.position.segment;
-        let cx = ScanContext {
-            lane: self.lane,
-            segment: seg,
-            len_max: opts.record_bytes_max,
-            durable_hint: limit,
-            first_seq: self.read.next_seq,
-        };
-        let within = map.slice(..usize::try_from(limit).unwrap_or(map.len()).min(map.len()));
-        let next = segment::find_next_valid(&within, off + format::ALIGN, &cx);
-        let kind = match bad {
-            Frame::Bad(b) => segment::bad_record_kind(b),
-            Frame::Empty => crate::error::CorruptionKind::Zeroed,
-            Frame::Record { .. } => crate::error::CorruptionKind::Truncated,
-        };
-        let (resume, records_lost, next_seq) = match next {
-            Some((at, h)) => (at, h.seq.0.checked_sub(self.read.next_seq.0), h.seq),
-            None => (limit, None, self.read.next_seq),
-        };
-        let corruption = Corruption {
-            path: join(dir, &FileName::Segment(self.lane, seg)),
-            lane: Some(self.lane),
-            segment: Some(seg),
-            offset: off,
-            kind,
-        };
-        tracing::error!(%corruption, resume, "quarantined damaged records; reading continues after them");
-        events.push(Event::Corruption {
-            corruption,
-            resumed_at: Position {
-                segment: seg,
-                offset: resume,
-            },
-            records_lost,
-        });
-        let to = LanePosition {
-            position: Position {
-                segment: seg,
-                offset: resume,
-            },
-            next_seq,
-        };
-        if self.acked == self.read && self.delivered.is_empty() {
-            self.acked = to;
-        }
-        self.read = to;
-        if next.is_none() && Some(seg) != self.watermark.map(|w| w.segment) {
-            // The rest of a sealed segment is unreadable: continue with the next one.
-            if let Ok(true) = self.next_segment(opts, dir, limit) {}
-        }
-    }
 }

@@ -310,10 +310,13 @@ impl StorageFile for SimFile {
         self.with(|s, ino| Ok(s.inodes.get(&ino).map_or(0, |i| i.live.len() as u64)))
     }
 
-    fn map(&self) -> io::Result<Bytes> {
+    fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes> {
         self.with(|s, ino| {
             let data = &s.inodes.get(&ino).ok_or_else(|| eio("map"))?.live;
-            Ok(Bytes::copy_from_slice(data))
+            let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
+            let end = usize::try_from(len)
+                .map_or(data.len(), |l| start.saturating_add(l).min(data.len()));
+            Ok(Bytes::copy_from_slice(&data[start..end]))
         })
     }
 }

@@ -52,3 +52,45 @@ fn appended_records_come_back_in_order_across_segment_rolls_and_reopens() {
     assert!(report.segments < segments_before, "{report:?}");
     assert!(report.segments >= 1);
 }
+
+#[test]
+fn records_that_straddle_or_exceed_a_map_window_read_back_intact() {
+    // The reader maps segments in 8 MiB windows to keep its memory bounded. A record that
+    // starts in one window and ends in the next, or is larger than a window, must still be
+    // read whole: a bug here would drop or truncate image-sized escalations.
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options::default()
+        .segment_bytes(64 << 20)
+        .record_bytes_max(12 << 20)
+        .free_disk_bytes_min(0);
+    let w = Writer::open(dir.path(), &o).unwrap();
+    let sizes = [
+        3 << 20,
+        3 << 20,
+        3 << 20,
+        10 << 20,
+        1,
+        5 << 20,
+        777,
+        9 << 20,
+    ];
+    for (i, &n) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..n).map(|j| (i * 31 + j % 251) as u8).collect();
+        w.append(&payload).unwrap();
+    }
+    let mut r = Reader::open(dir.path(), "worker", &o).unwrap();
+    for (i, &n) in sizes.iter().enumerate() {
+        let rec = r.next().unwrap().expect("record");
+        assert_eq!(rec.payload.len(), n, "record {i}");
+        assert!(
+            rec.payload
+                .iter()
+                .enumerate()
+                .all(|(j, &b)| b == (i * 31 + j % 251) as u8),
+            "record {i} corrupted"
+        );
+        r.ack(rec.id).unwrap();
+    }
+    assert!(r.next().unwrap().is_none());
+    assert!(r.take_events().is_empty());
+}

@@ -1,0 +1,200 @@
+//! Checkpoints written by a background thread, so a reader can checkpoint often without
+//! waiting for `fdatasync` on its hot path. One thread owns the checkpoint file: requests
+//! are coalesced (the newest wins), each is written and synced, and only then are the
+//! segments it releases deleted (and the directory synced). `Reader::checkpoint` waits for
+//! its request to become durable; `Reader::checkpoint_in_background` does not.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::cursor::{Checkpoint, CheckpointFile};
+use crate::error::{Error, Result};
+use crate::format::FileName;
+use crate::fs::{join, Storage};
+use crate::segment;
+
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requested: Option<Checkpoint>,
+    /// Newest generation that is durable.
+    durable: u64,
+    /// A failure stops checkpointing until the reader is reopened.
+    failed: Option<Failure>,
+    stop: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    op: &'static str,
+    path: PathBuf,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn from_error(e: &Error, dir: &Path) -> Self {
+        match e {
+            Error::Io { op, path, source } => Self {
+                op,
+                path: path.clone(),
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            other => Self {
+                op: "checkpoint",
+                path: dir.to_path_buf(),
+                kind: std::io::ErrorKind::Other,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        Error::Io {
+            op: self.op,
+            path: self.path.clone(),
+            source: std::io::Error::new(self.kind, self.message.clone()),
+        }
+    }
+}
+
+impl Checkpointer {
+    /// Starts the thread that owns `file`.
+    pub(crate) fn spawn(
+        file: CheckpointFile,
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        durable: u64,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        shared.lock().durable = durable;
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || worker.run(&file, storage.as_ref(), &dir))
+            .map_err(|e| Error::io("spawn checkpoint thread", PathBuf::new(), e))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `cp` to the thread, replacing any request not yet started.
+    pub(crate) fn submit(&self, cp: Checkpoint) -> Result<()> {
+        let mut st = self.shared.lock();
+        if let Some(f) = &st.failed {
+            return Err(f.to_error());
+        }
+        st.requested = Some(cp);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until checkpoint `generation` (or a newer one) is durable.
+    pub(crate) fn wait_durable(&self, generation: u64) -> Result<()> {
+        let mut st = self.shared.lock();
+        loop {
+            if st.durable >= generation {
+                return Ok(());
+            }
+            if let Some(f) = &st.failed {
+                return Err(f.to_error());
+            }
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            // The thread writes any request still pending before it exits.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, file: &CheckpointFile, storage: &dyn Storage, dir: &Path) {
+        loop {
+            let cp = {
+                let mut st = self.lock();
+                loop {
+                    match st.requested.take() {
+                        Some(cp) if st.failed.is_none() => break cp,
+                        _ if st.stop => return,
+                        _ => {
+                            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                }
+            };
+            let result = file
+                .write(&cp)
+                .and_then(|()| delete_released(storage, dir, &cp));
+            let mut st = self.lock();
+            match result {
+                Ok(()) => st.durable = st.durable.max(cp.generation),
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint failed; acknowledgements are no longer persisted until the reader is reopened");
+                    st.failed = Some(Failure::from_error(&e, dir));
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Deletes every segment that lies wholly before the checkpoint's position in its lane,
+/// except a lane's newest segment (it carries the lane's sequence numbers forward). Runs
+/// only after the checkpoint is durable.
+fn delete_released(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<()> {
+    let mut removed = false;
+    for (lane, segs) in segment::list(storage, dir)? {
+        let Some(pos) = cp.lanes.get(&lane) else {
+            continue;
+        };
+        let newest = segs.last().copied();
+        for seg in segs
+            .iter()
+            .filter(|s| **s < pos.position.segment && Some(**s) != newest)
+        {
+            let path = join(dir, &FileName::Segment(lane, *seg));
+            match storage.remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            }
+        }
+    }
+    if removed {
+        // IMPORTANT: the removals must be durable (the checkpoint releasing them already is).
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync dir", dir, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! Reading one lane: follows the lane's segments up to its durable end (the watermark),
+//! decodes frames from a bounded window of the segment's map, steps over damage, and
+//! remembers what was delivered but not yet acknowledged.
+//!
+//! Windows keep memory bounded: a reader maps at most `WINDOW_BYTES` of a segment at a time
+//! (more only for a record larger than that), so the pages it touches, which count toward
+//! the process's resident memory, stay bounded however large segments and backlogs are.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::cursor::LanePosition;
+use crate::error::{Corruption, CorruptionKind, Error, Event, Result};
+use crate::format::{
+    self, decode_frame, frame_len, BadRecord, FileName, Frame, RecordKind, Watermark,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::fs::{join, OpenMode};
+use crate::options::Options;
+use crate::recovery;
+use crate::segment::{self, ScanContext};
+use crate::types::{LaneId, Position, Record, RecordId, SegmentId};
+
+/// Bytes of a segment mapped at a time (rounded to pages; larger for larger records).
+const WINDOW_BYTES: u64 = 8 << 20;
+/// Map offsets are multiples of this (the page size on every supported platform).
+const PAGE: u64 = 4096;
+
+/// A mapped range of a segment.
+#[derive(Debug, Clone)]
+struct Window {
+    segment: SegmentId,
+    /// File offset of `bytes[0]`.
+    start: u64,
+    bytes: Bytes,
+    /// Length of the whole file when mapped.
+    file_len: u64,
+    /// The durable end this window was mapped for (`None`: a complete, older segment). A
+    /// non-live map is a snapshot that shows nothing written after it was taken.
+    covered: Option<u64>,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct LaneReader {
+    pub lane: LaneId,
+    /// Next record not yet acknowledged.
+    pub acked: LanePosition,
+    /// Next record not yet delivered.
+    pub read: LanePosition,
+    /// Set when reading moved `acked` by itself (over a seal or quarantined bytes), so the
+    /// reader knows a checkpoint has something to save.
+    pub acked_moved: bool,
+    /// Delivered, unacknowledged: (seq, position after the record).
+    pub delivered: VecDeque<(crate::types::Seq, LanePosition)>,
+    pub watermark: Option<Watermark>,
+    window: Option<Window>,
+    pub peeked: Option<Record>,
+    pub last_owner_check: Instant,
+}
+
+impl LaneReader {
+    pub fn new(lane: LaneId, start: LanePosition, watermark: Option<Watermark>) -> Self {
+        Self {
+            lane,
+            acked: start,
+            read: start,
+            acked_moved: false,
+            delivered: VecDeque::new(),
+            watermark,
+            window: None,
+            peeked: None,
+            last_owner_check: Instant::now(),
+        }
+    }
+
+    /// Forgets what was read ahead and resumes at `to` (retention moved the cursor).
+    pub fn jump(&mut self, to: LanePosition) {
+        self.acked = to;
+        if self.read < to {
+            self.read = to;
+            self.peeked = None;
+            self.window = None;
+        }
+        self.delivered.retain(|(s, _)| *s >= to.next_seq);
+    }
+
+    /// Hands out the peeked record and remembers it as delivered.
+    pub fn take(&mut self) -> Option<Record> {
+        let r = self.peeked.take()?;
+        let after = LanePosition {
+            position: Position {
+                segment: r.id.position.segment,
+                offset: r.id.position.offset + frame_len(r.payload.len() as u32),
+            },
+            next_seq: r.id.seq.next(),
+        };
+        self.delivered.push_back((r.id.seq, after));
+        Some(r)
+    }
+
+    fn caught_up(&self, w: &Watermark) -> bool {
+        self.read.position
+            >= Position {
+                segment: w.segment,
+                offset: w.offset,
+            }
+    }
+
+    fn refresh_watermark(&mut self, opts: &Options, dir: &Path) {
+        let fresh = recovery::read_watermark(opts.storage.as_ref(), dir, self.lane);
+        self.watermark = fresh.or(self.watermark);
+    }
+
+    /// Decodes (once) the lane's next durable record.
+    pub fn peek(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<&Record>> {
+        if self.peeked.is_some() {
+            return Ok(self.peeked.as_ref());
+        }
+        let mut refreshed = false;
+        loop {
+            let wm = match self.watermark {
+                Some(w) if !self.caught_up(&w) => w,
+                _ if refreshed => return Ok(None),
+                _ => {
+                    self.refresh_watermark(opts, dir);
+                    refreshed = true;
+                    continue;
+                }
+            };
+            let seg = self.read.position.segment;
+            let limit_in_seg = (seg == wm.segment).then_some(wm.offset);
+            let off = self.read.position.offset;
+            let Some((frame, w)) = self.frame_at(opts, dir, seg, off, limit_in_seg, events)? else {
+                continue;
+            };
+            let limit = limit_in_seg.unwrap_or(w.file_len);
+            match frame {
+                Frame::Record {
+                    header,
+                    payload_start,
+                    next,
+                } if w.start + next <= limit => {
+                    let next = w.start + next;
+                    if header.kind == RecordKind::Seal {
+                        // Nothing after the seal is readable before the watermark moves to a
+                        // later segment; until then do not list the directory each poll (an
+                        // idle lane rests at its seal).
+                        if wm.segment <= seg {
+                            if refreshed {
+                                return Ok(None);
+                            }
+                            self.refresh_watermark(opts, dir);
+                            refreshed = true;
+                            continue;
+                        }
+                        if !self.next_segment(opts, dir)? {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    if header.seq != self.read.next_seq {
+                        events.push(Event::Gap {
+                            lane: self.lane,
+                            expected: self.read.next_seq,
+                            found: header.seq,
+                        });
+                    }
+                    let payload = w
+                        .bytes
+                        .slice(payload_start..payload_start + header.len as usize);
+                    let id = RecordId {
+                        lane: self.lane,
+                        seq: header.seq,
+                        position: self.read.position,
+                    };
+                    self.read = LanePosition {
+                        position: Position {
+                            segment: seg,
+                            offset: next,
+                        },
+                        next_seq: header.seq.next(),
+                    };
+                    self.peeked = Some(Record {
+                        id,
+                        time_ns: header.time_ns,
+                        payload,
+                    });
+                    return Ok(self.peeked.as_ref());
+                }
+                bad => self.quarantine(off, limit, bad, opts, dir, events)?,
+            }
+        }
+    }
+
+    /// Decodes the frame at `off` of segment `seg`, mapping a window that holds it. `None`
+    /// when the segment is gone and reading moved on.
+    fn frame_at(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        seg: SegmentId,
+        off: u64,
+        durable: Option<u64>,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<(Frame, Window)>> {
+        let max = opts.record_bytes_max;
+        let Some(w) = self.window_for(
+            opts,
+            dir,
+            seg,
+            off,
+            RECORD_HEADER_LEN as u64,
+            durable,
+            events,
+        )?
+        else {
+            return Ok(None);
+        };
+        let frame = decode_frame(&w.bytes, off - w.start, self.lane, seg, max);
+        if frame != Frame::Bad(BadRecord::Truncated) || w.end() >= w.file_len {
+            return Ok(Some((frame, w)));
+        }
+        // The frame runs past the window: map one that holds the longest frame allowed.
+        let need = frame_len(max);
+        let Some(w) = self.window_for(opts, dir, seg, off, need, durable, events)? else {
+            return Ok(None);
+        };
+        let frame = decode_frame(&w.bytes, off - w.start, self.lane, seg, max);
+        Ok(Some((frame, w)))
+    }
+
+    /// A window of `seg` holding `[off, off + need)` (clipped to the file), reusing the
+    /// current one when it does and is fresh enough.
+    #[expect(clippy::too_many_arguments, reason = "the lane's read context")]
+    fn window_for(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        seg: SegmentId,
+        off: u64,
+        need: u64,
+        durable: Option<u64>,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Window>> {
+        if let Some(w) = &self.window {
+            let holds = w.segment == seg
+                && w.start <= off
+                && (off + need <= w.end() || w.end() >= w.file_len);
+            let fresh = opts.storage.maps_are_live()
+                || match (w.covered, durable) {
+                    (None, _) => true,
+                    (Some(c), Some(d)) => c >= d,
+                    (Some(_), None) => false,
+                };
+            if holds && fresh {
+                return Ok(Some(w.clone()));
+            }
+        }
+        let storage = opts.storage.as_ref();
+        let path = join(dir, &FileName::Segment(self.lane, seg));
+        let file = match storage.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.skip_missing(opts, dir, seg, events, e)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let start = off / PAGE * PAGE;
+        let len = (off - start + need).max(WINDOW_BYTES).div_ceil(PAGE) * PAGE;
+        let file_len = file.size().map_err(|e| Error::io("stat", &path, e))?;
+        let bytes = file
+            .map_range(start, len)
+            .map_err(|e| Error::io("map", &path, e))?;
+        let w = Window {
+            segment: seg,
+            start,
+            bytes,
+            file_len,
+            covered: durable,
+        };
+        self.window = Some(w.clone());
+        Ok(Some(w))
+    }
+
+    /// The segment being read was deleted under us (by hand, or by another tool): move to
+    /// the next segment that exists and report the sequence gap.
+    fn skip_missing(
+        &mut self,
+        opts: &Options,
+        dir: &Path,
+        seg: SegmentId,
+        events: &mut Vec<Event>,
+        cause: std::io::Error,
+    ) -> Result<()> {
+        let storage = opts.storage.as_ref();
+        let segs = segment::list(storage, dir)?
+            .remove(&self.lane)
+            .unwrap_or_default();
+        let Some(&next) = segs.iter().find(|s| **s > seg) else {
+            return Err(Error::io(
+                "open",
+                join(dir, &FileName::Segment(self.lane, seg)),
+                cause,
+            ));
+        };
+        let (_, _, h) = segment::open(storage, dir, self.lane, next, OpenMode::Read)?;
+        let first_seq = h.map_or(self.read.next_seq, |h| h.first_seq);
+        events.push(Event::Gap {
+            lane: self.lane,
+            expected: self.read.next_seq,
+            found: first_seq,
+        });
+        self.read = LanePosition {
+            position: Position {
+                segment: next,
+                offset: SEGMENT_HEADER_LEN as u64,
+            },
+            next_seq: first_seq,
+        };
+        self.window = None;
+        Ok(())
+    }
+
+    /// After a seal at the read position: moves to the next segment if it exists.
+    fn next_segment(&mut self, opts: &Options, dir: &Path) -> Result<bool> {
+        let seg = self.read.position.segment;
+        let segs = segment::list(opts.storage.as_ref(), dir)?
+            .remove(&self.lane)
+            .unwrap_or_default();
+        let Some(&next) = segs.iter().find(|s| **s > seg) else {
+            return Ok(false);
+        };
+        let to = LanePosition {
+            position: Position {
+                segment: next,
+                offset: SEGMENT_HEADER_LEN as u64,
+            },
+            next_seq: self.read.next_seq,
+        };
+        if self.acked == self.read {
+            self.acked = to;
+            self.acked_moved = true;
+        }
+        self.read = to;
+        self.window = None;
+        Ok(true)
+    }
+
+    /// Steps over damaged durable bytes at `off`: reports them and resumes at the next
+    /// valid frame (or the end of what is durable). Damage is rare, so this maps the whole
+    /// segment to search it.
+    fn quarantine(
+        &mut self,
+        off: u64,
+        limit: u64,
+        bad: Frame,
+        opts: &Options,
+        dir: &Path,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let seg = self.read.position.segment;
+        let path = join(dir, &FileName::Segment(self.lane, seg));
+        let whole = opts
+            .storage
+            .open(&path, OpenMode::Read)
+            .and_then(|f| f.map())
+            .map_err(|e| Error::io("map", &path, e))?;
+        let cx = ScanContext {
+            lane: self.lane,
+            segment: seg,
+            len_max: opts.record_bytes_max,
+            durable_hint: limit,
+            first_seq: self.read.next_seq,
+        };
+        let within =
+            whole.slice(..usize::try_from(limit).map_or(whole.len(), |l| l.min(whole.len())));
+        let next = segment::find_next_valid(&within, off + format::ALIGN, &cx);
+        let kind = match bad {
+            Frame::Bad(b) => segment::bad_record_kind(b),
+            Frame::Empty => CorruptionKind::Zeroed,
+            Frame::Record { .. } => CorruptionKind::Truncated,
+        };
+        let (resume, records_lost, next_seq) = match next {
+            Some((at, h)) => (at, h.seq.0.checked_sub(self.read.next_seq.0), h.seq),
+            None => (limit, None, self.read.next_seq),
+        };
+        let corruption = Corruption {
+            path,
+            lane: Some(self.lane),
+            segment: Some(seg),
+            offset: off,
+            kind,
+        };
+        tracing::error!(%corruption, resume, "quarantined damaged records; reading continues after them");
+        events.push(Event::Corruption {
+            corruption,
+            resumed_at: Position {
+                segment: seg,
+                offset: resume,
+            },
+            records_lost,
+        });
+        let to = LanePosition {
+            position: Position {
+                segment: seg,
+                offset: resume,
+            },
+            next_seq,
+        };
+        if self.acked == self.read && self.delivered.is_empty() {
+            self.acked = to;
+            self.acked_moved = true;
+        }
+        self.read = to;
+        self.window = None;
+        if next.is_none() && Some(seg) != self.watermark.map(|w| w.segment) {
+            // The rest of a sealed segment is unreadable: continue with the next one.
+            self.next_segment(opts, dir)?;
+        }
+        Ok(())
+    }
+}
