@@ -310,7 +310,7 @@ pub fn decode_frame(
 }
 
 // ---------------------------------------------------------------------------------------
-// Lane watermark file `lane-NNN.commit` (32 bytes). A hint published after every sync so
+// Lane watermark file `lane-NNN.commit` (48 bytes). A hint published after every sync so
 // readers in other processes never read past the durable end. It is never fsynced: after
 // a power loss it may be stale (never ahead of durable data) or unreadable, and the lane
 // is then recovered by scanning.
@@ -320,15 +320,29 @@ pub fn decode_frame(
 //   8..16   segment id (u64)
 //  16..24   offset of the durable end within that segment (u64)
 //  24..32   next sequence number (u64)
+//  32..48   boot id of the machine when written (Linux `/proc/sys/kernel/random/boot_id`)
 // ---------------------------------------------------------------------------------------
 const WM_MAGIC: [u8; 4] = *b"EQCM";
 const WM_CRC: usize = 4;
 const WM_SEGMENT: usize = WM_CRC + 4;
 const WM_OFFSET: usize = WM_SEGMENT + 8;
 const WM_NEXT_SEQ: usize = WM_OFFSET + 8;
+const WM_BOOT: usize = WM_NEXT_SEQ + 8;
 /// Length of a lane watermark file.
-pub const WATERMARK_LEN: usize = WM_NEXT_SEQ + 8;
-const _: () = assert!(WATERMARK_LEN == 32);
+pub const WATERMARK_LEN: usize = WM_BOOT + 16;
+const _: () = assert!(WATERMARK_LEN == 48);
+
+/// Identifies one boot of the machine. A watermark written in the current boot is exact
+/// (the page cache survived whatever crashed); one from an earlier boot may be stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BootId(pub [u8; 16]);
+
+impl BootId {
+    /// True when the boot id could not be read (never trusted as "same boot").
+    pub fn is_unknown(&self) -> bool {
+        self.0 == [0; 16]
+    }
+}
 
 /// The durable end of a lane: everything before `offset` in `segment`, and every earlier
 /// segment of the lane, is durable.
@@ -343,29 +357,34 @@ pub struct Watermark {
 }
 
 impl Watermark {
-    /// Encodes the watermark file.
-    pub fn encode(&self) -> [u8; WATERMARK_LEN] {
+    /// Encodes the watermark file, stamped with the boot it was written in.
+    pub fn encode(&self, boot: &BootId) -> [u8; WATERMARK_LEN] {
         let mut b = [0u8; WATERMARK_LEN];
         put(&mut b, 0, &WM_MAGIC);
         put(&mut b, WM_SEGMENT, &self.segment.0.to_le_bytes());
         put(&mut b, WM_OFFSET, &self.offset.to_le_bytes());
         put(&mut b, WM_NEXT_SEQ, &self.next_seq.0.to_le_bytes());
+        put(&mut b, WM_BOOT, &boot.0);
         let crc = crc32c::crc32c(&b[WM_SEGMENT..]);
         put(&mut b, WM_CRC, &crc.to_le_bytes());
         b
     }
 
-    /// Decodes a watermark file; `None` when it is absent, torn or not ours.
-    pub fn decode(b: &[u8]) -> Option<Self> {
+    /// Decodes a watermark file and the boot it was written in; `None` when it is absent,
+    /// torn or not ours.
+    pub fn decode(b: &[u8]) -> Option<(Self, BootId)> {
         let b = b.get(..WATERMARK_LEN)?;
         if b[..4] != WM_MAGIC || u32_at(b, WM_CRC) != crc32c::crc32c(&b[WM_SEGMENT..]) {
             return None;
         }
-        Some(Self {
+        let mut boot = [0u8; 16];
+        boot.copy_from_slice(&b[WM_BOOT..WM_BOOT + 16]);
+        let wm = Self {
             segment: SegmentId(u64_at(b, WM_SEGMENT)),
             offset: u64_at(b, WM_OFFSET),
             next_seq: Seq(u64_at(b, WM_NEXT_SEQ)),
-        })
+        };
+        Some((wm, BootId(boot)))
     }
 }
 
@@ -539,8 +558,9 @@ mod tests {
             offset: 4096,
             next_seq: Seq(77),
         };
-        assert_eq!(Watermark::decode(&w.encode()), Some(w));
-        assert_eq!(Watermark::decode(&[0u8; 32]), None);
+        let boot = BootId([7; 16]);
+        assert_eq!(Watermark::decode(&w.encode(&boot)), Some((w, boot)));
+        assert_eq!(Watermark::decode(&[0u8; 48]), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::format::BootId;
+
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -70,6 +72,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// True when [`StorageFile::map`] views keep reflecting later writes, so a reader need
     /// not map a file again to see data appended after it was mapped.
     fn maps_are_live(&self) -> bool;
+    /// Identifies the current boot of the machine (all zeros when unknown). Data the OS
+    /// was given in this boot is still there after a process crash; after a reboot only
+    /// what was synced is.
+    fn boot_id(&self) -> BootId;
 }
 
 /// The real file system, through `std` and `rustix`.
@@ -179,6 +185,30 @@ impl Storage for RealStorage {
     fn maps_are_live(&self) -> bool {
         true
     }
+
+    fn boot_id(&self) -> BootId {
+        static BOOT: std::sync::OnceLock<BootId> = std::sync::OnceLock::new();
+        *BOOT.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .and_then(|s| parse_uuid(s.trim()))
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` into its 16 bytes.
+fn parse_uuid(s: &str) -> Option<BootId> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(BootId(out))
 }
 
 /// Wraps a storage so every `sync_data` takes at least `sync_latency` (the real sync, then
@@ -258,6 +288,9 @@ impl Storage for SlowSyncStorage {
     }
     fn maps_are_live(&self) -> bool {
         self.inner.maps_are_live()
+    }
+    fn boot_id(&self) -> BootId {
+        self.inner.boot_id()
     }
 }
 

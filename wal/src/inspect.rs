@@ -118,6 +118,7 @@ fn verify_segment(
         len_max: opts.record_bytes_max,
         durable_hint,
         first_seq,
+        lookahead: true,
     };
     let scan = segment::scan(&data, SEGMENT_HEADER_LEN as u64, &cx);
     report.records += scan.records;

@@ -67,8 +67,8 @@ pub use types::{Durability, LaneId, Position, Record, RecordId, SegmentId, Seq};
 pub mod layout {
     pub use crate::cursor::SLOT_LEN as CHECKPOINT_SLOT_LEN;
     pub use crate::format::{
-        decode_frame, encode_record, frame_len, BadRecord, BadSegmentHeader, FileName, Frame,
-        RecordHeader, RecordKind, SegmentHeader, Watermark, ALIGN, FORMAT_VERSION,
+        decode_frame, encode_record, frame_len, BadRecord, BadSegmentHeader, BootId, FileName,
+        Frame, RecordHeader, RecordKind, SegmentHeader, Watermark, ALIGN, FORMAT_VERSION,
         RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, WATERMARK_LEN,
     };
 }

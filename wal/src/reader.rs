@@ -506,6 +506,7 @@ impl Reader {
                     len_max: self.opts.record_bytes_max,
                     durable_hint: 0,
                     first_seq: h.map_or(Seq(0), |h| h.first_seq),
+                    lookahead: true,
                 };
                 Some(segment::scan(&map, SEGMENT_HEADER_LEN as u64, &cx))
             });

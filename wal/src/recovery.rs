@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::error::{Corruption, CorruptionKind, Error, Event, Result};
 use crate::format::{
-    decode_frame, encode_record, BadSegmentHeader, FileName, Frame, RecordHeader, RecordKind,
-    Watermark, SEAL_LEN, SEGMENT_HEADER_LEN, WATERMARK_LEN,
+    decode_frame, encode_record, BadSegmentHeader, BootId, FileName, Frame, RecordHeader,
+    RecordKind, Watermark, SEAL_LEN, SEGMENT_HEADER_LEN, WATERMARK_LEN,
 };
 use crate::fs::{join, OpenMode, Storage, StorageFile};
 use crate::segment::{self, ScanContext};
@@ -29,6 +29,15 @@ pub(crate) struct LaneEnd {
 
 /// Reads a lane's watermark; `None` if missing, torn or unreadable.
 pub(crate) fn read_watermark(storage: &dyn Storage, dir: &Path, lane: LaneId) -> Option<Watermark> {
+    read_watermark_and_boot(storage, dir, lane).map(|(w, _)| w)
+}
+
+/// Reads a lane's watermark and the boot it was written in.
+fn read_watermark_and_boot(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+) -> Option<(Watermark, BootId)> {
     let path = join(dir, &FileName::Watermark(lane));
     let file = storage.open(&path, OpenMode::Read).ok()?;
     let mut buf = [0u8; WATERMARK_LEN];
@@ -53,10 +62,15 @@ pub(crate) fn open_watermark(
     Ok(file)
 }
 
-/// Publishes a watermark. Never synced: it only tells live readers how far data is
-/// durable, and it is written after the data's sync returned.
-pub(crate) fn publish(file: &dyn StorageFile, wm: &Watermark, dir: &Path) -> Result<()> {
-    file.write_all_at(&wm.encode(), 0)
+/// Publishes a watermark, stamped with the current boot. Never synced: it only tells live
+/// readers how far data is durable, and it is written after the data's sync returned.
+pub(crate) fn publish(
+    storage: &dyn Storage,
+    file: &dyn StorageFile,
+    wm: &Watermark,
+    dir: &Path,
+) -> Result<()> {
+    file.write_all_at(&wm.encode(&storage.boot_id()), 0)
         .map_err(|e| Error::io("write watermark", dir, e))
 }
 
@@ -90,7 +104,11 @@ pub(crate) fn recover_lane(
     len_max: u32,
     events: &mut Vec<Event>,
 ) -> Result<LaneEnd> {
-    let hint = read_watermark(storage, dir, lane);
+    let stamped = read_watermark_and_boot(storage, dir, lane);
+    let hint = stamped.map(|(w, _)| w);
+    // A watermark written in this boot is exact: the OS kept everything written before it
+    // (only a process died), so nothing acknowledged lies past damage after it.
+    let exact = stamped.is_some_and(|(_, boot)| !boot.is_unknown() && boot == storage.boot_id());
     let mut segs = segment::list(storage, dir)?
         .remove(&lane)
         .unwrap_or_default();
@@ -117,7 +135,7 @@ pub(crate) fn recover_lane(
             }
             header => {
                 return recover_segment(
-                    storage, dir, lane, tail, &file, header, hint, len_max, events,
+                    exact, storage, dir, lane, tail, &file, header, hint, len_max, events,
                 )
             }
         }
@@ -146,7 +164,7 @@ fn holds_records(
     len_max: u32,
 ) -> Result<bool> {
     let data = file.map().map_err(|e| Error::io("map", path, e))?;
-    let cx = scan_cx(lane, segment, len_max, 0, Seq(0));
+    let cx = scan_cx(lane, segment, len_max, 0, Seq(0), true);
     Ok(segment::find_next_valid(&data, SEGMENT_HEADER_LEN as u64, &cx).is_some())
 }
 
@@ -155,6 +173,7 @@ fn holds_records(
     reason = "one call site; the context is the lane's"
 )]
 fn recover_segment(
+    exact: bool,
     storage: &dyn Storage,
     dir: &Path,
     lane: LaneId,
@@ -176,8 +195,12 @@ fn recover_segment(
     // Everything before the watermark was durable; damage there is corruption even when
     // the scan has to start at the header because the file no longer reaches the mark.
     let durable_end = hint_here.map_or(header_start, |w| w.offset);
+    let mut lookahead = true;
     let (from, first_seq, durable_hint) = match (hint_here, &header) {
-        (Some(w), _) if w.offset <= data.len() as u64 => (w.offset, w.next_seq, w.offset),
+        (Some(w), _) if w.offset <= data.len() as u64 => {
+            lookahead = !exact;
+            (w.offset, w.next_seq, w.offset)
+        }
         (_, Ok(h)) => (header_start, h.first_seq, durable_end),
         (_, Err(_)) => {
             events.push(Event::Corruption {
@@ -194,7 +217,7 @@ fn recover_segment(
                 },
                 records_lost: None,
             });
-            let cx = scan_cx(lane, tail, len_max, 0, Seq(0));
+            let cx = scan_cx(lane, tail, len_max, 0, Seq(0), true);
             let first = segment::find_next_valid(&data, header_start, &cx);
             (
                 header_start,
@@ -212,7 +235,7 @@ fn recover_segment(
             });
         }
     }
-    let cx = scan_cx(lane, tail, len_max, durable_hint, first_seq);
+    let cx = scan_cx(lane, tail, len_max, durable_hint, first_seq, lookahead);
     let scan = segment::scan(&data, from, &cx);
     for d in &scan.damage {
         events.push(Event::Corruption {
@@ -266,7 +289,7 @@ fn recover_segment(
         next_seq: scan.next_seq,
     };
     let wm_file = open_watermark(storage, dir, lane)?;
-    publish(wm_file.as_ref(), &wm, dir)?;
+    publish(storage, wm_file.as_ref(), &wm, dir)?;
     Ok(LaneEnd {
         next_segment: tail.next(),
         next_seq: scan.next_seq,
@@ -280,6 +303,7 @@ fn scan_cx(
     len_max: u32,
     durable_hint: u64,
     first_seq: Seq,
+    lookahead: bool,
 ) -> ScanContext {
     ScanContext {
         lane,
@@ -287,6 +311,7 @@ fn scan_cx(
         len_max,
         durable_hint,
         first_seq,
+        lookahead,
     }
 }
 

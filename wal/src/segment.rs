@@ -169,6 +169,10 @@ pub(crate) struct ScanContext {
     pub durable_hint: u64,
     /// Sequence number the first record scanned should carry.
     pub first_seq: Seq,
+    /// Whether to search past damage for a later batch. Off only when the durable hint is
+    /// known exact (a watermark from the current boot): then nothing after it was ever
+    /// acknowledged, and any damage after it is a torn tail.
+    pub lookahead: bool,
 }
 
 /// Walks frames from `from` to the seal, the clean end, or a torn tail.
@@ -210,7 +214,11 @@ pub(crate) fn scan(data: &[u8], from: u64, cx: &ScanContext) -> Scan {
             Frame::Empty => None,
             Frame::Bad(b) => Some(b),
         };
-        let ahead = find_next_valid(data, off + ALIGN, cx);
+        let ahead = if cx.lookahead {
+            find_next_valid(data, off + ALIGN, cx)
+        } else {
+            None
+        };
         let proven_durable = off < cx.durable_hint
             || ahead.is_some_and(|(at, _)| later_batch_follows(data, off, at, cx));
         match ahead {
@@ -327,6 +335,7 @@ mod tests {
             len_max: 1 << 20,
             durable_hint,
             first_seq: Seq(0),
+            lookahead: true,
         }
     }
 

@@ -55,6 +55,8 @@ struct State {
     locks: HashMap<PathBuf, u64>,
     next_lock: u64,
     epoch: u64,
+    /// Power losses so far: each one is a new boot.
+    boots: u64,
     capacity_bytes: Option<u64>,
     faults: Vec<Fault>,
     syncs: u64,
@@ -80,6 +82,7 @@ impl SimDisk {
                 locks: HashMap::new(),
                 next_lock: 1,
                 epoch: 0,
+                boots: 0,
                 capacity_bytes: None,
                 faults: Vec::new(),
                 syncs: 0,
@@ -100,6 +103,9 @@ impl SimDisk {
     pub fn crash(&self, mode: CrashMode) {
         let mut s = self.lock();
         s.epoch += 1;
+        if mode != CrashMode::KeepAll {
+            s.boots += 1;
+        }
         s.locks.clear();
         s.faults.clear();
         if mode != CrashMode::KeepAll {
@@ -422,5 +428,12 @@ impl Storage for SimDisk {
 
     fn maps_are_live(&self) -> bool {
         false
+    }
+
+    fn boot_id(&self) -> crate::format::BootId {
+        let boots = self.lock().boots;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(boots + 1).to_le_bytes());
+        crate::format::BootId(id)
     }
 }

@@ -363,8 +363,13 @@ impl Inner {
                 offset: sealed_end,
                 next_seq,
             };
-            recovery::publish(self.watermark.as_ref(), &wm, &self.dir)
-                .map_err(|e| (true, e, true))?;
+            recovery::publish(
+                self.opts.storage.as_ref(),
+                self.watermark.as_ref(),
+                &wm,
+                &self.dir,
+            )
+            .map_err(|e| (true, e, true))?;
         }
         let seg = segment::create(
             storage,
@@ -380,7 +385,13 @@ impl Inner {
             offset: SEGMENT_HEADER_LEN as u64,
             next_seq,
         };
-        recovery::publish(self.watermark.as_ref(), &wm, &self.dir).map_err(|e| (true, e, true))?;
+        recovery::publish(
+            self.opts.storage.as_ref(),
+            self.watermark.as_ref(),
+            &wm,
+            &self.dir,
+        )
+        .map_err(|e| (true, e, true))?;
         Ok(Active {
             id: next_id,
             file: seg.file,
@@ -540,7 +551,12 @@ impl Inner {
             && synced.is_ok()
             && (sync_now || self.opts.durability == Durability::None);
         let published = if publish {
-            recovery::publish(self.watermark.as_ref(), &wm, &self.dir)
+            recovery::publish(
+                self.opts.storage.as_ref(),
+                self.watermark.as_ref(),
+                &wm,
+                &self.dir,
+            )
         } else {
             Ok(())
         };
@@ -605,7 +621,14 @@ impl Inner {
                 lane: self.lane,
                 cause: Arc::new(e),
             })
-            .and_then(|()| recovery::publish(self.watermark.as_ref(), &wm, &self.dir));
+            .and_then(|()| {
+                recovery::publish(
+                    self.opts.storage.as_ref(),
+                    self.watermark.as_ref(),
+                    &wm,
+                    &self.dir,
+                )
+            });
         let mut st = self.lock();
         st.leader = false;
         st.last_sync = Instant::now();

@@ -386,6 +386,7 @@ impl LaneReader {
             len_max: opts.record_bytes_max,
             durable_hint: limit,
             first_seq: self.read.next_seq,
+            lookahead: true,
         };
         let within =
             whole.slice(..usize::try_from(limit).map_or(whole.len(), |l| l.min(whole.len())));
