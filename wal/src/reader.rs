@@ -24,6 +24,9 @@ use crate::types::{LaneId, Position, Record, RecordId, SegmentId, Seq};
 use checkpointer::Checkpointer;
 use lane::LaneReader;
 
+/// How often a busy reader looks for new lanes, checked every `BUSY_REFRESH_CALLS` reads.
+const LANE_DISCOVERY_BUSY_EVERY: Duration = Duration::from_millis(100);
+const BUSY_REFRESH_CALLS: u64 = 1024;
 /// How often an idle reader looks for new lanes.
 const LANE_DISCOVERY_EVERY: Duration = Duration::from_millis(10);
 /// How often an idle lane is checked for having lost its writer (to recover its tail).
@@ -41,6 +44,8 @@ pub struct Reader {
     lanes: BTreeMap<LaneId, LaneReader>,
     events: Vec<Event>,
     dirty: bool,
+    /// Calls to `next`, to pace the busy-reader refresh.
+    calls: u64,
     last_discovery: Instant,
     /// `None` for a read-only browser, which never writes, recovers or acknowledges.
     checkpointer: Option<Checkpointer>,
@@ -78,6 +83,7 @@ impl Reader {
                 lanes: BTreeMap::new(),
                 events: Vec::new(),
                 dirty: false,
+                calls: 0,
                 last_discovery: Instant::now(),
                 checkpointer: None,
                 _lock: None,
@@ -123,6 +129,7 @@ impl Reader {
             lanes: BTreeMap::new(),
             events,
             dirty: false,
+            calls: 0,
             last_discovery: Instant::now(),
             checkpointer: Some(checkpointer),
             _lock: Some(lock),
@@ -149,6 +156,26 @@ impl Reader {
         reason = "fallible and non-blocking; an Iterator would end at the first caught-up moment"
     )]
     pub fn next(&mut self) -> Result<Option<Record>> {
+        // A busy reader must still find lanes of writers that started meanwhile, or their
+        // records would wait until every other lane is drained. Checked every so many
+        // calls to keep the clock off the hot path.
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % BUSY_REFRESH_CALLS == 0
+            && self.last_discovery.elapsed() >= LANE_DISCOVERY_BUSY_EVERY
+        {
+            self.refresh(true)?;
+        }
+        if let Some(r) = self.merge()? {
+            return Ok(Some(r));
+        }
+        if self.refresh(false)? {
+            return self.merge();
+        }
+        Ok(None)
+    }
+
+    /// The oldest next record across lanes (by enqueue time), taken from its lane.
+    fn merge(&mut self) -> Result<Option<Record>> {
         let mut best: Option<(u64, LaneId)> = None;
         for lr in self.lanes.values_mut() {
             if let Some(r) = lr.peek(&self.opts, &self.dir, &mut self.events)? {
@@ -159,7 +186,6 @@ impl Reader {
             self.dirty |= std::mem::take(&mut lr.acked_moved);
         }
         let Some((_, lane)) = best else {
-            self.refresh_idle()?;
             return Ok(None);
         };
         let Some(lr) = self.lanes.get_mut(&lane) else {
@@ -338,23 +364,27 @@ impl Reader {
 
     /// Called when no lane has a record: finds new lanes, and recovers idle lanes whose
     /// writer is gone so their last records become readable.
-    fn refresh_idle(&mut self) -> Result<()> {
-        if self.last_discovery.elapsed() >= LANE_DISCOVERY_EVERY {
+    /// Finds new lanes (when due) and recovers lanes whose writer is gone so their last
+    /// records become readable. `force_discovery` runs discovery regardless of the idle
+    /// cadence. Returns true when a lane was found or recovered.
+    fn refresh(&mut self, force_discovery: bool) -> Result<bool> {
+        let lanes_before = self.lanes.len();
+        if force_discovery || self.last_discovery.elapsed() >= LANE_DISCOVERY_EVERY {
             self.discover_lanes()?;
         }
+        let mut changed = self.lanes.len() > lanes_before;
         let storage = self.opts.storage.as_ref();
         for lr in self.lanes.values_mut() {
-            if lr.last_owner_check.elapsed() < OWNER_CHECK_EVERY {
+            if lr.last_owner_check.elapsed() < OWNER_CHECK_EVERY || self.checkpointer.is_none() {
                 continue;
             }
             lr.last_owner_check = Instant::now();
-            if self.checkpointer.is_none() {
-                continue;
-            }
+            let before = lr.watermark;
             recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events)?;
             lr.watermark = recovery::read_watermark(storage, &self.dir, lr.lane);
+            changed |= lr.watermark != before;
         }
-        Ok(())
+        Ok(changed)
     }
 
     fn discover_lanes(&mut self) -> Result<()> {

@@ -94,3 +94,38 @@ fn records_that_straddle_or_exceed_a_map_window_read_back_intact() {
     assert!(r.next().unwrap().is_none());
     assert!(r.take_events().is_empty());
 }
+
+#[test]
+fn a_busy_reader_still_finds_a_writer_that_started_on_a_new_lane() {
+    // Regression (found by the multi-process kill test): lanes were discovered only when
+    // every known lane was drained, so a reader kept busy by one lane never saw a writer
+    // that started later on another: that writer's acknowledged records waited
+    // indefinitely and the merge by enqueue time broke.
+    let dir = tempfile::tempdir().unwrap();
+    let a = Writer::open(dir.path(), &opts()).unwrap();
+    for i in 0..10 {
+        a.append(format!("a-old-{i}").as_bytes()).unwrap();
+    }
+    let mut r = Reader::open(dir.path(), "worker", &opts()).unwrap();
+    let first = r.next().unwrap().unwrap();
+    r.ack(first.id).unwrap();
+    let b = Writer::open(dir.path(), &opts()).unwrap();
+    b.append(b"b").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    for i in 0..3000 {
+        a.append(format!("a-new-{i}").as_bytes()).unwrap();
+    }
+    let mut seen_b_at = None;
+    for i in 0.. {
+        let Some(rec) = r.next().unwrap() else { break };
+        if &rec.payload[..] == b"b" {
+            seen_b_at = Some(i);
+        }
+        r.ack(rec.id).unwrap();
+    }
+    let at = seen_b_at.expect("b delivered");
+    assert!(
+        at < 2500,
+        "b was delivered only after {at} records of lane 0"
+    );
+}
