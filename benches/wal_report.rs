@@ -418,7 +418,7 @@ fn consume_ack(base: &Path, records: u64, sync_checkpoints: bool) -> f64 {
         std::hint::black_box(&rec.payload);
         r.ack(rec.id).expect("ack");
         n += 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             if sync_checkpoints {
                 r.checkpoint().expect("checkpoint");
             } else {

@@ -160,7 +160,7 @@ impl Reader {
         // records would wait until every other lane is drained. Checked every so many
         // calls to keep the clock off the hot path.
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % BUSY_REFRESH_CALLS == 0
+        if self.calls.is_multiple_of(BUSY_REFRESH_CALLS)
             && self.last_discovery.elapsed() >= LANE_DISCOVERY_BUSY_EVERY
         {
             self.refresh(true)?;

@@ -219,6 +219,7 @@ impl Worker {
                 Some(record) => record,
                 None => {
                     self.checkpoint()?;
+                    self.report_wal_events();
                     Stats::set(&self.stats.oldest_pending_age_ms, 0);
                     if mode == Mode::UntilEmpty && self.pending_total() == 0 {
                         return Ok(RunEnd::Empty);
@@ -338,7 +339,9 @@ impl Worker {
         self.report_wal_events();
         self.check_thresholds();
         let sweep_every = Duration::from_millis(self.config.retention_sweep_interval_ms);
-        let due = self.last_retention_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
+        let due = self
+            .last_retention_sweep
+            .is_none_or(|t| t.elapsed() >= sweep_every);
         if due && self.current.is_none() {
             self.last_retention_sweep = Some(Instant::now());
             self.sweep_retention()?;
@@ -352,17 +355,23 @@ impl Worker {
         let retention = Duration::from_millis(self.config.retention_ms);
         self.reader.expire_older_than(retention)?;
         self.report_wal_events();
-        let dlq = crate::dead_letter::DeadLetterQueue::open(self.layout.root(), self.options.clone())?
-            .with_retention_ms(self.config.retention_ms);
+        let dlq =
+            crate::dead_letter::DeadLetterQueue::open(self.layout.root(), self.options.clone())?
+                .with_retention_ms(self.config.retention_ms);
         match dlq.expire() {
             Ok(report) if !report.expired.is_empty() => {
-                tracing::info!(expired = report.expired.len(), "dead letters past retention removed")
+                tracing::info!(
+                    expired = report.expired.len(),
+                    "dead letters past retention removed"
+                )
             }
             Ok(_) => {}
             Err(QueueError::DeadLetterBusy { .. }) => {
                 tracing::debug!("dead-letter queue busy; retention retried at the next sweep")
             }
-            Err(e) => tracing::warn!(error = %e, "dead-letter retention failed; retried at the next sweep"),
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter retention failed; retried at the next sweep")
+            }
         }
         Ok(())
     }

@@ -128,7 +128,9 @@ impl DeadLetterQueue {
                 Ok(entry) if self.expired(&entry.info, now_ms) => {}
                 Ok(entry) if seen.insert(entry.info.id.clone()) => out.push(entry),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(record = %record.id, error = %e, "dead-letter entry unreadable; kept, not listed"),
+                Err(e) => {
+                    tracing::warn!(record = %record.id, error = %e, "dead-letter entry unreadable; kept, not listed")
+                }
             }
         }
         Ok(out)
@@ -166,7 +168,9 @@ impl DeadLetterQueue {
         create_private_dir(self.layout.root())?;
         let opts = self.wal_options();
         let mut reader = match Reader::open(&dir, DEAD_LETTER_CURSOR, &opts) {
-            Err(WalError::CursorLocked { .. }) => return Err(QueueError::DeadLetterBusy { path: dir }),
+            Err(WalError::CursorLocked { .. }) => {
+                return Err(QueueError::DeadLetterBusy { path: dir })
+            }
             other => other?,
         };
         let now_ms = now_unix_ms();
@@ -278,9 +282,7 @@ impl DeadLetterSink {
         let stored = entry.encode()?;
         let writer = match &mut self.writer {
             Some(w) => w,
-            None => self
-                .writer
-                .insert(Writer::open(&self.dir, &self.options)?),
+            None => self.writer.insert(Writer::open(&self.dir, &self.options)?),
         };
         match writer.append(&stored) {
             Ok(_) => Ok(()),

@@ -107,9 +107,7 @@ impl DedupeSet {
             previous_run: match (existed, loaded.last_run) {
                 (false, _) => PreviousRun::First,
                 (true, Some(run)) => decode_run(&run),
-                (true, None) => PreviousRun::Unclean {
-                    window_records: 65,
-                },
+                (true, None) => PreviousRun::Unclean { window_records: 65 },
             },
         };
         for key in loaded.keys {
@@ -344,7 +342,7 @@ fn load(path: &Path) -> io::Result<Loaded> {
             break;
         }
         match kind {
-            KIND_KEYS if len % KEY_LEN == 0 => {
+            KIND_KEYS if len.is_multiple_of(KEY_LEN) => {
                 loaded.keys.extend(payload.chunks_exact(KEY_LEN).map(|c| {
                     let mut k = [0_u8; KEY_LEN];
                     k.copy_from_slice(c);

@@ -302,7 +302,12 @@ impl Incidents {
 
     /// Raises `draft` at `now_unix_ms` with `context`, unless its key was raised within the
     /// dedupe window (then it is only counted).
-    pub fn raise(&self, draft: IncidentDraft, context: IncidentContext, now_unix_ms: u64) -> Raised {
+    pub fn raise(
+        &self,
+        draft: IncidentDraft,
+        context: IncidentContext,
+        now_unix_ms: u64,
+    ) -> Raised {
         let key = draft.key();
         let mut state = self.lock();
         let window_ms = self.config.dedupe_window_ms;
@@ -407,7 +412,10 @@ mod tests {
         };
         let incidents = Incidents::new(config, Some(path.clone())).expect("incidents");
         let ctx = IncidentContext::default();
-        assert!(matches!(incidents.raise(draft(), ctx.clone(), 0), Raised::New(_)));
+        assert!(matches!(
+            incidents.raise(draft(), ctx.clone(), 0),
+            Raised::New(_)
+        ));
         assert_eq!(
             incidents.raise(draft(), ctx.clone(), 500),
             Raised::Repeat { count: 2 }

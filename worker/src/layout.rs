@@ -293,12 +293,17 @@ mod tests {
             ..QueueOptions::default()
         };
         let err = options.validate().expect_err("invalid");
-        assert!(err.to_string().contains("image_size_max_bytes = 0"), "{err}");
+        assert!(
+            err.to_string().contains("image_size_max_bytes = 0"),
+            "{err}"
+        );
         let options = QueueOptions {
             segment_bytes: 1 << 20,
             ..QueueOptions::default()
         };
-        let err = options.validate().expect_err("segment too small for a record");
+        let err = options
+            .validate()
+            .expect_err("segment too small for a record");
         assert!(err.to_string().contains("segment_bytes"), "{err}");
     }
 }

@@ -66,7 +66,10 @@ impl Worker {
             let draft = IncidentDraft::new(IncidentKind::Corruption, title)
                 .subject(subject)
                 .error(format!("{event:?}"))
-                .tried(["the wal quarantined the damage and continued with the next valid record".to_owned()])
+                .tried([
+                    "the wal quarantined the damage and continued with the next valid record"
+                        .to_owned(),
+                ])
                 .details(serde_json::json!({ "event": format!("{event:?}") }));
             self.raise(draft);
         }
@@ -95,7 +98,10 @@ impl Worker {
         )
         .error(error)
         .tried([
-            format!("retried with backoff (cap {} ms)", self.config.backoff.delay_max_ms),
+            format!(
+                "retried with backoff (cap {} ms)",
+                self.config.backoff.delay_max_ms
+            ),
             "the circuit breaker probes with the head item".to_owned(),
         ])
         .details(serde_json::json!({

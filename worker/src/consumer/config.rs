@@ -84,7 +84,10 @@ impl WorkerConfig {
             ("auth_retry_interval_ms", self.auth_retry_interval_ms),
             ("idle_poll_ms", self.idle_poll_ms),
             ("maintenance_interval_ms", self.maintenance_interval_ms),
-            ("retention_sweep_interval_ms", self.retention_sweep_interval_ms),
+            (
+                "retention_sweep_interval_ms",
+                self.retention_sweep_interval_ms,
+            ),
             ("dead_letter_retry_ms", self.dead_letter_retry_ms),
             ("dedupe_items_max", self.dedupe_items_max as u64),
         ];

@@ -238,7 +238,11 @@ impl Worker {
         }
         let latency_ms = esc.age_ms(now_unix_ms());
         self.stats.delivery_latency.observe_ms(latency_ms);
-        if self.stats.paused_for_auth.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .stats
+            .paused_for_auth
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!("the cloud accepts the API token again; delivery resumed");
         }
         if item.had_retryable_failure {

@@ -23,7 +23,11 @@ impl StopHandle {
     /// Requests the stop and wakes the worker from any backoff or idle wait.
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Release);
-        let _guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.inner.wake.notify_all();
     }
 
@@ -35,7 +39,11 @@ impl StopHandle {
     /// Sleeps for `duration` unless a stop is requested first; returns whether stopped.
     pub(crate) fn sleep(&self, duration: Duration) -> bool {
         let deadline = Instant::now() + duration;
-        let mut guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.is_stopped() {
                 return true;

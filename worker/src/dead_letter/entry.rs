@@ -46,7 +46,7 @@ impl fmt::Display for DeadLetterId {
 
 /// Why an entry was dead-lettered, in a stable, serializable form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 pub enum DeadLetterCause {
     /// The policy dead-letters this class of error.
     Rejected {
@@ -256,7 +256,9 @@ impl DeadLetter {
         let mut len = [0_u8; 4];
         len.copy_from_slice(len_bytes);
         let info_end = 5_usize.saturating_add(u32::from_le_bytes(len) as usize);
-        let info_bytes = stored.get(5..info_end).ok_or_else(|| bad("truncated context"))?;
+        let info_bytes = stored
+            .get(5..info_end)
+            .ok_or_else(|| bad("truncated context"))?;
         let info: DeadLetterInfo =
             postcard::from_bytes(info_bytes).map_err(|e| MalformedEntry(e.to_string()))?;
         let record = stored.slice(info_end..);
