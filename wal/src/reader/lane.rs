@@ -49,6 +49,15 @@ impl Window {
     }
 }
 
+/// Where a decoded frame's window lies in its file (offsets in a `Frame` are relative to
+/// `start`).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+    file_len: u64,
+}
+
 #[derive(Debug)]
 pub(super) struct LaneReader {
     pub lane: LaneId,
@@ -179,7 +188,10 @@ impl LaneReader {
                             found: header.seq,
                         });
                     }
-                    let payload = w
+                    let Some(window) = &self.window else {
+                        continue;
+                    };
+                    let payload = window
                         .bytes
                         .slice(payload_start..payload_start + header.len as usize);
                     let id = RecordId {
@@ -216,35 +228,48 @@ impl LaneReader {
         off: u64,
         durable: Option<u64>,
         events: &mut Vec<Event>,
-    ) -> Result<Option<(Frame, Window)>> {
-        let max = opts.record_bytes_max;
-        let Some(w) = self.window_for(
-            opts,
-            dir,
-            seg,
-            off,
-            RECORD_HEADER_LEN as u64,
-            durable,
-            events,
-        )?
-        else {
+    ) -> Result<Option<(Frame, Span)>> {
+        let header = RECORD_HEADER_LEN as u64;
+        if !self.window_for(opts, dir, seg, off, header, durable, events)? {
             return Ok(None);
-        };
-        let frame = decode_frame(&w.bytes, off - w.start, self.lane, seg, max);
-        if frame != Frame::Bad(BadRecord::Truncated) || w.end() >= w.file_len {
-            return Ok(Some((frame, w)));
+        }
+        let (frame, span) = self.decode_in_window(off, seg, opts.record_bytes_max);
+        if frame != Frame::Bad(BadRecord::Truncated) || span.end >= span.file_len {
+            return Ok(Some((frame, span)));
         }
         // The frame runs past the window: map one that holds the longest frame allowed.
-        let need = frame_len(max);
-        let Some(w) = self.window_for(opts, dir, seg, off, need, durable, events)? else {
+        let need = frame_len(opts.record_bytes_max);
+        if !self.window_for(opts, dir, seg, off, need, durable, events)? {
             return Ok(None);
-        };
-        let frame = decode_frame(&w.bytes, off - w.start, self.lane, seg, max);
-        Ok(Some((frame, w)))
+        }
+        Ok(Some(self.decode_in_window(off, seg, opts.record_bytes_max)))
     }
 
-    /// A window of `seg` holding `[off, off + need)` (clipped to the file), reusing the
-    /// current one when it does and is fresh enough.
+    /// Decodes the frame at file offset `off` from the current window.
+    fn decode_in_window(&self, off: u64, seg: SegmentId, len_max: u32) -> (Frame, Span) {
+        match &self.window {
+            Some(w) => (
+                decode_frame(&w.bytes, off - w.start, self.lane, seg, len_max),
+                Span {
+                    start: w.start,
+                    end: w.end(),
+                    file_len: w.file_len,
+                },
+            ),
+            None => (
+                Frame::Bad(BadRecord::Truncated),
+                Span {
+                    start: off,
+                    end: off,
+                    file_len: off,
+                },
+            ),
+        }
+    }
+
+    /// Makes the current window one of `seg` holding `[off, off + need)` (clipped to the
+    /// file), keeping the current one when it does and is fresh enough. False when the
+    /// segment is gone and reading moved on.
     #[expect(clippy::too_many_arguments, reason = "the lane's read context")]
     fn window_for(
         &mut self,
@@ -255,7 +280,7 @@ impl LaneReader {
         need: u64,
         durable: Option<u64>,
         events: &mut Vec<Event>,
-    ) -> Result<Option<Window>> {
+    ) -> Result<bool> {
         if let Some(w) = &self.window {
             let holds = w.segment == seg
                 && w.start <= off
@@ -267,7 +292,7 @@ impl LaneReader {
                     (Some(_), None) => false,
                 };
             if holds && fresh {
-                return Ok(Some(w.clone()));
+                return Ok(true);
             }
         }
         let storage = opts.storage.as_ref();
@@ -276,7 +301,7 @@ impl LaneReader {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.skip_missing(opts, dir, seg, events, e)?;
-                return Ok(None);
+                return Ok(false);
             }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
@@ -286,15 +311,14 @@ impl LaneReader {
         let bytes = file
             .map_range(start, len)
             .map_err(|e| Error::io("map", &path, e))?;
-        let w = Window {
+        self.window = Some(Window {
             segment: seg,
             start,
             bytes,
             file_len,
             covered: durable,
-        };
-        self.window = Some(w.clone());
-        Ok(Some(w))
+        });
+        Ok(true)
     }
 
     /// The segment being read was deleted under us (by hand, or by another tool): move to
