@@ -55,7 +55,7 @@ fn appended_records_come_back_in_order_across_segment_rolls_and_reopens() {
 
 #[test]
 fn records_that_straddle_or_exceed_a_map_window_read_back_intact() {
-    // The reader maps segments in 8 MiB windows to keep its memory bounded. A record that
+    // The reader maps segments in 2 MiB windows to keep its memory bounded. A record that
     // starts in one window and ends in the next, or is larger than a window, must still be
     // read whole: a bug here would drop or truncate image-sized escalations.
     let dir = tempfile::tempdir().unwrap();

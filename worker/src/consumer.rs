@@ -95,6 +95,10 @@ pub struct Worker {
     unreachable_since: Option<Instant>,
     /// The item being delivered, once attempted: what a stop leaves in flight.
     current: Option<InFlight>,
+    /// The record being processed until it is acknowledged, with its lost-response flag:
+    /// the reader does not hand a record out twice, so a run that ends before the ack
+    /// (stop or error) leaves it here for the next run of this worker.
+    held: Option<(Record, bool)>,
     summary: RunSummary,
 }
 
@@ -148,6 +152,7 @@ impl Worker {
             last_retention_sweep: None,
             unreachable_since: None,
             current: None,
+            held: None,
             summary: RunSummary::default(),
             config,
         })
@@ -188,7 +193,7 @@ impl Worker {
         self.summary = RunSummary::default();
         self.dedupe
             .mark_running(self.config.checkpoint_acks_max.saturating_add(1))?;
-        self.maintain()?;
+        self.maintain(true)?;
         let result = self.loop_items(dest, mode);
         // Whatever happened, make the acknowledgements durable; only then is the stop clean.
         let finished = self
@@ -208,12 +213,18 @@ impl Worker {
             if self.stop.is_stopped() {
                 return Ok(RunEnd::Stopped);
             }
-            self.maybe_maintain()?;
+            self.maybe_maintain(true)?;
             if self.acks_since_checkpoint > 0
                 && self.last_checkpoint.elapsed().as_millis()
                     >= u128::from(self.config.checkpoint_interval_ms)
             {
                 self.checkpoint()?;
+            }
+            if let Some((record, lost)) = self.held.take() {
+                if !self.process(record, lost, dest)? {
+                    return Ok(RunEnd::Stopped);
+                }
+                continue;
             }
             let record = match self.reader.next()? {
                 Some(record) => record,
@@ -230,15 +241,25 @@ impl Worker {
                     }
                 }
             };
-            if !self.process(&record, dest)? {
+            let possibly_submitted = self.window.possibly_submitted(record.id);
+            if !self.process(record, possibly_submitted, dest)? {
                 return Ok(RunEnd::Stopped);
             }
         }
     }
 
-    /// Finishes one record; false when a stop left it in flight (not acknowledged).
-    fn process(&mut self, record: &Record, dest: &dyn Destination) -> Result<bool, QueueError> {
-        let possibly_submitted = self.window.possibly_submitted(record.id);
+    /// Finishes one record; false when a stop left it in flight (not acknowledged, held
+    /// for the next run). `possibly_submitted`: an earlier attempt may have reached the cloud.
+    fn process(
+        &mut self,
+        record: Record,
+        possibly_submitted: bool,
+        dest: &dyn Destination,
+    ) -> Result<bool, QueueError> {
+        let record = &record;
+        // Held until acknowledged: if this run ends early (stop or error), the next run of
+        // this worker starts with it (the reader does not hand out a record twice).
+        self.held = Some((record.clone(), possibly_submitted));
         let outcome = match Escalation::decode(&record.payload) {
             Err(e) => {
                 let failure = Failure::record("undecodable", e.to_string());
@@ -255,6 +276,8 @@ impl Worker {
             },
         };
         if outcome == Outcome::Stopped {
+            let lost = possibly_submitted || self.current.is_some_and(|c| c.response_possibly_lost);
+            self.held = Some((record.clone(), lost));
             return Ok(false);
         }
         self.ack(record.id)?;
@@ -294,6 +317,7 @@ impl Worker {
 
     fn ack(&mut self, id: RecordId) -> Result<(), QueueError> {
         self.reader.ack(id)?;
+        self.held = None;
         self.current = None;
         self.acks_since_checkpoint += 1;
         if self.acks_since_checkpoint >= self.config.checkpoint_acks_max {
@@ -322,16 +346,17 @@ impl Worker {
         self.reader.pending().values().sum()
     }
 
-    fn maybe_maintain(&mut self) -> Result<(), QueueError> {
+    fn maybe_maintain(&mut self, between_items: bool) -> Result<(), QueueError> {
         let interval = Duration::from_millis(self.config.maintenance_interval_ms);
         if self.last_maintenance.elapsed() >= interval {
-            self.maintain()?;
+            self.maintain(between_items)?;
         }
         Ok(())
     }
 
-    /// Gauges, wal events, threshold incidents and, between items, retention.
-    fn maintain(&mut self) -> Result<(), QueueError> {
+    /// Gauges, wal events, threshold incidents and, between items (no record delivered
+    /// and unacknowledged), retention.
+    fn maintain(&mut self, between_items: bool) -> Result<(), QueueError> {
         self.last_maintenance = Instant::now();
         let depth = self.pending_total();
         Stats::set(&self.stats.queue_depth, depth);
@@ -342,7 +367,7 @@ impl Worker {
         let due = self
             .last_retention_sweep
             .is_none_or(|t| t.elapsed() >= sweep_every);
-        if due && self.current.is_none() {
+        if due && between_items {
             self.last_retention_sweep = Some(Instant::now());
             self.sweep_retention()?;
         }

@@ -1,7 +1,10 @@
 //! The escalation domain of `escalation-queue`: the [`Escalation`] record and its versioned
 //! encoding, the Groundlight cloud client ([`GroundlightClient`] behind the [`Destination`]
-//! trait), retry classification, backoff, the circuit breaker, per-item budgets, and
-//! [`MockCloud`], a fault-injecting stand-in for the cloud API.
+//! trait), retry classification, backoff, the circuit breaker, per-item budgets, the
+//! delivery [`Worker`], the [`DeadLetterQueue`], the persistent [`DedupeSet`], [`Incidents`]
+//! (human escalation), [`Stats`], the queue directory layout ([`QueueLayout`],
+//! [`QueueOptions`]), and [`MockCloud`], a fault-injecting stand-in for the cloud API.
+//! The delivery rules are in `docs/SEMANTICS.md`.
 //!
 //! ```
 //! use escalation_queue_worker::{Escalation, ImageSource, RecordLimits};

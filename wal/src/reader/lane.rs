@@ -2,9 +2,10 @@
 //! decodes frames from a bounded window of the segment's map, steps over damage, and
 //! remembers what was delivered but not yet acknowledged.
 //!
-//! Windows keep memory bounded: a reader maps at most `WINDOW_BYTES` of a segment at a time
-//! (more only for a record larger than that), so the pages it touches, which count toward
-//! the process's resident memory, stay bounded however large segments and backlogs are.
+//! Windows keep memory bounded: a reader maps at most `WINDOW_BYTES` (2 MiB) of a segment
+//! per lane at a time (more only to hold one larger record), so the pages it touches, which
+//! count toward the process's resident memory, stay bounded however large segments and
+//! backlogs are.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -24,8 +25,10 @@ use crate::recovery;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, Record, RecordId, SegmentId};
 
-/// Bytes of a segment mapped at a time (rounded to pages; larger for larger records).
-const WINDOW_BYTES: u64 = 8 << 20;
+/// Bytes of a segment mapped at a time (rounded to pages; larger for a larger record).
+/// Every page read through a window stays resident until the window is dropped, so this
+/// bounds the reader's file-backed memory per lane.
+const WINDOW_BYTES: u64 = 2 << 20;
 /// Map offsets are multiples of this (the page size on every supported platform).
 const PAGE: u64 = 4096;
 
@@ -237,12 +240,25 @@ impl LaneReader {
         if frame != Frame::Bad(BadRecord::Truncated) || span.end >= span.file_len {
             return Ok(Some((frame, span)));
         }
-        // The frame runs past the window: map one that holds the longest frame allowed.
-        let need = frame_len(opts.record_bytes_max);
+        // The frame runs past the window: map one that holds it. Its length field is not
+        // verified yet, but a length over the limit decodes as `BadLength`, not
+        // `Truncated`, so here it is at most `record_bytes_max`.
+        let need = frame_len(self.len_field(off).min(opts.record_bytes_max));
         if !self.window_for(opts, dir, seg, off, need, durable, events)? {
             return Ok(None);
         }
         Ok(Some(self.decode_in_window(off, seg, opts.record_bytes_max)))
+    }
+
+    /// The (unverified) length field of the frame header at file offset `off`.
+    fn len_field(&self, off: u64) -> u32 {
+        self.window
+            .as_ref()
+            .and_then(|w| {
+                let at = usize::try_from(off - w.start).ok()? + 4;
+                w.bytes.get(at..at + 4)?.try_into().ok()
+            })
+            .map_or(0, u32::from_le_bytes)
     }
 
     /// Decodes the frame at file offset `off` from the current window.

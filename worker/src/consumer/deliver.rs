@@ -99,7 +99,7 @@ impl Worker {
             if age_ms >= self.config.retention_ms {
                 return Ok(self.expire(esc, age_ms));
             }
-            self.maybe_maintain()?;
+            self.maybe_maintain(false)?;
             let probe = match self.breaker.admit(Instant::now()) {
                 Admission::Allowed { probe } => probe,
                 Admission::Wait { retry_in } => {

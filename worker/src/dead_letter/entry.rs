@@ -15,7 +15,7 @@ use crate::retry::{BudgetLimit, DeadLetterReason};
 
 /// The version byte of a stored entry.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
-/// Attempts kept in an entry: the first [`ATTEMPTS_HEAD`] and the latest rest.
+/// Attempts kept in an entry: the first 8 and the latest ones up to this total.
 pub const ATTEMPTS_KEPT_MAX: usize = 64;
 const ATTEMPTS_HEAD: usize = 8;
 /// Longest error message or attempt outcome kept, in bytes.

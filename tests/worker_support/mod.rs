@@ -1,0 +1,179 @@
+//! Helpers shared by the worker test binaries: a queue directory with small options, a
+//! mock cloud, a client with short timeouts, a worker configuration with millisecond
+//! backoff so that tests are fast, and a worker run in a thread.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use escalation_queue::worker::{
+    ApiToken, BackoffConfig, BreakerConfig, ClientConfig, Escalation, GroundlightClient,
+    ImageSource, IncidentConfig, Incidents, MockCloud, MockCloudConfig, QueueError, QueueOptions,
+    RunSummary, Stats, StopHandle, Worker, WorkerConfig,
+};
+use escalation_queue::EscalationQueue;
+
+pub const TOKEN: &str = "api_2workertests";
+pub const JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF-not-really-a-jpeg";
+
+/// A queue directory, a mock cloud, a client and a writer handle.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub mock: MockCloud,
+    pub client: Arc<GroundlightClient>,
+    pub queue: EscalationQueue,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mock = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
+        let client = Arc::new(client(&mock.endpoint(), TOKEN));
+        let queue = EscalationQueue::open_with(dir.path().join("queue"), options()).expect("queue");
+        Self {
+            dir,
+            mock,
+            client,
+            queue,
+        }
+    }
+
+    /// The queue directory (created by the queue, so mode 0700).
+    pub fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("queue")
+    }
+
+    /// Enqueues `n` fresh escalations; returns them in order.
+    pub fn enqueue(&self, n: usize) -> Vec<Escalation> {
+        (0..n)
+            .map(|_| {
+                let esc = escalation();
+                self.queue.enqueue(&esc).expect("enqueue");
+                esc
+            })
+            .collect()
+    }
+
+    pub fn worker(&self, config: WorkerConfig) -> Worker {
+        Worker::open(self.root(), &options(), config).expect("worker")
+    }
+
+    /// Opens a worker and drains the queue with it.
+    pub fn drain(&self, config: WorkerConfig) -> (RunSummary, Arc<Stats>, Arc<Incidents>) {
+        let mut worker = self.worker(config);
+        let summary = worker.drain(self.client.as_ref()).expect("drain");
+        (summary, worker.stats(), worker.incidents())
+    }
+
+    /// Starts `worker.run` in a thread.
+    pub fn spawn(&self, config: WorkerConfig) -> Running {
+        let mut worker = self.worker(config);
+        let stop = worker.stop_handle();
+        let stats = worker.stats();
+        let incidents = worker.incidents();
+        let client = Arc::clone(&self.client);
+        let thread = std::thread::spawn(move || worker.run(client.as_ref()));
+        Running {
+            stop,
+            stats,
+            incidents,
+            thread,
+        }
+    }
+
+    pub fn dead_letters(&self) -> escalation_queue::DeadLetterQueue {
+        self.queue.dead_letters().expect("dead letters")
+    }
+}
+
+/// A worker running in a thread.
+pub struct Running {
+    pub stop: StopHandle,
+    pub stats: Arc<Stats>,
+    pub incidents: Arc<Incidents>,
+    pub thread: JoinHandle<Result<RunSummary, QueueError>>,
+}
+
+impl Running {
+    /// Waits until `done(stats)` holds (panics after `timeout`).
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Stats) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.stats) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out; stats: {:?}",
+                self.stats.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stop(self) -> RunSummary {
+        self.stop.stop();
+        self.thread.join().expect("worker thread").expect("run")
+    }
+}
+
+/// Small segments so tests touch little disk.
+pub fn options() -> QueueOptions {
+    QueueOptions {
+        image_size_max_bytes: 256 << 10,
+        segment_bytes: 1 << 20,
+        free_disk_bytes_min: 0,
+        ..QueueOptions::default()
+    }
+}
+
+/// Millisecond backoff and breaker timings.
+pub fn fast_config() -> WorkerConfig {
+    WorkerConfig {
+        backoff: BackoffConfig {
+            delay_base_ms: 2,
+            delay_max_ms: 20,
+            retry_after_max_ms: 5_000,
+        },
+        breaker: BreakerConfig {
+            failure_threshold: 5,
+            cool_down_base_ms: 20,
+            cool_down_max_ms: 80,
+        },
+        auth_retry_interval_ms: 50,
+        idle_poll_ms: 5,
+        maintenance_interval_ms: 20,
+        dead_letter_retry_ms: 20,
+        jitter_seed: Some(7),
+        incidents: IncidentConfig::default(),
+        ..WorkerConfig::default()
+    }
+}
+
+/// A client with short timeouts.
+pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
+    let mut config = ClientConfig::new(ApiToken::new(token).expect("token"));
+    config.endpoint = endpoint.to_owned();
+    config.connect_timeout_first_ms = 300;
+    config.connect_timeout_retry_ms = 300;
+    config.read_timeout_ms = 300;
+    GroundlightClient::new(config).expect("client")
+}
+
+pub fn escalation() -> Escalation {
+    Escalation::new("det_2workertests", ImageSource::Inline(JPEG.into()))
+}
+
+/// Milliseconds between consecutive requests the mock received.
+pub fn request_gaps_ms(mock: &MockCloud) -> Vec<u64> {
+    let times: Vec<_> = mock.requests().iter().map(|r| r.received_at).collect();
+    times
+        .windows(2)
+        .map(|w| {
+            w[1].duration_since(w[0])
+                .unwrap_or_default()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX)
+        })
+        .collect()
+}
