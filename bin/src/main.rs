@@ -1,6 +1,14 @@
-//! `escalation-queue`: the reader daemon and operator commands (in progress).
+//! `escalation-queue`: see the library half (`lib.rs`) for everything it does.
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("escalation-queue {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match escalation_queue_cli::run(std::env::args_os()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            escalation_queue_cli::exit_for(&error).into()
+        }
+    }
 }

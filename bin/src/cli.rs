@@ -1,0 +1,320 @@
+//! Step one of two: the raw command line, as clap parses it. Nothing here is checked
+//! beyond its type; [`crate::config`] layers it over the file and the environment and
+//! validates the result.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+const ABOUT: &str = "A crash-safe queue of Groundlight escalations: the reader daemon and the \
+operator commands.";
+
+const CONFIG_HELP: &str = "\
+Configuration: a TOML file (--config, else $ESCALATION_QUEUE_CONFIG), overridden by the
+environment (ESCALATION_QUEUE_DIR, GROUNDLIGHT_API_TOKEN, GROUNDLIGHT_ENDPOINT, RUST_LOG,
+and ESCALATION_QUEUE__<SECTION>__<KEY> for any key), overridden by flags (the named flags
+and --set section.key=value). Every key, its default and range: docs/OPERATIONS.md.";
+
+/// The raw command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "escalation-queue",
+    version,
+    about = ABOUT,
+    after_help = format!("{CONFIG_HELP}\n\n{EXIT_CODES_HELP}"),
+    propagate_version = true
+)]
+pub struct RawArgs {
+    /// Queue directory [default: $ESCALATION_QUEUE_DIR, else $XDG_STATE_HOME/escalation-queue,
+    /// else ~/.local/state/escalation-queue]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub queue_dir: Option<PathBuf>,
+
+    /// TOML configuration file [default: $ESCALATION_QUEUE_CONFIG, else none]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Set one configuration key, e.g. --set worker.retention_ms=3600000 (repeatable; wins
+    /// over the file and the environment)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a RUST_LOG directive
+    /// [default: $RUST_LOG, else log.level, else info]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format on stderr [default: log.format, else human]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deliver escalations until SIGTERM or SIGINT, serving /health, /stats and /metrics
+    Reader(ReaderArgs),
+    /// Deliver until the queue is empty, then exit: 0 if nothing was dead-lettered, 1 if
+    /// something was
+    Drain(DrainArgs),
+    /// Enqueue one escalation; prints its image query id once it is durable
+    Enqueue(EnqueueArgs),
+    /// Pending items per lane, oldest pending age, dead letters, cursors, bytes on disk,
+    /// whether a reader is running
+    Status(JsonArgs),
+    /// List pending records (ids, detector, size, age) without consuming them
+    Inspect(InspectArgs),
+    /// Check every checksum; exit 3 with a report when anything is damaged
+    Verify(JsonArgs),
+    /// The dead-letter queue: list, replay or purge
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Serve a local stand-in for the Groundlight API, with injectable faults
+    MockCloud(MockCloudArgs),
+    /// In one process: a mock cloud with an outage, a few hundred escalations from several
+    /// writer threads, the reader with live progress, and the final tally
+    Demo(DemoArgs),
+}
+
+/// Options of `reader`.
+#[derive(Debug, Args)]
+pub struct ReaderArgs {
+    /// Groundlight API endpoint [default: $GROUNDLIGHT_ENDPOINT, else cloud.endpoint, else
+    /// https://api.groundlight.ai/device-api]. The token comes only from
+    /// $GROUNDLIGHT_API_TOKEN or cloud.api_token in the config file.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Address of the status server (/health, /stats, /metrics) [default: status.addr, else
+    /// 127.0.0.1:8787]; port 0 picks a free port (logged at start)
+    #[arg(long, value_name = "IP:PORT")]
+    pub status_addr: Option<String>,
+}
+
+/// Options of `drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Groundlight API endpoint (as for `reader`)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The detector, e.g. det_2abc
+    #[arg(long, value_name = "ID")]
+    pub detector_id: String,
+
+    /// The image file, or - to read it from stdin
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+
+    /// The image query id to create [default: a fresh iq_ id]
+    #[arg(long, value_name = "ID")]
+    pub image_query_id: Option<String>,
+
+    /// The request id sent as X-Request-Id [default: a fresh req_ id]
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+
+    /// Confidence threshold, 0 to 1
+    #[arg(long, value_name = "X")]
+    pub confidence_threshold: Option<f64>,
+
+    /// Patience time in seconds (positive)
+    #[arg(long, value_name = "SECONDS")]
+    pub patience_time: Option<f64>,
+
+    /// DEFAULT, ALWAYS or NEVER
+    #[arg(long, value_name = "MODE")]
+    pub human_review: Option<String>,
+
+    /// Metadata, a JSON object
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+
+    /// Print the receipt (lane, seq, ids, size) as JSON instead of the image query id
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// List at most this many records, oldest first (0: all)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
+}
+
+/// `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first
+    List(JsonArgs),
+    /// Put dead letters back into the queue (attempts start again)
+    Replay(Selection),
+    /// Delete dead letters for good
+    Purge(Selection),
+}
+
+/// `--id ID` or `--all`, exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// One dead letter, by its dl_ id or its image query id
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Every dead letter
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Options of `mock-cloud`.
+#[derive(Debug, Args)]
+pub struct MockCloudArgs {
+    /// Where to listen; port 0 picks a free port. The first line printed is
+    /// `listening on http://IP:PORT/device-api`.
+    #[arg(long, default_value = "127.0.0.1:30101", value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+
+    /// The token requests must carry [default: $GROUNDLIGHT_API_TOKEN, else mock-token]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Fault options of `mock-cloud`. Rates are probabilities from 0 to 1 whose sum is at most 1.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Rate of 503 Service Unavailable answers
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub unavailable_rate: f64,
+
+    /// Rate of 429 Too Many Requests answers (with Retry-After: 1); drawn for the first
+    /// 100000 requests
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub too_many_requests_rate: f64,
+
+    /// Rate of connection resets
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub reset_rate: f64,
+
+    /// Rate of requests processed whose response is then dropped
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub drop_response_rate: f64,
+
+    /// Rate of answers delayed by --timeout-delay-ms (past the client's read timeout: a
+    /// timeout)
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub timeout_rate: f64,
+
+    /// The delay of --timeout-rate answers
+    #[arg(long, default_value_t = 20_000, value_name = "MS")]
+    pub timeout_delay_ms: u64,
+
+    /// Seed of the fault generator
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+
+    /// Scripted actions for the first requests, comma-separated: pass, reset, drop,
+    /// delay:MS, or an HTTP status (400, 429, 503, ...)
+    #[arg(long, value_delimiter = ',', value_name = "ACTION,...")]
+    pub script: Vec<String>,
+
+    /// Start an outage this long after starting
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub outage_after_ms: u64,
+
+    /// Length of the outage (0: no outage)
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub outage_ms: u64,
+
+    /// How the outage fails requests
+    #[arg(long, value_enum, default_value_t = OutageArg::Unavailable)]
+    pub outage_mode: OutageArg,
+}
+
+/// `--outage-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutageArg {
+    /// Answer 503 with Retry-After: 1
+    Unavailable,
+    /// Stop listening: connections are refused
+    Refuse,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Escalations to enqueue (1 to 100000)
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub escalations: u32,
+
+    /// Writer threads, each with its own lane (1 to 16)
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub writers: u16,
+
+    /// Length of the cloud outage (503s) in the middle of the run (0 to 20000)
+    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    pub outage_ms: u64,
+
+    /// Seed of the mock cloud's random faults and the backoff jitter
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        RawArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn dlq_selection_needs_exactly_one_of_id_and_all() {
+        let parse = |args: &[&str]| RawArgs::try_parse_from(args);
+        assert!(parse(&["eq", "dlq", "replay", "--all"]).is_ok());
+        assert!(parse(&["eq", "dlq", "purge", "--id", "dl_0_1"]).is_ok());
+        assert!(parse(&["eq", "dlq", "purge"]).is_err());
+        assert!(parse(&["eq", "dlq", "purge", "--id", "x", "--all"]).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! `inspect` lists pending records without consuming them; `verify` checks every checksum
+//! of the main wal and the dead-letter wal and reports damage (exit 3).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use escalation_queue::wal::{self, Reader, Record, VerifyReport};
+use escalation_queue::worker::WORKER_CURSOR;
+use escalation_queue::{Escalation, ImageSource, QueueLayout};
+use serde::Serialize;
+
+use crate::cli::InspectArgs;
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::render::{bytes, duration_ms, table};
+
+use super::{existing_queue_dir, now_unix_ms, print_json};
+
+/// One pending record as `inspect` shows it.
+#[derive(Debug, Serialize)]
+struct RecordView {
+    lane: u16,
+    seq: u64,
+    segment: u64,
+    offset: u64,
+    size_bytes: usize,
+    age_ms: u64,
+    detector_id: Option<String>,
+    image_query_id: Option<String>,
+    request_id: Option<String>,
+    image: Option<String>,
+    /// Why the record does not decode (it will be dead-lettered).
+    decode_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct InspectReport {
+    queue_dir: String,
+    records: Vec<RecordView>,
+    /// More pending records exist beyond `--limit`.
+    truncated: bool,
+}
+
+/// Runs `inspect`.
+pub fn inspect(config: &Config, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let dir = existing_queue_dir(config)?;
+    let wal_dir = QueueLayout::new(dir).wal_dir();
+    let mut records = Vec::new();
+    let mut truncated = false;
+    if wal_dir.is_dir() {
+        let options = config.queue.wal_options();
+        let mut reader = Reader::browse(&wal_dir, WORKER_CURSOR, &options)
+            .with_context(|| format!("cannot read {}", wal_dir.display()))?;
+        let now_ns = now_unix_ms().saturating_mul(1_000_000);
+        while let Some(record) = reader.next()? {
+            if args.limit != 0 && records.len() == args.limit {
+                truncated = true;
+                break;
+            }
+            records.push(view(&record, now_ns));
+        }
+    }
+    let report = InspectReport {
+        queue_dir: dir.display().to_string(),
+        records,
+        truncated,
+    };
+    match args.json {
+        true => print_json(&report)?,
+        false => print_records(&report),
+    }
+    Ok(Exit::Ok.into())
+}
+
+fn view(record: &Record, now_ns: u64) -> RecordView {
+    let mut view = RecordView {
+        lane: record.id.lane.0,
+        seq: record.id.seq.0,
+        segment: record.id.position.segment.0,
+        offset: record.id.position.offset,
+        size_bytes: record.payload.len(),
+        age_ms: now_ns.saturating_sub(record.time_ns) / 1_000_000,
+        detector_id: None,
+        image_query_id: None,
+        request_id: None,
+        image: None,
+        decode_error: None,
+    };
+    match Escalation::decode(&record.payload) {
+        Ok(esc) => {
+            view.image = Some(match &esc.image {
+                ImageSource::Inline(b) => format!("inline, {}", bytes(b.len() as u64)),
+                ImageSource::Path(p) => format!("file {}", p.display()),
+            });
+            view.detector_id = Some(esc.detector_id);
+            view.image_query_id = Some(esc.image_query_id);
+            view.request_id = Some(esc.request_id);
+        }
+        Err(e) => view.decode_error = Some(e.to_string()),
+    }
+    view
+}
+
+fn print_records(report: &InspectReport) {
+    if report.records.is_empty() {
+        println!("no pending records in {}", report.queue_dir);
+        return;
+    }
+    let unknown = || "?".to_owned();
+    let rows: Vec<Vec<String>> = report
+        .records
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}:{}", r.lane, r.seq),
+                r.image_query_id.clone().unwrap_or_else(unknown),
+                r.detector_id.clone().unwrap_or_else(unknown),
+                bytes(r.size_bytes as u64),
+                duration_ms(r.age_ms),
+                r.decode_error.as_ref().map_or_else(
+                    || r.image.clone().unwrap_or_default(),
+                    |e| format!("UNDECODABLE: {e}"),
+                ),
+            ]
+        })
+        .collect();
+    let header = [
+        "LANE:SEQ",
+        "IMAGE QUERY",
+        "DETECTOR",
+        "SIZE",
+        "AGE",
+        "IMAGE",
+    ];
+    print!("{}", table(&header, &rows));
+    if report.truncated {
+        println!("… more pending records; raise --limit (0: all)");
+    }
+}
+
+/// One wal's verification, as `verify --json` shows it.
+#[derive(Debug, Serialize)]
+struct WalVerdict {
+    name: &'static str,
+    path: String,
+    present: bool,
+    segments: u64,
+    records: u64,
+    payload_bytes: u64,
+    clean: bool,
+    damage: Vec<String>,
+    torn_tails: Vec<String>,
+    checkpoints: Vec<(String, bool)>,
+}
+
+/// Runs `verify`.
+pub fn verify(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = existing_queue_dir(config)?;
+    let layout = QueueLayout::new(dir);
+    let verdicts = [
+        check("wal", &layout.wal_dir(), &config.queue.wal_options())?,
+        check(
+            "dead-letter",
+            &layout.dead_letter_dir(),
+            &config.queue.dead_letter_wal_options(),
+        )?,
+    ];
+    let clean = verdicts.iter().all(|v| v.clean);
+    if json {
+        print_json(&serde_json::json!({ "clean": clean, "wals": verdicts }))?;
+    } else {
+        for v in &verdicts {
+            print_verdict(v);
+        }
+    }
+    if clean {
+        return Ok(Exit::Ok.into());
+    }
+    eprintln!(
+        "damage found: the reader quarantines damaged records and keeps serving the rest; \
+         keep a copy of the files above for analysis"
+    );
+    Ok(Exit::Storage.into())
+}
+
+fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Result<WalVerdict> {
+    let report = match dir.is_dir() {
+        true => {
+            wal::verify(dir, options).with_context(|| format!("cannot verify {}", dir.display()))?
+        }
+        false => VerifyReport::default(),
+    };
+    Ok(WalVerdict {
+        name,
+        path: dir.display().to_string(),
+        present: dir.is_dir(),
+        segments: report.segments,
+        records: report.records,
+        payload_bytes: report.payload_bytes,
+        clean: report.is_clean(),
+        damage: report.damage.iter().map(ToString::to_string).collect(),
+        torn_tails: report
+            .torn_tails
+            .iter()
+            .map(|(lane, at)| format!("{lane} at {at}"))
+            .collect(),
+        checkpoints: report.checkpoints.clone(),
+    })
+}
+
+fn print_verdict(v: &WalVerdict) {
+    if !v.present {
+        println!("{}: not created yet ({})", v.name, v.path);
+        return;
+    }
+    let verdict = if v.clean { "clean" } else { "DAMAGED" };
+    println!(
+        "{}: {verdict}: {} segments, {} records, {} of payload ({})",
+        v.name,
+        v.segments,
+        v.records,
+        bytes(v.payload_bytes),
+        v.path
+    );
+    for damage in &v.damage {
+        println!("  damage: {damage}");
+    }
+    for torn in &v.torn_tails {
+        println!("  torn tail (an unacknowledged write cut short; recovery removes it): {torn}");
+    }
+    for (cursor, ok) in &v.checkpoints {
+        if !ok {
+            println!("  cursor checkpoint '{cursor}' unreadable");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `reader` (the daemon) and `drain` (the batch run): open the worker on the queue and
+//! deliver to the Groundlight API.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use escalation_queue::worker::RunEnd;
+use escalation_queue::{GroundlightClient, QueueError, RunSummary, Worker};
+
+use crate::config::Config;
+use crate::exit::{exit_for, Exit};
+use crate::progress::{Fallback, Progress};
+use crate::render::duration_ms;
+use crate::shutdown::Shutdown;
+use crate::status_server::{ReaderState, StatusServer};
+
+use super::{print_json, writable_queue_dir};
+
+/// First pause before reopening the queue after an error; it doubles up to the maximum.
+const REOPEN_DELAY_MIN: Duration = Duration::from_secs(1);
+const REOPEN_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Tries and pause while another process seems to hold the queue.
+const LOCK_RETRIES: u32 = 5;
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// A run this long resets the reopen delay.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// `reader`: deliver until SIGTERM/SIGINT, serving the status endpoints meanwhile.
+pub fn reader(config: &Config) -> anyhow::Result<ExitCode> {
+    let client = GroundlightClient::new(config.client_config()?)?;
+    let dir = writable_queue_dir(config)?;
+    let shutdown = Shutdown::install().context("cannot install the signal handlers")?;
+    let worker = open_worker(dir, config)?;
+    tracing::info!(
+        queue = %dir.display(),
+        endpoint = %client.config().endpoint,
+        "reader started; stop it with SIGTERM or SIGINT"
+    );
+    let free_min = config.queue.free_disk_bytes_min;
+    let state = Arc::new(ReaderState::new(dir, config.status.clone(), free_min));
+    let server = match config.status.enabled {
+        true => Some(StatusServer::start(config.status.addr, Arc::clone(&state))?),
+        false => None,
+    };
+    let outcome = deliver_until_stopped(worker, &client, config, &state, &shutdown);
+    state.set_stopping();
+    if let Some(server) = server {
+        server.stop();
+    }
+    outcome
+}
+
+/// Runs the worker; after an error (a poisoned writer, an I/O failure) the queue is
+/// reopened, which recovers it, after a pause that doubles while errors repeat.
+fn deliver_until_stopped(
+    mut worker: Worker,
+    client: &GroundlightClient,
+    config: &Config,
+    state: &ReaderState,
+    shutdown: &Shutdown,
+) -> anyhow::Result<ExitCode> {
+    let dir = worker.queue_dir().to_path_buf();
+    let mut delay = REOPEN_DELAY_MIN;
+    loop {
+        state.set_running(&worker);
+        shutdown.attach(worker.stop_handle());
+        let started = Instant::now();
+        let result = worker.run(client);
+        drop(worker); // releases the queue before any reopen
+        match result {
+            Ok(summary) => {
+                log_summary("reader stopped", &summary);
+                return Ok(Exit::Ok.into());
+            }
+            Err(e) if shutdown.is_requested() => {
+                return Err(e).context("delivery failed while stopping");
+            }
+            Err(e) => {
+                if started.elapsed() >= STABLE_RUN {
+                    delay = REOPEN_DELAY_MIN;
+                }
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "delivery stopped on an error; the queue will be reopened and recovered");
+                state.set_failed(&e);
+            }
+        }
+        worker = loop {
+            if shutdown.sleep(delay) {
+                return Ok(Exit::Ok.into());
+            }
+            delay = (delay * 2).min(REOPEN_DELAY_MAX);
+            match open_worker(&dir, config) {
+                Ok(worker) => break worker,
+                Err(e) if exit_for(&e) == Exit::Locked => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "reopening the queue failed");
+                    state.set_failed(&format!("{e:#}"));
+                }
+            }
+        };
+        state.count_restart();
+        tracing::info!("queue reopened; delivery resumes");
+    }
+}
+
+/// `drain`: deliver until the queue is empty. Exit 0 if nothing was dead-lettered, 1 if
+/// something was or a signal stopped it first.
+pub fn drain(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let client = GroundlightClient::new(config.client_config()?)?;
+    let dir = writable_queue_dir(config)?;
+    let shutdown = Shutdown::install().context("cannot install the signal handlers")?;
+    let mut worker = open_worker(dir, config)?;
+    shutdown.attach(worker.stop_handle());
+    tracing::info!(queue = %dir.display(), endpoint = %client.config().endpoint, "draining");
+    // Best effort: the bar still works (growing as it goes) if the count fails.
+    let expected = super::status::pending_total(dir, config).unwrap_or(0);
+    let expected = Arc::new(AtomicU64::new(expected));
+    let progress = Progress::start(worker.stats(), expected, Fallback::Quiet);
+    let result = worker.drain(&client);
+    progress.finish();
+    let summary = result.context("drain failed")?;
+    if json {
+        print_json(&summary)?;
+    } else {
+        println!(
+            "drained in {}: {} delivered, {} dead-lettered, {} expired, {} duplicates skipped, {} retries",
+            duration_ms(summary.elapsed_ms),
+            summary.delivered,
+            summary.dead_lettered,
+            summary.expired,
+            summary.duplicates,
+            summary.retried
+        );
+    }
+    if summary.dead_lettered > 0 {
+        eprintln!(
+            "{} escalation(s) dead-lettered: see `escalation-queue dlq list`",
+            summary.dead_lettered
+        );
+        return Ok(Exit::WorkFailed.into());
+    }
+    if summary.ended == RunEnd::Stopped {
+        eprintln!("drain interrupted before the queue was empty");
+        return Ok(Exit::WorkFailed.into());
+    }
+    Ok(Exit::Ok.into())
+}
+
+/// Opens the worker. "Another worker is running" is retried for about a second first:
+/// `status` and `inspect` probe the reader's lock by taking it for an instant, and a
+/// reader starting in that instant must not give up.
+fn open_worker(dir: &Path, config: &Config) -> anyhow::Result<Worker> {
+    let mut tries_left = LOCK_RETRIES;
+    loop {
+        match Worker::open(dir, &config.queue, config.worker.clone()) {
+            Err(QueueError::WorkerRunning { .. }) if tries_left > 0 => {
+                tries_left -= 1;
+                std::thread::sleep(LOCK_RETRY_PAUSE);
+            }
+            result => {
+                return result.with_context(|| {
+                    format!("cannot open the queue {} for delivery", dir.display())
+                })
+            }
+        }
+    }
+}
+
+fn log_summary(what: &str, s: &RunSummary) {
+    tracing::info!(
+        delivered = s.delivered,
+        dead_lettered = s.dead_lettered,
+        expired = s.expired,
+        duplicates = s.duplicates,
+        retried = s.retried,
+        elapsed_ms = s.elapsed_ms,
+        "{what}"
+    );
+}

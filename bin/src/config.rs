@@ -1,0 +1,568 @@
+//! Step two of two: the raw arguments layered over the file and the environment, then
+//! validated into a [`Config`]. Precedence, lowest first: built-in defaults, the TOML file,
+//! the environment, the flags. Every rejected value is reported with its key, the value,
+//! where it came from, and what is allowed.
+
+mod file;
+mod layers;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use escalation_queue::wal::{Durability, Error as WalError};
+use escalation_queue::worker::{ConfigError, ProxyUrl};
+use escalation_queue::{ApiToken, ClientConfig, QueueError, QueueOptions, WorkerConfig};
+use tracing_subscriber::EnvFilter;
+
+pub use file::{CloudSection, DurabilityKind, FileConfig, LogFormat, StatusSection};
+pub use layers::{Origin, ENV_PREFIX};
+
+use crate::cli::{Command, LogFormatArg, RawArgs};
+use crate::exit::UsageError;
+use layers::Layers;
+
+/// Names of the environment variables read besides `ESCALATION_QUEUE__*`.
+pub mod env_vars {
+    /// The queue directory.
+    pub const QUEUE_DIR: &str = "ESCALATION_QUEUE_DIR";
+    /// The configuration file.
+    pub const CONFIG: &str = "ESCALATION_QUEUE_CONFIG";
+    /// The API token.
+    pub const API_TOKEN: &str = escalation_queue::worker::ENV_API_TOKEN;
+    /// The API endpoint.
+    pub const ENDPOINT: &str = escalation_queue::worker::ENV_ENDPOINT;
+    /// The log filter.
+    pub const RUST_LOG: &str = "RUST_LOG";
+}
+
+/// A snapshot of the environment (tests pass their own).
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process environment (variables that are not UTF-8 are ignored).
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment of exactly these variables.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A variable, if set and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The validated configuration every command works from.
+#[derive(Debug)]
+pub struct Config {
+    queue_dir: Result<PathBuf, String>,
+    /// Logging.
+    pub log: LogConfig,
+    /// How the queue is opened.
+    pub queue: QueueOptions,
+    /// The cloud section, validated into a client when a command needs one.
+    pub cloud: CloudSection,
+    /// The status server.
+    pub status: StatusConfig,
+    /// The delivery worker.
+    pub worker: WorkerConfig,
+    /// Things to log once logging is up (for example a token in a world-readable file).
+    pub warnings: Vec<String>,
+    origins: BTreeMap<&'static str, Origin>,
+}
+
+/// Validated logging settings.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive known to parse.
+    pub filter: String,
+    /// Whether the filter was chosen by the user (flag, `RUST_LOG`, file), not defaulted.
+    pub filter_is_explicit: bool,
+    /// Human or JSON.
+    pub format: LogFormat,
+}
+
+/// Validated status-server settings.
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    /// Serve at all.
+    pub enabled: bool,
+    /// Where.
+    pub addr: SocketAddr,
+    /// Head older than this: degraded.
+    pub oldest_pending_degraded_ms: u64,
+    /// Free space below this: degraded (0: off).
+    pub disk_free_degraded_bytes: u64,
+    /// A CRITICAL incident this recent: degraded (0: off).
+    pub critical_incident_degraded_ms: u64,
+}
+
+impl Config {
+    /// Layers `raw` over the file and `env`, and validates everything every command uses.
+    pub fn resolve(raw: &RawArgs, env: &Env) -> Result<Self, UsageError> {
+        let layers = layer(raw, env)?;
+        let file: FileConfig = deserialize(&layers)?;
+        let mut warnings = Vec::new();
+        if let Some(path) = config_path(raw, env) {
+            warn_if_secret_is_exposed(&path, &file, &mut warnings);
+        }
+        let queue_dir = match &file.queue_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(invalid(&layers, "queue_dir", "a directory path"))
+            }
+            Some(dir) => Ok(dir.clone()),
+            None => default_queue_dir(env),
+        };
+        let queue = queue_options(&file, &layers)?;
+        file.worker
+            .validate()
+            .map_err(|e| qualify(e, "worker", &layers))?;
+        let status = status_config(&file.status, &layers)?;
+        let log = log_config(&file, &layers)?;
+        let origins = ["cloud.endpoint", "cloud.api_token", "queue_dir"]
+            .into_iter()
+            .map(|k| (k, layers.origin(k)))
+            .collect();
+        Ok(Self {
+            queue_dir,
+            log,
+            queue,
+            cloud: file.cloud,
+            status,
+            worker: file.worker,
+            warnings,
+            origins,
+        })
+    }
+
+    /// The queue directory, or why there is none (no `$HOME` to derive it from).
+    pub fn queue_dir(&self) -> Result<&Path, UsageError> {
+        self.queue_dir
+            .as_deref()
+            .map_err(|why| UsageError::new(why.clone()))
+    }
+
+    /// Where a key's value came from (for `cloud.endpoint`, `cloud.api_token`, `queue_dir`).
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// The cloud client's configuration; fails without a token or with a bad value.
+    pub fn client_config(&self) -> Result<ClientConfig, UsageError> {
+        let cloud = &self.cloud;
+        let token = cloud.api_token.as_ref().ok_or_else(|| {
+            UsageError::new(format!(
+                "no API token: set {} (or cloud.api_token in the config file)",
+                env_vars::API_TOKEN
+            ))
+        })?;
+        let token = ApiToken::new(token.expose()).map_err(|e| {
+            UsageError::new(format!(
+                "cloud.api_token (from {}): {e}",
+                self.origin("cloud.api_token")
+            ))
+        })?;
+        let mut config = ClientConfig::new(token);
+        config.endpoint = cloud.endpoint.clone();
+        config.connect_timeout_first_ms = cloud.connect_timeout_first_ms;
+        config.connect_timeout_retry_ms = cloud.connect_timeout_retry_ms;
+        config.read_timeout_ms = cloud.read_timeout_ms;
+        config.send_timeout_ms = cloud.send_timeout_ms;
+        config.response_size_max_bytes = cloud.response_size_max_bytes;
+        config.image_limits = self.queue.record_limits();
+        if let Some(proxy) = &cloud.proxy_url {
+            config.proxy_url = Some(ProxyUrl::new(proxy.expose()).map_err(cloud_error)?);
+        }
+        if cloud.response_size_max_bytes == 0 {
+            return Err(UsageError::new(
+                "invalid configuration: cloud.response_size_max_bytes = 0; allowed: at least 1",
+            ));
+        }
+        config.validate().map_err(|e| match e {
+            ConfigError::InvalidEndpoint { .. } => UsageError::new(format!(
+                "cloud.endpoint (from {}): {e}",
+                self.origin("cloud.endpoint")
+            )),
+            other => cloud_error(other),
+        })?;
+        Ok(config)
+    }
+}
+
+fn cloud_error(error: ConfigError) -> UsageError {
+    UsageError::new(format!("invalid configuration: cloud.{error}"))
+}
+
+fn config_path(raw: &RawArgs, env: &Env) -> Option<PathBuf> {
+    raw.config
+        .clone()
+        .or_else(|| env.get(env_vars::CONFIG).map(PathBuf::from))
+}
+
+/// File, then environment, then flags.
+fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
+    let mut layers = match config_path(raw, env) {
+        Some(path) => Layers::from_file(&path)?,
+        None => Layers::default(),
+    };
+    let aliases = [
+        (env_vars::QUEUE_DIR, "queue_dir"),
+        (env_vars::API_TOKEN, "cloud.api_token"),
+        (env_vars::ENDPOINT, "cloud.endpoint"),
+        (env_vars::RUST_LOG, "log.level"),
+    ];
+    for (var, key) in aliases {
+        if let Some(value) = env.get(var) {
+            // Taken verbatim: a path, a token or a URL is never TOML syntax.
+            let value = toml::Value::String(value.to_owned());
+            layers.set(key, value, Origin::Env(var.to_owned()))?;
+        }
+    }
+    for (var, value) in &env.vars {
+        if let Some(key) = layers::env_var_key(var) {
+            layers.set_text(&key, value, Origin::Env(var.clone()))?;
+        }
+    }
+    for item in &raw.overrides {
+        let (key, value) = item.split_once('=').ok_or_else(|| {
+            UsageError::new(format!(
+                "--set {item:?}: expected KEY=VALUE, e.g. --set worker.retention_ms=3600000"
+            ))
+        })?;
+        layers.set_text(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
+    }
+    let flag = |name: &str| Origin::Flag(name.to_owned());
+    if let Some(dir) = &raw.queue_dir {
+        let dir = dir.to_str().ok_or_else(|| {
+            UsageError::new(format!("--queue-dir {}: not valid UTF-8", dir.display()))
+        })?;
+        layers.set("queue_dir", dir.into(), flag("--queue-dir"))?;
+    }
+    if let Some(level) = &raw.log_level {
+        layers.set("log.level", level.as_str().into(), flag("--log-level"))?;
+    }
+    if let Some(format) = raw.log_format {
+        let name = match format {
+            LogFormatArg::Human => "human",
+            LogFormatArg::Json => "json",
+        };
+        layers.set("log.format", name.into(), flag("--log-format"))?;
+    }
+    let (endpoint, status_addr) = match &raw.command {
+        Command::Reader(args) => (args.endpoint.as_ref(), args.status_addr.as_ref()),
+        Command::Drain(args) => (args.endpoint.as_ref(), None),
+        _ => (None, None),
+    };
+    if let Some(endpoint) = endpoint {
+        layers.set(
+            "cloud.endpoint",
+            endpoint.as_str().into(),
+            flag("--endpoint"),
+        )?;
+    }
+    if let Some(addr) = status_addr {
+        layers.set("status.addr", addr.as_str().into(), flag("--status-addr"))?;
+    }
+    Ok(layers)
+}
+
+fn deserialize(layers: &Layers) -> Result<FileConfig, UsageError> {
+    let value = toml::Value::Table(layers.table().clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        // The toml deserializer appends "in `key`"; the key is named already.
+        let inner = e.into_inner().to_string();
+        let inner = inner.lines().next().unwrap_or_default().trim().to_owned();
+        match layers.value(&key) {
+            Some(value) if !key.is_empty() && key != "." => UsageError::new(format!(
+                "invalid configuration: {key} = {} (from {}): {inner}",
+                shown(&key, value),
+                layers.origin(&key)
+            )),
+            _ => {
+                let place = if key.is_empty() || key == "." {
+                    "the top level".to_owned()
+                } else {
+                    format!("[{key}]")
+                };
+                UsageError::new(format!("invalid configuration in {place}: {inner}"))
+            }
+        }
+    })
+}
+
+/// A value as shown in an error (secrets never).
+fn shown(key: &str, value: &toml::Value) -> String {
+    if layers::is_secret(key) {
+        "<redacted>".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+fn invalid(layers: &Layers, key: &str, allowed: &str) -> UsageError {
+    let value = layers
+        .value(key)
+        .map_or_else(|| "(unset)".to_owned(), |v| shown(key, v));
+    UsageError::new(format!(
+        "invalid configuration: {key} = {value} (from {}); allowed: {allowed}",
+        layers.origin(key)
+    ))
+}
+
+/// A library's range error, with the key qualified by its section and the value's origin.
+fn qualify(error: QueueError, section: &str, layers: &Layers) -> UsageError {
+    let (key, value, allowed) = match &error {
+        QueueError::Config {
+            key,
+            value,
+            allowed,
+        }
+        | QueueError::Wal(WalError::Config {
+            key,
+            value,
+            allowed,
+        }) => (*key, value.clone(), allowed.clone()),
+        other => return UsageError::new(format!("invalid configuration: {other}")),
+    };
+    let full = format!("{section}.{key}");
+    let origin = match layers.contains(&full) {
+        true => format!(" (from {})", layers.origin(&full)),
+        false => String::new(),
+    };
+    UsageError::new(format!(
+        "invalid configuration: {full} = {value}{origin}; allowed: {allowed}"
+    ))
+}
+
+fn queue_options(file: &FileConfig, layers: &Layers) -> Result<QueueOptions, UsageError> {
+    let q = &file.queue;
+    let durability = match q.durability {
+        DurabilityKind::SyncEachAppend => Durability::SyncEachAppend,
+        DurabilityKind::None => Durability::None,
+        DurabilityKind::Interval => {
+            if !(1..=60_000).contains(&q.durability_interval_ms) {
+                return Err(invalid(
+                    layers,
+                    "queue.durability_interval_ms",
+                    "1 to 60000",
+                ));
+            }
+            Durability::Interval(Duration::from_millis(q.durability_interval_ms))
+        }
+    };
+    let options = QueueOptions {
+        image_size_max_bytes: q.image_size_max_bytes,
+        segment_bytes: q.segment_bytes,
+        queue_bytes_max: q.queue_bytes_max,
+        free_disk_bytes_min: q.free_disk_bytes_min,
+        lanes_max: q.lanes_max,
+        durability,
+        storage: None,
+    };
+    options
+        .validate()
+        .map_err(|e| qualify(e, "queue", layers))?;
+    Ok(options)
+}
+
+fn status_config(s: &StatusSection, layers: &Layers) -> Result<StatusConfig, UsageError> {
+    let addr: SocketAddr = s
+        .addr
+        .parse()
+        .map_err(|_| invalid(layers, "status.addr", "IP:PORT, e.g. 127.0.0.1:8787"))?;
+    if s.oldest_pending_degraded_ms == 0 {
+        return Err(invalid(
+            layers,
+            "status.oldest_pending_degraded_ms",
+            "at least 1",
+        ));
+    }
+    Ok(StatusConfig {
+        enabled: s.enabled,
+        addr,
+        oldest_pending_degraded_ms: s.oldest_pending_degraded_ms,
+        disk_free_degraded_bytes: s.disk_free_degraded_bytes,
+        critical_incident_degraded_ms: s.critical_incident_degraded_ms,
+    })
+}
+
+fn log_config(file: &FileConfig, layers: &Layers) -> Result<LogConfig, UsageError> {
+    let filter = file.log.level.trim().to_owned();
+    if filter.is_empty() || EnvFilter::try_new(&filter).is_err() {
+        return Err(invalid(
+            layers,
+            "log.level",
+            "error, warn, info, debug, trace, or a RUST_LOG directive such as \
+             escalation_queue=debug,info",
+        ));
+    }
+    Ok(LogConfig {
+        filter,
+        filter_is_explicit: layers.contains("log.level"),
+        format: file.log.format,
+    })
+}
+
+/// `$XDG_STATE_HOME/escalation-queue`, else `~/.local/state/escalation-queue`: a place
+/// every user can write to without root.
+fn default_queue_dir(env: &Env) -> Result<PathBuf, String> {
+    if let Some(state) = env.get("XDG_STATE_HOME").filter(|s| s.starts_with('/')) {
+        return Ok(Path::new(state).join("escalation-queue"));
+    }
+    match env.get("HOME") {
+        Some(home) => Ok(Path::new(home).join(".local/state/escalation-queue")),
+        None => Err(format!(
+            "no queue directory: pass --queue-dir or set {} (there is no $HOME to derive \
+             a default from)",
+            env_vars::QUEUE_DIR
+        )),
+    }
+}
+
+fn warn_if_secret_is_exposed(path: &Path, file: &FileConfig, warnings: &mut Vec<String>) {
+    if file.cloud.api_token.is_none() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "config file {} holds cloud.api_token but is readable by others (mode {:o}); \
+                 run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
+        let mut argv = vec!["escalation-queue"];
+        argv.extend_from_slice(args);
+        let raw = RawArgs::try_parse_from(argv).expect("parse");
+        Config::resolve(&raw, &Env::from_pairs(env.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_resolve_with_a_home() {
+        let config = resolve(&["status"], &[("HOME", "/home/u")]).expect("config");
+        assert_eq!(
+            config.queue_dir().expect("dir"),
+            Path::new("/home/u/.local/state/escalation-queue")
+        );
+        assert_eq!(config.status.addr.to_string(), "127.0.0.1:8787");
+        assert_eq!(config.log.filter, "info");
+        assert!(!config.log.filter_is_explicit);
+        assert!(resolve(&["status"], &[])
+            .expect("config")
+            .queue_dir()
+            .is_err());
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_defaults() {
+        let env = [
+            ("ESCALATION_QUEUE_DIR", "/env/q"),
+            ("ESCALATION_QUEUE__WORKER__RETENTION_MS", "5000"),
+            ("GROUNDLIGHT_ENDPOINT", "http://env:1"),
+        ];
+        let config = resolve(&["reader"], &env).expect("config");
+        assert_eq!(config.queue_dir().expect("dir"), Path::new("/env/q"));
+        assert_eq!(config.worker.retention_ms, 5000);
+        assert_eq!(config.cloud.endpoint, "http://env:1");
+        let args = [
+            "reader",
+            "--queue-dir",
+            "/flag/q",
+            "--set",
+            "worker.retention_ms=6000",
+            "--endpoint",
+            "http://flag:2",
+        ];
+        let config = resolve(&args, &env).expect("config");
+        assert_eq!(config.queue_dir().expect("dir"), Path::new("/flag/q"));
+        assert_eq!(config.worker.retention_ms, 6000);
+        assert_eq!(config.cloud.endpoint, "http://flag:2");
+        assert_eq!(
+            config.origin("cloud.endpoint"),
+            Origin::Flag("--endpoint".into())
+        );
+    }
+
+    #[test]
+    fn bad_values_name_key_value_origin_and_range() {
+        let err = resolve(&["status", "--set", "worker.checkpoint_acks_max=0"], &[])
+            .expect_err("invalid");
+        let msg = err.to_string();
+        assert!(msg.contains("worker.checkpoint_acks_max = 0"), "{msg}");
+        assert!(msg.contains("--set"), "{msg}");
+        assert!(msg.contains("1 to 100000"), "{msg}");
+
+        let env = [("ESCALATION_QUEUE__WORKER__RETENTION_MS", "soon")];
+        let msg = resolve(&["status"], &env).expect_err("type").to_string();
+        assert!(msg.contains("worker.retention_ms = \"soon\""), "{msg}");
+        assert!(
+            msg.contains("ESCALATION_QUEUE__WORKER__RETENTION_MS"),
+            "{msg}"
+        );
+
+        let msg = resolve(&["status", "--set", "queue.lanes_max=0"], &[])
+            .expect_err("range")
+            .to_string();
+        assert!(msg.contains("queue.lanes_max = 0"), "{msg}");
+
+        let msg = resolve(&["reader", "--status-addr", "localhost"], &[])
+            .expect_err("addr")
+            .to_string();
+        assert!(msg.contains("status.addr = \"localhost\""), "{msg}");
+
+        let msg = resolve(&["status", "--set", "worker.no_such_key=1"], &[])
+            .expect_err("unknown")
+            .to_string();
+        assert!(msg.contains("no_such_key"), "{msg}");
+    }
+
+    #[test]
+    fn the_token_comes_from_the_environment_and_is_never_shown() {
+        let env = [("GROUNDLIGHT_API_TOKEN", "api_2hunter2")];
+        let config = resolve(&["drain"], &env).expect("config");
+        let client = config.client_config().expect("client");
+        assert_eq!(client.api_token.expose(), "api_2hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let err = resolve(&["drain"], &[]).expect("config").client_config();
+        assert!(err
+            .expect_err("no token")
+            .to_string()
+            .contains("GROUNDLIGHT_API_TOKEN"));
+        let config = resolve(&["drain", "--set", "cloud.api_token=12345"], &[]).expect("config");
+        let client = config.client_config().expect("client");
+        assert_eq!(client.api_token.expose(), "12345");
+    }
+}

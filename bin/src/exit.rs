@@ -1,0 +1,127 @@
+//! Exit codes, and which error maps to which. Documented in `--help` and
+//! `docs/OPERATIONS.md`; scripts and supervisors depend on them, so they never change.
+
+use std::process::ExitCode;
+
+use escalation_queue::wal::Error as WalError;
+use escalation_queue::worker::ConfigError;
+use escalation_queue::{Error as QueueHandleError, QueueError};
+
+/// What the process tells its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: the command did what was asked.
+    Ok = 0,
+    /// 1: the command ran, but work failed: `drain` dead-lettered an item or was
+    /// interrupted with work left; `demo` lost an escalation.
+    WorkFailed = 1,
+    /// 2: the command line, the configuration or the input is wrong.
+    Usage = 2,
+    /// 3: the queue's storage failed: corruption, a poisoned writer, no space, I/O.
+    Storage = 3,
+    /// 4: another process holds the queue (a second reader, a dead-letter pass, every lane).
+    Locked = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The `--help` text that documents the exit codes.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  work failed: drain dead-lettered an item or was interrupted with work left;
+     demo lost an escalation
+  2  usage or configuration error: unknown flag, invalid value (the message names the key,
+     the value and what is allowed), unreadable config file, missing image, unusable
+     queue directory, unknown dead-letter id, no API token
+  3  storage error: damage found by verify, corruption, a poisoned writer, no space, I/O
+  4  another process holds the queue: a second reader, a dead-letter pass in progress,
+     or every writer lane taken
+A second SIGINT/SIGTERM while stopping exits at once with 130 (nothing acknowledged is lost).";
+
+/// A problem with the command line, the configuration or the input: exit code 2. The
+/// message names what is wrong (the key or flag, the value, what is allowed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    /// A usage error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// The exit code for a failed command: the first error in the chain that says.
+pub fn exit_for(error: &anyhow::Error) -> Exit {
+    for cause in error.chain() {
+        if cause.is::<UsageError>() || cause.is::<ConfigError>() {
+            return Exit::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<QueueHandleError>() {
+            return handle_error(e);
+        }
+        if let Some(e) = cause.downcast_ref::<QueueError>() {
+            return queue_error(e);
+        }
+        if let Some(e) = cause.downcast_ref::<WalError>() {
+            return wal_error(e);
+        }
+    }
+    Exit::Storage
+}
+
+fn handle_error(error: &QueueHandleError) -> Exit {
+    match error {
+        QueueHandleError::Invalid(_) => Exit::Usage,
+        QueueHandleError::NoFreeLane { .. } => Exit::Locked,
+        QueueHandleError::Queue(e) => queue_error(e),
+        _ => Exit::Storage,
+    }
+}
+
+fn queue_error(error: &QueueError) -> Exit {
+    match error {
+        QueueError::Invalid(_) | QueueError::Encode(_) | QueueError::Config { .. } => Exit::Usage,
+        QueueError::WorkerRunning { .. } | QueueError::DeadLetterBusy { .. } => Exit::Locked,
+        QueueError::Wal(e) => wal_error(e),
+        _ => Exit::Storage,
+    }
+}
+
+fn wal_error(error: &WalError) -> Exit {
+    match error {
+        WalError::CursorLocked { .. } | WalError::NoFreeLane { .. } => Exit::Locked,
+        WalError::Config { .. }
+        | WalError::InvalidCursorName(_)
+        | WalError::EmptyRecord
+        | WalError::RecordTooLarge { .. } => Exit::Usage,
+        _ => Exit::Storage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn errors_map_to_documented_codes() {
+        let running = QueueError::WorkerRunning {
+            path: PathBuf::from("/q"),
+        };
+        assert_eq!(exit_for(&anyhow::Error::new(running)), Exit::Locked);
+        let usage = anyhow::Error::new(UsageError::new("bad")).context("while starting");
+        assert_eq!(exit_for(&usage), Exit::Usage);
+        let io = QueueError::Wal(WalError::QueueFull {
+            queue_bytes: 1,
+            queue_bytes_max: 1,
+        });
+        assert_eq!(exit_for(&anyhow::Error::new(io)), Exit::Storage);
+        assert_eq!(exit_for(&anyhow::anyhow!("unknown")), Exit::Storage);
+    }
+}
