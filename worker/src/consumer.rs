@@ -296,7 +296,7 @@ impl Worker {
             return Ok(self.expire(esc, age_ms));
         }
         if let Some(matched) = self.dedupe.contains(esc) {
-            tracing::debug!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered item; skipped");
+            tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped");
             Stats::add(&self.stats.duplicates, 1);
             self.summary.duplicates += 1;
             return Ok(Outcome::Duplicate);

@@ -205,6 +205,15 @@ impl Worker {
                 item.had_retryable_failure = true;
                 let delay = self.backoff.delay(item.retries, not_before);
                 item.retries = item.retries.saturating_add(1);
+                tracing::info!(
+                    image_query_id = %esc.image_query_id,
+                    detector_id = %esc.detector_id,
+                    attempts = item.log.total(),
+                    error = %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    circuit = self.breaker.state().as_str(),
+                    "escalation attempt failed; retrying"
+                );
                 self.stop.sleep(delay);
                 Ok(None)
             }
@@ -238,6 +247,15 @@ impl Worker {
         }
         let latency_ms = esc.age_ms(now_unix_ms());
         self.stats.delivery_latency.observe_ms(latency_ms);
+        tracing::info!(
+            image_query_id = %esc.image_query_id,
+            detector_id = %esc.detector_id,
+            request_id = %esc.request_id,
+            attempts = item.log.total(),
+            latency_ms,
+            duplicate,
+            "escalation delivered"
+        );
         if self
             .stats
             .paused_for_auth
@@ -251,6 +269,9 @@ impl Worker {
     }
 
     fn on_answered(&mut self) {
+        if self.breaker.state() != crate::retry::CircuitState::Closed {
+            tracing::info!("the cloud answers again: circuit breaker closed");
+        }
         self.breaker.record_success();
         self.unreachable_since = None;
         self.stats.set_circuit_state(self.breaker.state());
@@ -258,7 +279,13 @@ impl Worker {
 
     fn on_retryable_failure(&mut self, error: &DeliveryError) {
         let now = Instant::now();
+        let before = self.breaker.state();
         self.breaker.record_failure(now);
+        if before != self.breaker.state()
+            && self.breaker.state() == crate::retry::CircuitState::Open
+        {
+            tracing::info!(error = %error, "cloud unreachable: circuit breaker opened; the head item probes it");
+        }
         self.stats.set_circuit_state(self.breaker.state());
         Stats::add(&self.stats.retried, 1);
         self.summary.retried += 1;
