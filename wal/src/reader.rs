@@ -31,6 +31,8 @@ const BUSY_REFRESH_CALLS: u64 = 1024;
 const LANE_DISCOVERY_EVERY: Duration = Duration::from_millis(10);
 /// How often an idle lane is checked for having lost its writer (to recover its tail).
 const OWNER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long opening a cursor waits out a momentary holder (an `inspect` probe).
+const CURSOR_LOCK_PATIENCE: Duration = Duration::from_millis(100);
 /// Longest sleep between polls while waiting for a record.
 const POLL_SLEEP_MAX: Duration = Duration::from_millis(2);
 
@@ -95,13 +97,10 @@ impl Reader {
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create dir", &dir, e))?;
         let lock_path = join(&dir, &FileName::CursorLock(name.to_owned()));
-        let lock = storage
-            .try_lock(&lock_path)
-            .map_err(|e| Error::io("flock", &lock_path, e))?
-            .ok_or_else(|| Error::CursorLocked {
-                name: name.to_owned(),
-                path: dir.clone(),
-            })?;
+        let lock = lock_cursor(storage, &lock_path)?.ok_or_else(|| Error::CursorLocked {
+            name: name.to_owned(),
+            path: dir.clone(),
+        })?;
         let (checkpoint_file, checkpoint, damage) = CheckpointFile::open(storage, &dir, name)?;
         let mut events = Vec::new();
         if let Some(corruption) = damage {
@@ -559,6 +558,24 @@ impl Reader {
                 },
                 at(w.segment, w.offset, w.next_seq),
             ),
+        }
+    }
+}
+
+/// Takes the cursor's lock, retrying for up to `CURSOR_LOCK_PATIENCE`: `inspect` (and the
+/// `status` command) probe a cursor by taking its lock for an instant, which must not make
+/// a reader that starts at that moment fail. A reader that holds it stays `None`.
+fn lock_cursor(
+    storage: &dyn crate::fs::Storage,
+    path: &Path,
+) -> Result<Option<Box<dyn LockGuard>>> {
+    let deadline = Instant::now() + CURSOR_LOCK_PATIENCE;
+    loop {
+        match storage.try_lock(path) {
+            Ok(Some(guard)) => return Ok(Some(guard)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(Error::io("flock", path, e)),
         }
     }
 }
