@@ -49,6 +49,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod sim;
+mod sync;
 mod types;
 mod writer;
 
@@ -60,7 +61,7 @@ pub use inspect::{
 };
 pub use options::{Options, LANES_LIMIT};
 pub use reader::Reader;
-pub use sim::{CrashMode, Fault, SimDisk};
+pub use sim::{CrashMode, Fault, Repeat, SimDisk, SimErrno, SimOp};
 pub use types::{Durability, LaneId, Position, Record, RecordId, SegmentId, Seq};
 
 /// The on-disk format's building blocks, for tools and tests that craft or damage files.
@@ -71,6 +72,82 @@ pub mod layout {
         Frame, RecordHeader, RecordKind, SegmentHeader, Watermark, ALIGN, FORMAT_VERSION,
         RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, WATERMARK_LEN,
     };
+    pub use crate::sim::SECTOR;
+
+    use crate::cursor::Checkpoint;
+    use crate::types::{LaneId, SegmentId, Seq};
+
+    /// Decodes a checkpoint file's bytes (two slots of [`CHECKPOINT_SLOT_LEN`]; shorter
+    /// input is padded with zeros, longer is cut) exactly as a reader loads them: the
+    /// valid slot with the higher generation, `None` when neither is valid. For fuzzing
+    /// and tools.
+    pub fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
+        use crate::fs::{OpenMode, Storage};
+        let mut file = bytes.to_vec();
+        file.resize(2 * CHECKPOINT_SLOT_LEN, 0);
+        let disk = crate::sim::SimDisk::new(1);
+        let dir = std::path::Path::new("/decode");
+        let path = dir.join(FileName::Checkpoint("c".to_owned()).render());
+        disk.open(&path, OpenMode::Create).ok()?;
+        disk.write_file(&path, &file);
+        crate::cursor::peek(&disk, dir, "c")
+    }
+
+    /// What [`scan_segment`] needs to know about the segment it walks.
+    #[derive(Debug, Clone, Copy)]
+    pub struct ScanInput {
+        /// Lane every frame must carry.
+        pub lane: LaneId,
+        /// Segment every frame must carry.
+        pub segment: SegmentId,
+        /// Largest payload accepted.
+        pub len_max: u32,
+        /// Offset before which everything is known durable (damage there is corruption).
+        pub durable_hint: u64,
+        /// Sequence number of the first record scanned.
+        pub first_seq: Seq,
+        /// Search past damage for a later batch (off only for an exact watermark).
+        pub lookahead: bool,
+    }
+
+    /// What [`scan_segment`] found.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ScanSummary {
+        /// Offset just past the last valid frame.
+        pub end: u64,
+        /// The segment ends in a seal.
+        pub sealed: bool,
+        /// Sequence number after the last valid record.
+        pub next_seq: Seq,
+        /// Valid data records.
+        pub records: u64,
+        /// Damage stepped over: (offset, where reading resumed).
+        pub damage: Vec<(u64, Option<u64>)>,
+        /// Where a torn tail starts.
+        pub torn_at: Option<u64>,
+    }
+
+    /// Runs recovery's segment scanner (torn tail vs corruption) over `data` from `from`.
+    /// For fuzzing and tools.
+    pub fn scan_segment(data: &[u8], from: u64, input: &ScanInput) -> ScanSummary {
+        let cx = crate::segment::ScanContext {
+            lane: input.lane,
+            segment: input.segment,
+            len_max: input.len_max,
+            durable_hint: input.durable_hint,
+            first_seq: input.first_seq,
+            lookahead: input.lookahead,
+        };
+        let s = crate::segment::scan(data, from, &cx);
+        ScanSummary {
+            end: s.end,
+            sealed: s.seal.is_some(),
+            next_seq: s.next_seq,
+            records: s.records,
+            damage: s.damage.iter().map(|d| (d.offset, d.resumed_at)).collect(),
+            torn_at: s.torn_at,
+        }
+    }
 }
 
 pub use writer::Writer;

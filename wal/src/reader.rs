@@ -244,10 +244,14 @@ impl Reader {
     /// Makes all acknowledgements durable, then deletes segments every record of which is
     /// acknowledged. Returns only once the checkpoint is durable.
     pub fn checkpoint(&mut self) -> Result<()> {
-        if let Some(generation) = self.submit_checkpoint()? {
-            if let Some(c) = &self.checkpointer {
-                c.wait_durable(generation)?;
-            }
+        // With nothing new to save, still wait for the last one handed over: it may have
+        // failed in the background, and then this call must not claim durability.
+        let generation = match self.submit_checkpoint()? {
+            Some(g) => g,
+            None => self.checkpoint.generation,
+        };
+        if let Some(c) = &self.checkpointer {
+            c.wait_durable(generation)?;
         }
         Ok(())
     }

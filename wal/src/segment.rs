@@ -192,8 +192,15 @@ pub(crate) fn scan(data: &[u8], from: u64, cx: &ScanContext) -> Scan {
         torn_at: None,
     };
     let mut off = from;
+    // The last data record accepted: a valid frame at or below it is a stale or misdirected
+    // copy of an older record, which must not move the lane's sequence backwards.
+    let mut last: Option<Seq> = None;
+    let replay = |h: &RecordHeader, last: Option<Seq>| {
+        h.kind == RecordKind::Data && last.is_some_and(|l| h.seq <= l)
+    };
     loop {
         let bad = match decode_frame(data, off, cx.lane, cx.segment, cx.len_max) {
+            Frame::Record { header, .. } if replay(&header, last) => Some(BadRecord::Misplaced),
             Frame::Record { header, next, .. } => {
                 match header.kind {
                     RecordKind::Seal => {
@@ -202,6 +209,7 @@ pub(crate) fn scan(data: &[u8], from: u64, cx: &ScanContext) -> Scan {
                         return s;
                     }
                     RecordKind::Data => {
+                        last = Some(header.seq);
                         s.records += 1;
                         s.next_seq = header.seq.next();
                         s.last_time_ns = header.time_ns;
@@ -214,11 +222,15 @@ pub(crate) fn scan(data: &[u8], from: u64, cx: &ScanContext) -> Scan {
             Frame::Empty => None,
             Frame::Bad(b) => Some(b),
         };
-        let ahead = if cx.lookahead {
+        let mut ahead = if cx.lookahead {
             find_next_valid(data, off + ALIGN, cx)
         } else {
             None
         };
+        while let Some((at, h)) = ahead.filter(|(_, h)| replay(h, last)) {
+            let _ = h;
+            ahead = find_next_valid(data, at + ALIGN, cx);
+        }
         let proven_durable = off < cx.durable_hint
             || ahead.is_some_and(|(at, _)| later_batch_follows(data, off, at, cx));
         match ahead {
@@ -403,6 +415,20 @@ mod tests {
         let s = scan(&d, 64, &cx(400));
         assert_eq!(s.torn_at, None);
         assert_eq!(s.damage.len(), 1);
+    }
+
+    #[test]
+    fn a_stale_copy_of_an_older_record_does_not_move_the_sequence_backwards() {
+        // A misdirected write (or read) put record 0's intact frame where record 4 belongs.
+        // Taking it as a record would make recovery continue the lane at sequence 1 and
+        // reuse sequence numbers already delivered.
+        let mut d = three_batches();
+        let copy = d[64..120].to_vec();
+        d[288..344].copy_from_slice(&copy);
+        let s = scan(&d, 64, &cx(0));
+        assert_eq!(s.records, 4);
+        assert_eq!(s.next_seq, Seq(4));
+        assert_eq!(s.torn_at, Some(288));
     }
 
     #[test]

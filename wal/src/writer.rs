@@ -8,8 +8,8 @@
 //! Records that arrived meanwhile form the next batch. A batch is written only after the
 //! previous one was synced; recovery relies on that to tell a torn tail from corruption.
 
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Event, Result};
@@ -379,7 +379,18 @@ impl Inner {
             next_seq,
             self.opts.segment_bytes,
         )
-        .map_err(|e| (true, e, false))?;
+        .map_err(|e| {
+            // A failed sync poisons even here, where only an empty new segment is at stake
+            // (DESIGN.md §3.2): after fsyncgate nothing the kernel reports can be trusted.
+            let poison = matches!(
+                &e,
+                Error::Io {
+                    op: "fdatasync" | "fsync dir",
+                    ..
+                }
+            );
+            (true, e, poison)
+        })?;
         let wm = Watermark {
             segment: next_id,
             offset: SEGMENT_HEADER_LEN as u64,

@@ -74,6 +74,10 @@ pub(super) struct LaneReader {
     /// Delivered, unacknowledged: (seq, position after the record).
     pub delivered: VecDeque<(crate::types::Seq, LanePosition)>,
     pub watermark: Option<Watermark>,
+    /// The last data frame accepted in this lane. A valid frame of the same segment with a
+    /// sequence number at or below it is a misdirected or stale read of an older record,
+    /// never a new one: it is quarantined, not delivered again.
+    last_read: Option<(SegmentId, crate::types::Seq)>,
     window: Option<Window>,
     pub peeked: Option<Record>,
     pub last_owner_check: Instant,
@@ -88,6 +92,7 @@ impl LaneReader {
             acked_moved: false,
             delivered: VecDeque::new(),
             watermark,
+            last_read: None,
             window: None,
             peeked: None,
             last_owner_check: Instant::now(),
@@ -165,7 +170,7 @@ impl LaneReader {
                     header,
                     payload_start,
                     next,
-                } if w.start + next <= limit => {
+                } if w.start + next <= limit && !self.is_replay(seg, &header) => {
                     let next = w.start + next;
                     if header.kind == RecordKind::Seal {
                         // Nothing after the seal is readable before the watermark moves to a
@@ -209,12 +214,17 @@ impl LaneReader {
                         },
                         next_seq: header.seq.next(),
                     };
+                    self.last_read = Some((seg, header.seq));
                     self.peeked = Some(Record {
                         id,
                         time_ns: header.time_ns,
                         payload,
                     });
                     return Ok(self.peeked.as_ref());
+                }
+                Frame::Record { .. } if w.start + frame_end(&frame) <= limit => {
+                    let misplaced = Frame::Bad(BadRecord::Misplaced);
+                    self.quarantine(off, limit, misplaced, opts, dir, events)?;
                 }
                 bad => self.quarantine(off, limit, bad, opts, dir, events)?,
             }
@@ -248,6 +258,15 @@ impl LaneReader {
             return Ok(None);
         }
         Ok(Some(self.decode_in_window(off, seg, opts.record_bytes_max)))
+    }
+
+    /// True for a valid data frame that repeats (or precedes) one already accepted from
+    /// this segment: the disk returned an older record where a newer one belongs.
+    fn is_replay(&self, seg: SegmentId, header: &crate::format::RecordHeader) -> bool {
+        header.kind == RecordKind::Data
+            && self
+                .last_read
+                .is_some_and(|(s, q)| s == seg && header.seq <= q)
     }
 
     /// The (unverified) length field of the frame header at file offset `off`.
@@ -430,7 +449,13 @@ impl LaneReader {
         };
         let within =
             whole.slice(..usize::try_from(limit).map_or(whole.len(), |l| l.min(whole.len())));
-        let next = segment::find_next_valid(&within, off + format::ALIGN, &cx);
+        let mut next = segment::find_next_valid(&within, off + format::ALIGN, &cx);
+        while let Some((at, h)) = next {
+            if !self.is_replay(seg, &h) {
+                break;
+            }
+            next = segment::find_next_valid(&within, at + format::ALIGN, &cx);
+        }
         let kind = match bad {
             Frame::Bad(b) => segment::bad_record_kind(b),
             Frame::Empty => CorruptionKind::Zeroed,
@@ -474,5 +499,13 @@ impl LaneReader {
             self.next_segment(opts, dir)?;
         }
         Ok(())
+    }
+}
+
+/// Offset (relative to its window) where a decoded record frame ends.
+fn frame_end(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Record { next, .. } => *next,
+        _ => 0,
     }
 }

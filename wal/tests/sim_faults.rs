@@ -1,0 +1,609 @@
+//! Injected I/O failures and lying sectors through the storage seam (issue 5).
+//!
+//! * Every storage call kind (open, write, sync, allocate, directory sync, remove) failing
+//!   with EIO or ENOSPC, once or from then on, at every call index a small workload makes:
+//!   no append that failed is reported `Ok`, a failed sync poisons the writer, the reader
+//!   keeps serving what was durable, and after a restart (process crash, or power loss)
+//!   every acknowledged record comes back exactly once, in order, uncorrupted.
+//! * Stale and misdirected sector reads: zero corrupt records delivered, the damage is
+//!   reported with its location, records after it keep flowing.
+//! * Segments deleted or truncated under a running reader, and checkpoint files damaged.
+//!
+//! Single-bit flips of records, segment headers and checkpoint slots live in
+//! `corruption.rs`; power loss at every call in `crash_states.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use escalation_queue_wal::layout::{frame_len, FileName, CHECKPOINT_SLOT_LEN, SECTOR};
+use escalation_queue_wal::{
+    CorruptionKind, CrashMode, Error, Event, Fault, LaneId, Options, Reader, Repeat, SegmentId,
+    SimDisk, SimErrno, SimOp, Writer,
+};
+
+const DIR: &str = "/queue";
+
+fn opts(sim: &SimDisk) -> Options {
+    Options::default()
+        .storage(Arc::new(sim.clone()))
+        .segment_bytes(64 << 10)
+        .record_bytes_max(4096)
+        .free_disk_bytes_min(0)
+}
+
+fn seg_path(lane: u16, seg: u64) -> PathBuf {
+    Path::new(DIR).join(FileName::Segment(LaneId(lane), SegmentId(seg)).render())
+}
+
+/// A self-checking payload: counter, filler, crc32c.
+fn payload(n: u32, size: usize) -> Vec<u8> {
+    let mut p = n.to_le_bytes().to_vec();
+    p.extend((0..size.saturating_sub(8)).map(|i| (n as u8).wrapping_mul(31) ^ i as u8));
+    let crc = crc32c::crc32c(&p);
+    p.extend_from_slice(&crc.to_le_bytes());
+    p
+}
+
+fn decode(p: &[u8]) -> Option<u32> {
+    let (body, crc) = p.split_at(p.len().checked_sub(4)?);
+    (body.len() >= 4 && crc32c::crc32c(body).to_le_bytes() == crc)
+        .then(|| u32::from_le_bytes([body[0], body[1], body[2], body[3]]))
+}
+
+fn size_of(n: u32) -> usize {
+    1800 + (n as usize * 613) % 2000
+}
+
+// ---------------------------------------------------------------------------------------
+// The sweep: every call kind failing at every index.
+// ---------------------------------------------------------------------------------------
+
+/// What one faulty run was told.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Acknowledged appends: seq → counter (one lane).
+    acked: BTreeMap<u64, u32>,
+    attempted: BTreeSet<u32>,
+    problems: Vec<String>,
+    /// Appends acknowledged right after an append failed on a sync (a new segment's header
+    /// sync fails without poisoning: the file is removed, nothing acknowledged was in it).
+    notes: Vec<u32>,
+}
+
+const SWEEP_APPENDS: u32 = 45;
+
+/// Appends with a reader consuming and checkpointing every 6 appends; checks the writer
+/// and reader contracts while faults fire. `live_check`: the reader must catch up with
+/// every acknowledged record without a reopen (not when every later open fails: a
+/// reader re-reads the lane's watermark file to see new records).
+fn faulty_run(sim: &SimDisk, live_check: bool) -> Outcome {
+    let o = opts(sim);
+    let mut out = Outcome::default();
+    let Ok(w) = Writer::open(DIR, &o) else {
+        return out;
+    };
+    let mut reader: Option<Reader> = None;
+    let mut poisoned = false;
+    let mut sync_failed = false;
+    let mut delivered: Vec<(u64, u32)> = Vec::new();
+    for n in 0..SWEEP_APPENDS {
+        out.attempted.insert(n);
+        let after_sync_failure = std::mem::take(&mut sync_failed);
+        match w.append(&payload(n, size_of(n))) {
+            Ok(id) => {
+                if after_sync_failure {
+                    out.notes.push(n);
+                }
+                if poisoned {
+                    out.problems.push(format!(
+                        "append {n} acknowledged after the writer was poisoned"
+                    ));
+                }
+                out.acked.insert(id.seq.0, n);
+            }
+            Err(Error::Poisoned { .. }) => poisoned = true,
+            // A failed batch sync poisons at once: the next append must say so.
+            Err(e) if e.to_string().contains("fdatasync") => sync_failed = true,
+            Err(_) => {}
+        }
+        if reader.is_none() {
+            reader = Reader::open(DIR, "worker", &o).ok();
+        }
+        if n % 6 == 5 {
+            if let Some(r) = &mut reader {
+                if consume(r, &mut delivered).is_err() {
+                    // A reader whose checkpoint failed stays usable for reading only.
+                    reader = None;
+                }
+            }
+        }
+    }
+    // The reader keeps working after the writer failed: it serves every record that was
+    // acknowledged, without a reopen.
+    if let Some(r) = &mut reader {
+        // A failed call may fail one `next` (it is retried, as a worker would); only a
+        // fault that keeps failing the reader's own opens and reads may stop it.
+        let (mut errors, mut idle) = (0, 0);
+        loop {
+            match r.next() {
+                Ok(Some(rec)) => {
+                    delivered.push((rec.id.seq.0, decode(&rec.payload).unwrap_or(u32::MAX)))
+                }
+                // A failed open of the watermark hides new records for one poll.
+                Ok(None) if idle == 0 => idle += 1,
+                Ok(None) => break,
+                Err(_) if errors < 3 => errors += 1,
+                Err(_) => return out,
+            }
+        }
+        let last_delivered = delivered.last().map(|d| d.0);
+        if let (Some(last_acked), true) = (out.acked.keys().next_back(), live_check) {
+            if last_delivered.is_some_and(|d| d < *last_acked) {
+                out.problems.push(format!(
+                    "live reader stopped at seq {last_delivered:?}, acknowledged up to {last_acked}"
+                ));
+            }
+        }
+    }
+    for (seq, n) in &delivered {
+        if out.acked.get(seq).is_some_and(|a| a != n) {
+            out.problems.push(format!(
+                "live reader: seq {seq} holds {n}, acknowledged as other"
+            ));
+        }
+    }
+    out
+}
+
+/// Drains, acknowledges all, checkpoints.
+fn consume(r: &mut Reader, delivered: &mut Vec<(u64, u32)>) -> Result<(), Error> {
+    let mut last = None;
+    while let Some(rec) = r.next()? {
+        delivered.push((rec.id.seq.0, decode(&rec.payload).unwrap_or(u32::MAX)));
+        last = Some(rec.id);
+    }
+    if let Some(id) = last {
+        r.ack(id)?;
+    }
+    r.checkpoint()
+}
+
+/// After the faulty run: restart as `mode` says, reopen, and check every acknowledged
+/// record not consumed by a durable checkpoint comes back in order, exactly once.
+fn check_restart(sim: &SimDisk, mode: CrashMode, out: &Outcome, at: &str) -> Vec<String> {
+    let mut problems: Vec<String> = out.problems.iter().map(|p| format!("{at}: {p}")).collect();
+    let d = sim.fork(3);
+    d.crash(mode);
+    let o = opts(&d);
+    let w = match Writer::open(DIR, &o) {
+        Ok(w) => w,
+        Err(e) => return vec![format!("{at}: writer does not reopen: {e}")],
+    };
+    let mut r = match Reader::open(DIR, "worker", &o) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("{at}: reader does not reopen: {e}")],
+    };
+    let mut got: Vec<(u64, Option<u32>)> = Vec::new();
+    while let Ok(Some(rec)) = r.next() {
+        got.push((rec.id.seq.0, decode(&rec.payload)));
+    }
+    for (seq, n) in &got {
+        if n.is_none_or(|n| !out.attempted.contains(&n)) {
+            problems.push(format!("{at}: corrupt or invented record at seq {seq}"));
+        }
+        if let Some(a) = out.acked.get(seq) {
+            if Some(*a) != *n {
+                problems.push(format!("{at}: seq {seq} holds {n:?}, acknowledged as {a}"));
+            }
+        }
+    }
+    for pair in got.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            problems.push(format!("{at}: seq {} after {}", pair[1].0, pair[0].0));
+        }
+    }
+    let first = got.first().map_or(u64::MAX, |g| g.0);
+    for seq in out.acked.keys() {
+        if *seq >= first && !got.iter().any(|g| g.0 == *seq) {
+            problems.push(format!("{at}: acknowledged seq {seq} lost"));
+        }
+    }
+    if let Some(last) = out.acked.keys().next_back() {
+        if got.last().is_none_or(|g| g.0 < *last) && first != u64::MAX {
+            problems.push(format!("{at}: acknowledged up to {last}, got {got:?}"));
+        }
+    }
+    for e in r.take_events() {
+        if !matches!(
+            e,
+            Event::TornTail { .. } | Event::IncompleteSegmentRemoved { .. }
+        ) {
+            problems.push(format!("{at}: unexpected event {e:?}"));
+        }
+    }
+    match w.append(b"after restart") {
+        Ok(_) => {
+            let after = r.next_timeout(std::time::Duration::from_millis(50));
+            if !matches!(&after, Ok(Some(rec)) if &rec.payload[..] == b"after restart") {
+                problems.push(format!(
+                    "{at}: appends do not flow after restart: {after:?}"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("{at}: append after restart failed: {e}")),
+    }
+    problems
+}
+
+/// Story: any storage call can fail (EIO from a dying disk, ENOSPC from a full one). If
+/// this fails, an append whose record may be lost is acknowledged, a writer keeps going
+/// after a failed sync (fsyncgate), the reader stops serving durable records, or the
+/// queue does not come back after a restart.
+#[test]
+fn every_call_kind_failing_at_every_index_loses_nothing_acknowledged() {
+    let reference = SimDisk::new(5);
+    faulty_run(&reference, true);
+    let kinds = [
+        SimOp::Open,
+        SimOp::Write,
+        SimOp::Sync,
+        SimOp::Allocate,
+        SimOp::SyncDir,
+        SimOp::Remove,
+    ];
+    let (mut runs, mut restarts, mut failed_calls, mut unpoisoned) = (0u64, 0u64, 0u64, 0u64);
+    let mut problems = Vec::new();
+    for op in kinds {
+        let calls = reference.calls(op);
+        for errno in [SimErrno::Eio, SimErrno::Enospc] {
+            for repeat in [Repeat::Once, Repeat::FromThenOn] {
+                for nth in 1..=calls {
+                    let sim = SimDisk::new(5);
+                    sim.inject(Fault::Fail {
+                        op,
+                        nth,
+                        errno,
+                        repeat,
+                    });
+                    let live = !(op == SimOp::Open && repeat == Repeat::FromThenOn);
+                    let out = faulty_run(&sim, live);
+                    runs += 1;
+                    unpoisoned += u64::from(!out.notes.is_empty());
+                    failed_calls += u64::from(sim.calls(op) >= nth);
+                    sim.clear_faults();
+                    for mode in [CrashMode::KeepAll, CrashMode::LoseUnsynced] {
+                        restarts += 1;
+                        let at = format!("{op:?} #{nth} {errno:?} {repeat:?}, then {mode:?}");
+                        problems.extend(check_restart(&sim, mode, &out, &at));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "sim faults: {runs} runs ({failed_calls} with the fault fired), {restarts} restarts \
+         checked, {} problems; {unpoisoned} runs went on after a failed new-segment sync",
+        problems.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems[..problems.len().min(40)].join("\n")
+    );
+}
+
+/// Story (bug found by `crash_states.rs`): a checkpoint's sync fails; the worker retries
+/// `checkpoint()`, which returns `Ok`, so it believes its acknowledgements are durable.
+/// After a restart the cursor is back at the previous checkpoint: everything acknowledged
+/// since is delivered again, beyond the duplicate bound the worker was promised
+/// ("returns only once the checkpoint is durable").
+///
+/// Cause: `Reader::submit_checkpoint` clears `dirty` when it hands a checkpoint to the
+/// checkpointer thread, before it is durable; when that write fails, the next
+/// `checkpoint()` sees nothing dirty and returns `Ok(())` without asking the checkpointer,
+/// which holds the failure.
+#[test]
+fn a_checkpoint_retried_after_a_failure_does_not_claim_durability() {
+    let sim = SimDisk::new(9);
+    let o = opts(&sim);
+    let w = Writer::open(DIR, &o).unwrap();
+    for n in 0..4 {
+        w.append(&payload(n, 100)).unwrap();
+    }
+    let mut r = Reader::open(DIR, "worker", &o).unwrap();
+    let mut last = None;
+    while let Some(rec) = r.next().unwrap() {
+        last = Some(rec.id);
+    }
+    r.ack(last.unwrap()).unwrap();
+    sim.inject(Fault::SyncFailsOnce(1));
+    assert!(r.checkpoint().is_err(), "the checkpoint's sync failed");
+    let retried = r.checkpoint();
+    drop(r);
+    drop(w);
+    sim.crash(CrashMode::LoseUnsynced);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    let redelivered = std::iter::from_fn(|| r.next().unwrap()).count();
+    assert!(
+        retried.is_err() || redelivered == 0,
+        "checkpoint() returned Ok after a failed checkpoint, yet after a power loss \
+         {redelivered} acknowledged records are delivered again"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Lying sectors.
+// ---------------------------------------------------------------------------------------
+
+/// 472-byte payloads make 512-byte frames: record `i` sits at 64 + 512 i, in the same
+/// place of its sector pair as every other record.
+const ALIGNED: usize = 472;
+
+fn aligned_queue(sim: &SimDisk, n: u32) -> Writer {
+    let w = Writer::open(DIR, &opts(sim)).unwrap();
+    for i in 0..n {
+        let id = w.append(&payload(i, ALIGNED)).unwrap();
+        assert_eq!(id.position.offset, 64 + 512 * u64::from(i));
+    }
+    assert_eq!(frame_len(ALIGNED as u32), 512);
+    w
+}
+
+/// Delivers everything; returns (seq, counter) pairs and the events.
+fn read_all(sim: &SimDisk) -> (Vec<(u64, Option<u32>)>, Vec<Event>) {
+    let mut r = Reader::open(DIR, "worker", &opts(sim)).unwrap();
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().expect("reader must not fail on damage") {
+        got.push((rec.id.seq.0, decode(&rec.payload)));
+    }
+    (got, r.take_events())
+}
+
+fn corruption_at(events: &[Event], seg: u64) -> Vec<(u64, CorruptionKind)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Corruption { corruption: c, .. } if c.segment == Some(SegmentId(seg)) => {
+                Some((c.offset, c.kind))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Story: a sector of a segment reads back stale (the disk lost a write it had
+/// acknowledged, or a cache returns old data): records 3 and 4 read as zeros. If this
+/// fails, the zeros are taken for the end of the lane (records after them silently
+/// vanish), or garbage is delivered.
+#[test]
+fn a_stale_sector_is_reported_and_records_after_it_still_flow() {
+    let sim = SimDisk::new(21);
+    let w = aligned_queue(&sim, 3);
+    // Sectors 3 and 4 hold records 3 (1600..2112) and the start of 4: stale from now on.
+    sim.stale_sector(&seg_path(0, 1), 3);
+    for i in 3..10 {
+        w.append(&payload(i, ALIGNED)).unwrap();
+    }
+    let (got, events) = read_all(&sim);
+    assert!(
+        got.iter().all(|(_, n)| n.is_some()),
+        "corrupt record delivered"
+    );
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(seqs, [0, 1, 2, 4, 5, 6, 7, 8, 9], "{events:?}");
+    let damage = corruption_at(&events, 1);
+    assert_eq!(damage.len(), 1, "{events:?}");
+    assert_eq!(damage[0].0, 64 + 3 * 512, "reported at record 3's offset");
+}
+
+/// Story: the disk returns another sector's bytes for a read (a misdirected read), and
+/// those bytes are an intact, checksummed frame of the same segment: record 0 shows up
+/// where record 2 belongs. If this fails, record 0 is delivered a second time, out of
+/// order, and record 2 is silently replaced; the worker sends a duplicate escalation and
+/// never the lost one, and no corruption is reported.
+///
+/// Bug found: `LaneReader::peek` (`wal/src/reader/lane.rs`) only pushes `Event::Gap` when a
+/// frame's sequence number differs from the expected one, then delivers it and moves its
+/// expectation to `seq + 1`. A frame whose sequence number is *lower* than expected cannot
+/// be the next record of the lane: it is a stale or misdirected block.
+#[test]
+fn a_misdirected_read_of_an_older_record_of_the_same_segment_is_not_delivered() {
+    let sim = SimDisk::new(22);
+    let _w = aligned_queue(&sim, 5);
+    let seg = seg_path(0, 1);
+    // Record 2 occupies 1088..1600 (sectors 2 and 3); record 0 occupies 64..576 (sectors
+    // 0 and 1) at the same place in its sectors. Records 1 and 3 straddle the misdirected
+    // sectors and fail their checksums: they must be reported, as must the stray record 0.
+    sim.misdirect_sector(&seg, 2, &seg, 0);
+    sim.misdirect_sector(&seg, 3, &seg, 1);
+    let (got, events) = read_all(&sim);
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    let counters: Vec<Option<u32>> = got.iter().map(|g| g.1).collect();
+    assert!(
+        seqs.windows(2).all(|p| p[1] > p[0]),
+        "a record was delivered twice or out of order: seqs {seqs:?}, counters {counters:?}, \
+         events {events:?}"
+    );
+    assert!(
+        !corruption_at(&events, 1).is_empty(),
+        "the misdirected block must be reported: {events:?}"
+    );
+}
+
+/// Story: a read of a segment returns a sector of another segment (another lane's, or an
+/// older one of the same lane). If this fails, a record of another lane or segment is
+/// delivered in place of this one.
+#[test]
+fn a_misdirected_read_from_another_segment_is_caught_by_the_frame_identity() {
+    let sim = SimDisk::new(23);
+    let a = aligned_queue(&sim, 5);
+    let b = Writer::open(DIR, &opts(&sim)).unwrap();
+    for i in 100..105 {
+        b.append(&payload(i, ALIGNED)).unwrap();
+    }
+    sim.misdirect_sector(&seg_path(0, 1), 2, &seg_path(1, 1), 2);
+    sim.misdirect_sector(&seg_path(0, 1), 3, &seg_path(1, 1), 3);
+    drop((a, b));
+    let (got, events) = read_all(&sim);
+    let lane0: Vec<u64> = got
+        .iter()
+        .filter(|g| g.1.is_some_and(|n| n < 100))
+        .map(|g| g.0)
+        .collect();
+    // Records 1 and 3 straddle the misdirected sectors too: damaged, reported, skipped.
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(lane0, [0, 4]);
+    let damage = corruption_at(&events, 1);
+    // One report covers records 1..=3: from record 1 (576) to record 4, the next frame
+    // of this lane and segment.
+    assert_eq!(damage.len(), 1, "{events:?}");
+    assert_eq!(damage[0].0, 576, "{events:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Files changed under a running reader, and damaged checkpoints.
+// ---------------------------------------------------------------------------------------
+
+/// Fills segments 1..=4 of lane 0 with 3000-byte records; returns the counters per segment.
+fn four_segments(sim: &SimDisk) -> (Writer, BTreeMap<u64, Vec<u32>>) {
+    let w = Writer::open(DIR, &opts(sim)).unwrap();
+    let mut per_seg: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    let mut n = 0;
+    while per_seg.len() < 4 || per_seg.get(&4).is_some_and(|v| v.len() < 3) {
+        let id = w.append(&payload(n, 3000)).unwrap();
+        per_seg.entry(id.position.segment.0).or_default().push(n);
+        n += 1;
+    }
+    (w, per_seg)
+}
+
+/// Story: while the reader works through segment 1, segment 2 is deleted by hand (an
+/// operator freeing space, a cleanup script). If this fails, the reader stops, delivers
+/// garbage, or silently skips the deleted records without telling anyone.
+#[test]
+fn a_segment_deleted_under_a_running_reader_is_reported_as_a_gap_and_reading_goes_on() {
+    let sim = SimDisk::new(31);
+    let (_w, per_seg) = four_segments(&sim);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    let mut got = vec![decode(&r.next().unwrap().unwrap().payload).unwrap()];
+    assert!(sim.delete_file(&seg_path(0, 2)));
+    while let Some(rec) = r.next().unwrap() {
+        got.push(decode(&rec.payload).expect("no corrupt record"));
+    }
+    let want: Vec<u32> = per_seg
+        .iter()
+        .filter(|(s, _)| **s != 2)
+        .flat_map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(got, want);
+    let events = r.take_events();
+    let first2 = u64::from(per_seg[&2][0]);
+    let first3 = u64::from(per_seg[&3][0]);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Gap { lane: LaneId(0), expected, found }
+            if expected.0 == first2 && found.0 == first3)
+        ),
+        "{events:?}"
+    );
+}
+
+/// Story: a segment the reader has not reached yet is truncated in the middle of a record
+/// (the mmap contract excludes shrinking a *mapped* file; this one is not mapped yet). If
+/// this fails, the reader faults (SIGBUS on a real map), delivers a torn record, or stops
+/// before the later segments.
+#[test]
+fn a_segment_truncated_before_the_reader_maps_it_is_reported_and_later_segments_flow() {
+    let sim = SimDisk::new(32);
+    let (w, per_seg) = four_segments(&sim);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    let first = decode(&r.next().unwrap().unwrap().payload).unwrap();
+    let path = seg_path(0, 3);
+    let bytes = sim.read_file(&path).unwrap();
+    // Cut 1000 bytes into segment 3's second record.
+    let cut = 64 + frame_len(3000) as usize + 1000;
+    sim.write_file(&path, &bytes[..cut]);
+    let mut got = vec![first];
+    while let Some(rec) = r.next().unwrap() {
+        got.push(decode(&rec.payload).expect("no corrupt record"));
+    }
+    let mut want: Vec<u32> = Vec::new();
+    for (s, v) in &per_seg {
+        want.extend(if *s == 3 { &v[..1] } else { &v[..] });
+    }
+    assert_eq!(got, want);
+    let damage = corruption_at(&r.take_events(), 3);
+    assert_eq!(
+        damage,
+        [(64 + frame_len(3000), CorruptionKind::Truncated)],
+        "reported at the cut record"
+    );
+    w.append(&payload(9999, 100)).unwrap();
+    let rec = r
+        .next_timeout(std::time::Duration::from_millis(100))
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(&rec.payload), Some(9999), "the queue keeps flowing");
+}
+
+/// Story: the checkpoint file is truncated to nothing or overwritten with garbage beyond
+/// its slots' checksums (a file-system repair, a stray write). If this fails, the reader
+/// cannot open (a crash loop), or it silently starts at the lane's end and skips records.
+#[test]
+fn a_checkpoint_file_cut_to_nothing_or_filled_with_garbage_restarts_from_the_oldest_record() {
+    for damage in ["truncated", "garbage", "one slot zeroed"] {
+        let sim = SimDisk::new(33);
+        let o = opts(&sim);
+        let w = Writer::open(DIR, &o).unwrap();
+        for n in 0..10 {
+            w.append(&payload(n, 200)).unwrap();
+        }
+        let mut r = Reader::open(DIR, "worker", &o).unwrap();
+        for _ in 0..4 {
+            let rec = r.next().unwrap().unwrap();
+            r.ack(rec.id).unwrap();
+            r.checkpoint().unwrap();
+        }
+        drop(r);
+        let path = Path::new(DIR).join(FileName::Checkpoint("worker".into()).render());
+        let mut bytes = sim.read_file(&path).unwrap();
+        match damage {
+            "truncated" => bytes.clear(),
+            "garbage" => bytes.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8),
+            _ => bytes[..CHECKPOINT_SLOT_LEN].fill(0),
+        }
+        sim.write_file(&path, &bytes);
+        let mut r = Reader::open(DIR, "worker", &o).expect("the reader opens");
+        let got: Vec<u32> = std::iter::from_fn(|| r.next().unwrap())
+            .map(|rec| decode(&rec.payload).unwrap())
+            .collect();
+        let events = r.take_events();
+        match damage {
+            // The other slot holds generation 3 (3 records consumed).
+            "one slot zeroed" => assert_eq!(got, (3..10).collect::<Vec<_>>(), "{damage}"),
+            _ => assert_eq!(
+                got,
+                (0..10).collect::<Vec<_>>(),
+                "{damage}: nothing skipped"
+            ),
+        }
+        if damage == "garbage" {
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Corruption { corruption: c, .. }
+                    if c.path == path)),
+                "{damage}: {events:?}"
+            );
+        }
+    }
+}
+
+/// The sector size the simulated disk tears and misreads at is the one the fault model
+/// in `docs/RELIABILITY.md` assumes.
+#[test]
+fn sector_size_is_512() {
+    assert_eq!(SECTOR, 512);
+}
