@@ -493,7 +493,7 @@ impl Inner {
     /// Adaptive commit delay. Without it, appenders released by one batch can only join the
     /// batch after next (the next leader takes the pending buffer at once), which caps
     /// throughput at about half the appenders per sync. When syncs are slow, the leader
-    /// waits a fraction of a sync time for those appenders to come back, so one sync
+    /// waits up to half a sync time for those appenders to come back, so one sync
     /// carries (nearly) all of them. On fast disks (or with one appender) it never waits.
     fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         if self.opts.durability != Durability::SyncEachAppend
@@ -502,7 +502,7 @@ impl Inner {
         {
             return st;
         }
-        let wait = Duration::from_nanos(st.sync_ewma_ns / 4).min(GATHER_WAIT_MAX);
+        let wait = Duration::from_nanos(st.sync_ewma_ns / 2).min(GATHER_WAIT_MAX);
         let deadline = Instant::now() + wait;
         st.leader = true;
         st.gathering = true;
