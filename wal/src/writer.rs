@@ -74,6 +74,8 @@ struct State {
     sync_ewma_ns: u64,
     /// A leader is waiting for returning appenders; appenders signal `arrivals`.
     gathering: bool,
+    /// Threads blocked on `wake`.
+    waiters: u64,
     next_seq: Seq,
     /// Every record with a smaller sequence number is acknowledged.
     acked_seq: Seq,
@@ -129,6 +131,7 @@ impl Writer {
             returning: 0,
             sync_ewma_ns: 0,
             gathering: false,
+            waiters: 0,
             next_seq,
             acked_seq: next_seq,
             unsynced: None,
@@ -256,8 +259,19 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.wake.wait(st).unwrap_or_else(|p| p.into_inner())
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.waiters -= 1;
+        st
+    }
+
+    /// Wakes every waiter. Skips the futex call when nobody waits (always the case with a
+    /// single appending thread, where it would be a syscall per append).
+    fn wake_all(&self, st: &State) {
+        if st.waiters > 0 {
+            self.wake.notify_all();
+        }
     }
 
     fn check_usable(&self, st: &State) -> Result<()> {
@@ -312,7 +326,7 @@ impl Inner {
         let result = self.roll_io(old.as_ref(), end, next_seq, last_time, next_id);
         let mut st = self.lock();
         st.leader = false;
-        self.wake.notify_all();
+        self.wake_all(&st);
         match result {
             Ok(active) => {
                 st.next_segment = active.id.next();
@@ -604,7 +618,7 @@ impl Inner {
             (_, Err(e), _) => st.poisoned = Some(Arc::new(e)),
             (_, _, Err(e)) => st.poisoned = Some(Arc::new(std::io::Error::other(e.to_string()))),
         }
-        self.wake.notify_all();
+        self.wake_all(&st);
         st
     }
 
@@ -647,7 +661,7 @@ impl Inner {
             tracing::error!(lane = self.lane.0, error = %cause, "fdatasync failed; poisoning the writer");
             st.poisoned = Some(cause.clone());
         }
-        self.wake.notify_all();
+        self.wake_all(&st);
         result
     }
 }
