@@ -332,6 +332,9 @@ impl Inner {
                 st.next_segment = active.id.next();
                 st.pending_start = SEGMENT_HEADER_LEN as u64;
                 st.active = Some(active);
+                // Sealing synced the old segment and the roll published the new segment's
+                // watermark: an older unsynced one must not be published after it.
+                st.unsynced = None;
                 Ok(st)
             }
             Err((sealed, err, poison)) => {
