@@ -129,3 +129,38 @@ fn a_busy_reader_still_finds_a_writer_that_started_on_a_new_lane() {
         "b was delivered only after {at} records of lane 0"
     );
 }
+
+#[test]
+fn interval_durability_makes_records_visible_and_durable_across_segment_rolls() {
+    // Durability::Interval acknowledges appends before they are synced and relies on a
+    // flusher to sync and publish them. If the flusher stopped, published a stale
+    // watermark after a roll, or lost the tail on drop, readers would stall or records
+    // acknowledged long ago would never appear.
+    use escalation_queue_wal::Durability;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts().durability(Durability::Interval(Duration::from_millis(20)));
+    let w = Writer::open(dir.path(), &o).unwrap();
+    let mut r = Reader::open(dir.path(), "worker", &opts()).unwrap();
+    for i in 0..400u32 {
+        w.append(format!("interval {i:04}").repeat(30).as_bytes())
+            .unwrap();
+    }
+    for i in 0..400u32 {
+        let rec = r
+            .next_timeout(Duration::from_secs(5))
+            .unwrap()
+            .unwrap_or_else(|| panic!("record {i} never became visible"));
+        assert_eq!(&rec.payload[..13], format!("interval {i:04}").as_bytes());
+        r.ack(rec.id).unwrap();
+    }
+    r.checkpoint().unwrap();
+    w.append(b"last").unwrap();
+    drop(w); // the final flush makes "last" durable and visible
+    let rec = r
+        .next_timeout(Duration::from_secs(5))
+        .unwrap()
+        .expect("last");
+    assert_eq!(&rec.payload[..], b"last");
+    assert!(r.take_events().is_empty());
+}
