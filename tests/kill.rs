@@ -29,13 +29,17 @@
 //! `EQ_KILL_KEEP=1` (keep the directory; it is always kept when the test fails).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use escalation_queue_wal::{Error, Options, Reader, Writer};
+
+mod process_support;
+use process_support::{
+    env_num, now_ms, open_append, put_line, start_watchdog, wait_bounded, whole_lines,
+};
 
 const CHILD_ENV: &str = "EQ_KILL_CHILD";
 const CHILD_TEST: &str = "kill_child_entry";
@@ -54,7 +58,6 @@ const DEFAULT_PACE_US: u64 = 8000;
 /// Exit codes of a child that stops by itself.
 const EXIT_ERROR: i32 = 2;
 const EXIT_CORRUPT: i32 = 3;
-const EXIT_ORPHAN: i32 = 4;
 
 fn opts() -> Options {
     Options::default()
@@ -179,37 +182,6 @@ impl ChildCx {
             deadline_ms: num("EQ_KILL_DEADLINE_MS"),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Ends the process when the parent is gone (we were re-parented) or the deadline passed,
-/// so that no child outlives a crashed or killed test run.
-fn start_watchdog(parent: u32, deadline_ms: u64) {
-    std::thread::spawn(move || loop {
-        if std::os::unix::process::parent_id() != parent || now_ms() > deadline_ms {
-            std::process::exit(EXIT_ORPHAN);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    });
-}
-
-fn open_append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-/// Appends `line` with one `write` (O_APPEND keeps lines of concurrent threads whole).
-fn put_line(file: &File, line: &str) {
-    let mut f = file;
-    f.write_all(line.as_bytes()).expect("write log line");
 }
 
 /// Records why a child stops by itself, for the parent to print.
@@ -548,19 +520,6 @@ fn kill9(p: &mut Proc) {
     }
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return Some(s);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits for `child` as long as it keeps appending to `log`; `None` once it made no progress
 /// for `stall` (the children's deadline bounds the whole wait).
 fn wait_progressing(child: &mut Child, log: &Path, stall: Duration) -> Option<ExitStatus> {
@@ -576,11 +535,6 @@ fn wait_progressing(child: &mut Child, log: &Path, stall: Duration) -> Option<Ex
             return None;
         }
     }
-}
-
-fn env_num(key: &str) -> Option<u64> {
-    let v = std::env::var(key).ok()?;
-    Some(v.parse().unwrap_or_else(|e| panic!("{key}={v}: {e}")))
 }
 
 #[derive(Debug, Default)]
@@ -777,12 +731,6 @@ fn read_logs(logs: &Path, prefix: &str) -> Vec<(String, String)> {
     }
     out.sort();
     out
-}
-
-/// Complete lines only: a child killed in the middle of a write may leave a partial one.
-fn whole_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split_inclusive('\n')
-        .filter_map(|l| l.strip_suffix('\n'))
 }
 
 fn parse_nums<const N: usize>(fields: &[&str]) -> Option<[u64; N]> {

@@ -28,11 +28,10 @@
 //! directory; it is always kept when the test fails).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use escalation_queue::worker::{
     ApiToken, BackoffConfig, BreakerConfig, ClientConfig, DeadLetterQueue, Escalation,
@@ -40,6 +39,11 @@ use escalation_queue::worker::{
     QueueOptions, RandomFaults, Worker, WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
+
+mod process_support;
+use process_support::{
+    env_num, now_ms, open_append, put_line, start_watchdog, wait_bounded, whole_lines,
+};
 
 const CHILD_ENV: &str = "EQ_KW_CHILD";
 const CHILD_TEST: &str = "kill_worker_child_entry";
@@ -54,7 +58,6 @@ const TIMEOUT_MS: u64 = 150;
 const CHECKPOINT_ACKS_MAX: u32 = 64;
 /// Exit codes of a child that stops by itself.
 const EXIT_ERROR: i32 = 2;
-const EXIT_ORPHAN: i32 = 4;
 
 fn options() -> QueueOptions {
     QueueOptions {
@@ -155,37 +158,6 @@ impl ChildCx {
             deadline_ms: num("EQ_KW_DEADLINE_MS"),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Ends the process when the parent is gone (we were re-parented) or the deadline passed,
-/// so that no child outlives a crashed or killed test run.
-fn start_watchdog(parent: u32, deadline_ms: u64) {
-    std::thread::spawn(move || loop {
-        if std::os::unix::process::parent_id() != parent || now_ms() > deadline_ms {
-            std::process::exit(EXIT_ORPHAN);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    });
-}
-
-fn open_append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-/// Appends `line` with one `write` (O_APPEND keeps lines of concurrent threads whole).
-fn put_line(file: &File, line: &str) {
-    let mut f = file;
-    f.write_all(line.as_bytes()).expect("write log line");
 }
 
 /// Records why a child stops by itself, for the parent to print.
@@ -437,24 +409,6 @@ fn kill9(p: &mut Proc) {
     }
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return Some(s);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn env_num(key: &str) -> Option<u64> {
-    let v = std::env::var(key).ok()?;
-    Some(v.parse().unwrap_or_else(|e| panic!("{key}={v}: {e}")))
-}
-
 #[derive(Debug, Default)]
 struct Stats {
     cycles: usize,
@@ -647,12 +601,6 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
 // ---------------------------------------------------------------------------------------
 // Analysis
 // ---------------------------------------------------------------------------------------
-
-/// Complete lines only: a child killed in the middle of a write may leave a partial one.
-fn whole_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split_inclusive('\n')
-        .filter_map(|l| l.strip_suffix('\n'))
-}
 
 #[derive(Debug, Default)]
 struct Check {
