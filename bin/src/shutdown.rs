@@ -3,9 +3,9 @@
 //! a second exits at once with 130, which loses nothing either: every acknowledged
 //! escalation is already durable.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use escalation_queue::StopHandle;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -23,10 +23,10 @@ pub struct Shutdown {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requested: AtomicBool,
+    /// The process-wide stop: its flag and its interruptible sleep.
+    stop: StopHandle,
     signals: AtomicU32,
     current: Mutex<Option<StopHandle>>,
-    wake: Condvar,
 }
 
 impl Shutdown {
@@ -68,17 +68,16 @@ impl Shutdown {
 
     /// Asks everything watching to stop.
     pub fn request(&self) {
-        self.inner.requested.store(true, Ordering::Release);
         let current = self.lock();
+        self.inner.stop.stop();
         if let Some(handle) = current.as_ref() {
             handle.stop();
         }
-        self.inner.wake.notify_all();
     }
 
     /// Whether a stop was asked for.
     pub fn is_requested(&self) -> bool {
-        self.inner.requested.load(Ordering::Acquire)
+        self.inner.stop.is_stopped()
     }
 
     /// Routes stop requests to `handle` (the worker now running); stops it at once if a
@@ -93,23 +92,7 @@ impl Shutdown {
 
     /// Sleeps for `duration` unless a stop is asked for first; returns whether it was.
     pub fn sleep(&self, duration: Duration) -> bool {
-        let deadline = Instant::now() + duration;
-        let mut guard = self.lock();
-        loop {
-            if self.is_requested() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            guard = self
-                .inner
-                .wake
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.inner.stop.sleep(duration)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<StopHandle>> {
@@ -123,6 +106,7 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_request_stops_the_attached_worker_and_wakes_sleepers() {

@@ -37,7 +37,7 @@ impl StopHandle {
     }
 
     /// Sleeps for `duration` unless a stop is requested first; returns whether stopped.
-    pub(crate) fn sleep(&self, duration: Duration) -> bool {
+    pub fn sleep(&self, duration: Duration) -> bool {
         let deadline = Instant::now() + duration;
         let mut guard = self
             .inner
