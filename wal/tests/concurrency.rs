@@ -13,21 +13,16 @@
 
 use std::sync::{Arc, Mutex};
 
-use escalation_queue_wal::{CrashMode, Error, Fault, Options, Reader, SimDisk, Writer};
+use escalation_queue_wal::{CrashMode, Error, Fault, Reader, SimDisk, Writer};
+
+mod support;
+use support::opts;
 
 fn iterations() -> usize {
     std::env::var("WAL_SHUTTLE_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000)
-}
-
-fn opts(sim: &SimDisk) -> Options {
-    Options::default()
-        .storage(Arc::new(sim.clone()))
-        .segment_bytes(64 << 10)
-        .record_bytes_max(4096)
-        .free_disk_bytes_min(0)
 }
 
 /// Three appenders, two records each; the `fail_at`-th sync fails (0: none). Checks the

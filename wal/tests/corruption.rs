@@ -15,6 +15,9 @@ use escalation_queue_wal::{
     Storage, VerifyReport, Writer,
 };
 
+mod support;
+use support::assert_same;
+
 const DIR: &str = "/queue";
 
 fn sim_opts(sim: &SimDisk) -> Options {
@@ -49,33 +52,6 @@ fn drain(r: &mut Reader) -> Vec<Vec<u8>> {
         out.push(rec.payload.to_vec());
     }
     out
-}
-
-/// Compares payload lists; on failure prints a short summary of each payload rather than
-/// kilobytes of bytes.
-#[track_caller]
-fn assert_same(got: &[Vec<u8>], want: &[Vec<u8>]) {
-    if got != want {
-        panic!(
-            "payloads differ:\n  got  {:?}\n  want {:?}",
-            summary(got),
-            summary(want)
-        );
-    }
-}
-
-fn summary(payloads: &[Vec<u8>]) -> Vec<String> {
-    payloads
-        .iter()
-        .map(|p| {
-            let head: String = p
-                .iter()
-                .take(12)
-                .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
-                .collect();
-            format!("{head}..({} B)", p.len())
-        })
-        .collect()
 }
 
 /// Every file of a simulated disk, to rebuild fresh copies from.

@@ -37,19 +37,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use escalation_queue_wal::{
-    verify, CrashMode, Event, LaneId, Options, Reader, Record, RecordId, SimDisk, SimOp, Writer,
+    verify, CrashMode, Event, LaneId, Reader, Record, RecordId, SimDisk, SimOp, Writer,
 };
+
+mod support;
+use support::opts;
 
 const DIR: &str = "/queue";
 const CURSOR: &str = "worker";
-
-fn opts(sim: &SimDisk) -> Options {
-    Options::default()
-        .storage(Arc::new(sim.clone()))
-        .segment_bytes(64 << 10)
-        .record_bytes_max(4096)
-        .free_disk_bytes_min(0)
-}
 
 fn env(key: &str, default: u64) -> u64 {
     std::env::var(key)

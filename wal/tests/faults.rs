@@ -9,18 +9,13 @@ use std::time::Duration;
 
 use escalation_queue_wal::layout::FileName;
 use escalation_queue_wal::{
-    verify, CrashMode, Error, Event, Fault, LaneId, Options, Reader, SegmentId, SimDisk, Writer,
+    verify, CrashMode, Error, Event, Fault, LaneId, Reader, SegmentId, SimDisk, Writer,
 };
 
-const DIR: &str = "/queue";
+mod support;
+use support::{assert_same, opts};
 
-fn opts(sim: &SimDisk) -> Options {
-    Options::default()
-        .storage(Arc::new(sim.clone()))
-        .segment_bytes(64 << 10)
-        .record_bytes_max(4096)
-        .free_disk_bytes_min(0)
-}
+const DIR: &str = "/queue";
 
 fn drain(r: &mut Reader) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -28,33 +23,6 @@ fn drain(r: &mut Reader) -> Vec<Vec<u8>> {
         out.push(rec.payload.to_vec());
     }
     out
-}
-
-/// Compares payload lists; on failure prints a short summary of each payload rather than
-/// kilobytes of bytes.
-#[track_caller]
-fn assert_same(got: &[Vec<u8>], want: &[Vec<u8>]) {
-    if got != want {
-        panic!(
-            "payloads differ:\n  got  {:?}\n  want {:?}",
-            summary(got),
-            summary(want)
-        );
-    }
-}
-
-fn summary(payloads: &[Vec<u8>]) -> Vec<String> {
-    payloads
-        .iter()
-        .map(|p| {
-            let head: String = p
-                .iter()
-                .take(12)
-                .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
-                .collect();
-            format!("{head}..({} B)", p.len())
-        })
-        .collect()
 }
 
 /// Drains, acknowledging everything, and checkpoints.

@@ -24,7 +24,6 @@
 //! Cases: 48 by default, `WAL_PROPTEST_CASES=N` for more. Deterministic (fixed seed).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use escalation_queue_wal::{
     inspect, verify, CrashMode, Event, Fault, LaneId, Options, Reader, Record, RecordId, SimDisk,
@@ -33,17 +32,12 @@ use escalation_queue_wal::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
+mod support;
+use support::opts;
+
 const DIR: &str = "/queue";
 const CURSOR: &str = "worker";
 const WRITERS_MAX: usize = 3;
-
-fn opts(sim: &SimDisk) -> Options {
-    Options::default()
-        .storage(Arc::new(sim.clone()))
-        .segment_bytes(64 << 10)
-        .record_bytes_max(4096)
-        .free_disk_bytes_min(0)
-}
 
 /// The payload of append number `id`: its id's bytes first (as many as fit), then bytes
 /// derived from the id, so a payload from the wrong record or a damaged one never matches.

@@ -14,23 +14,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use escalation_queue_wal::layout::{frame_len, FileName, CHECKPOINT_SLOT_LEN, SECTOR};
 use escalation_queue_wal::{
-    CorruptionKind, CrashMode, Error, Event, Fault, LaneId, Options, Reader, Repeat, SegmentId,
-    SimDisk, SimErrno, SimOp, Writer,
+    CorruptionKind, CrashMode, Error, Event, Fault, LaneId, Reader, Repeat, SegmentId, SimDisk,
+    SimErrno, SimOp, Writer,
 };
 
-const DIR: &str = "/queue";
+mod support;
+use support::opts;
 
-fn opts(sim: &SimDisk) -> Options {
-    Options::default()
-        .storage(Arc::new(sim.clone()))
-        .segment_bytes(64 << 10)
-        .record_bytes_max(4096)
-        .free_disk_bytes_min(0)
-}
+const DIR: &str = "/queue";
 
 fn seg_path(lane: u16, seg: u64) -> PathBuf {
     Path::new(DIR).join(FileName::Segment(LaneId(lane), SegmentId(seg)).render())
