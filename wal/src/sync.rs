@@ -1,7 +1,10 @@
-//! The synchronization primitives of group commit, switchable for a model checker: with
-//! the `shuttle` feature the writer's mutex and condition variable are shuttle's, so
-//! `wal/tests/concurrency.rs` can run appenders under thousands of thread schedules.
-//! Normal builds use `std`'s.
+//! The synchronization primitives of the wal's two concurrent parts, group commit and the
+//! background checkpointer, switchable for a model checker: with the `shuttle` feature
+//! their mutexes, condition variables and threads are shuttle's, so
+//! `wal/tests/concurrency.rs` can run them under thousands of thread schedules. Normal
+//! builds use `std`'s. Code with threads or locks shared between them imports from here.
+//! (The interval-mode flusher stays a `std` thread: it sleeps in real time, so shuttle
+//! tests use `Durability::SyncEachAppend`.)
 
 pub(crate) use std::sync::Arc;
 
@@ -10,6 +13,15 @@ pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(feature = "shuttle")]
 pub(crate) use shuttle::sync::{Mutex, MutexGuard};
+
+/// Threads: `std::thread`, or shuttle's scheduled ones.
+pub(crate) mod thread {
+    #[cfg(not(feature = "shuttle"))]
+    pub(crate) use std::thread::{Builder, JoinHandle};
+
+    #[cfg(feature = "shuttle")]
+    pub(crate) use shuttle::thread::{Builder, JoinHandle};
+}
 
 #[cfg(feature = "shuttle")]
 pub(crate) use model::Condvar;

@@ -5,14 +5,14 @@
 //! its request to become durable; `Reader::checkpoint_in_background` does not.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use crate::cursor::{Checkpoint, CheckpointFile};
 use crate::error::{Error, Result};
 use crate::format::FileName;
 use crate::fs::{join, Storage};
 use crate::segment;
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
@@ -82,7 +82,7 @@ impl Checkpointer {
         let shared = Arc::new(Shared::default());
         shared.lock().durable = durable;
         let worker = shared.clone();
-        let thread = std::thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || worker.run(&file, storage.as_ref(), &dir))
             .map_err(|e| Error::io("spawn checkpoint thread", PathBuf::new(), e))?;
