@@ -89,7 +89,10 @@ fn verify_segment(
     opts: &Options,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let (file, path, header) = segment::open(storage, dir, lane, seg, OpenMode::Read)?;
+    // A segment consumed and deleted by a running reader since the listing is no damage.
+    let Some((file, path, header)) = segment::open_if_present(storage, dir, lane, seg)? else {
+        return Ok(());
+    };
     report.segments += 1;
     let first_seq = match header {
         Ok(h) => h.first_seq,
@@ -260,7 +263,10 @@ pub fn inspect(dir: impl AsRef<Path>, opts: &Options) -> Result<Inspection> {
             }),
         };
         for seg in segs {
-            let (file, _, header) = segment::open(storage, dir, *lane, *seg, OpenMode::Read)?;
+            let Some((file, _, header)) = segment::open_if_present(storage, dir, *lane, *seg)?
+            else {
+                continue;
+            };
             let size_bytes = file.size().unwrap_or(0);
             out.segment_bytes += size_bytes;
             let h = header.ok();

@@ -241,8 +241,10 @@ impl Reader {
         Ok(())
     }
 
-    /// Makes all acknowledgements durable, then deletes segments every record of which is
-    /// acknowledged. Returns only once the checkpoint is durable.
+    /// Makes all acknowledgements durable. Returns once the checkpoint is durable; the
+    /// segments it releases (every record acknowledged) are then deleted by the background
+    /// thread, which [`Reader::wait_for_deletions`] waits for. A failure of those deletions
+    /// is returned by the next checkpoint call.
     pub fn checkpoint(&mut self) -> Result<()> {
         // With nothing new to save, still wait for the last one handed over: it may have
         // failed in the background, and then this call must not claim durability.
@@ -252,6 +254,17 @@ impl Reader {
         };
         if let Some(c) = &self.checkpointer {
             c.wait_durable(generation)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints like [`Reader::checkpoint`], then waits until the segments released by
+    /// it are deleted and the deletions durable: their space is back. For tools that report
+    /// disk usage and for tests; a consumer need not wait for this.
+    pub fn wait_for_deletions(&mut self) -> Result<()> {
+        self.checkpoint()?;
+        if let Some(c) = &self.checkpointer {
+            c.wait_released(self.checkpoint.generation)?;
         }
         Ok(())
     }
@@ -346,7 +359,8 @@ impl Reader {
             expired_total += records;
             self.dirty = true;
         }
-        self.checkpoint()?;
+        // Retention is for space: return once it is back.
+        self.wait_for_deletions()?;
         Ok(expired_total)
     }
 

@@ -99,6 +99,31 @@ pub(crate) fn open(
     let file = storage
         .open(&path, mode)
         .map_err(|e| Error::io("open", &path, e))?;
+    read_header(file, path, lane, id)
+}
+
+/// Like [`open`], but `None` when the file is gone: a reader deleted it after it was
+/// listed (for tools that walk a live queue).
+pub(crate) fn open_if_present(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+    id: SegmentId,
+) -> Result<Option<OpenedSegment>> {
+    let path = dir.join(FileName::Segment(lane, id).render());
+    match storage.open(&path, OpenMode::Read) {
+        Ok(file) => read_header(file, path, lane, id).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("open", &path, e)),
+    }
+}
+
+fn read_header(
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    lane: LaneId,
+    id: SegmentId,
+) -> Result<OpenedSegment> {
     let mut buf = [0u8; SEGMENT_HEADER_LEN];
     let header = match file.read_exact_at(&mut buf, 0) {
         Ok(()) => match SegmentHeader::decode(&buf) {

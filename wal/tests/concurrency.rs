@@ -13,11 +13,15 @@
 //! failure every later append fails until the writer is reopened.
 #![cfg(feature = "shuttle")]
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use escalation_queue_wal::layout::FileName;
+
 use escalation_queue_wal::{
-    CrashMode, Error, Fault, Options, Reader, Repeat, SimDisk, SimErrno, SimOp, Writer,
+    CrashMode, Error, Fault, LaneId, Options, Reader, Repeat, SegmentId, SimDisk, SimErrno, SimOp,
+    Writer,
 };
 
 mod support;
@@ -127,8 +131,9 @@ fn group_commit_under_pct_scheduling() {
 //
 // The story: a reader acknowledges records while a writer appends them and rolls
 // segments; it hands checkpoints to its background thread, sometimes waiting for them
-// (`checkpoint`), sometimes not (`checkpoint_in_background`), and finally drops, which
-// must write the request still pending. A third thread takes power-loss snapshots of the
+// (`checkpoint`), sometimes not (`checkpoint_in_background`), sometimes for the deletions
+// too (`wait_for_deletions`, after which every released segment must be gone), and finally
+// drops, which must write the request still pending. A third thread takes power-loss snapshots of the
 // disk at points the scheduler picks. Whatever the interleaving: a `checkpoint` that
 // returned `Ok` survives every snapshot taken after it (the cursor never moves back past
 // it), the cursor never moves past an acknowledgement not yet made, no acknowledged append
@@ -333,6 +338,7 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
             continue;
         };
         assert_eq!(index_of(&rec.payload), acked, "delivered out of order");
+        let acked_segment = rec.id.position.segment;
         reader.ack(rec.id).expect("ack");
         acked += 1;
         progress.acked.store(acked, SeqCst);
@@ -340,10 +346,19 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
             continue;
         }
         let background = acked % 12 == 0;
-        let result = match acked % 12 {
-            0 => reader.checkpoint_in_background(),
-            4 => reader.checkpoint(),
-            _ => reader.checkpoint().and_then(|()| reader.checkpoint()),
+        let result = match acked % 24 {
+            0 | 12 => reader.checkpoint_in_background(),
+            4 | 16 => reader.checkpoint(),
+            8 => reader.checkpoint().and_then(|()| reader.checkpoint()),
+            _ => reader.wait_for_deletions().inspect(|()| {
+                // Every segment before the one holding the newest acknowledged record
+                // is released by the checkpoint just made durable: it must be gone.
+                let left = segments_before(&sim, acked_segment);
+                assert!(
+                    left.is_empty(),
+                    "released segments left after the wait: {left:?}"
+                );
+            }),
         };
         match (result, failed) {
             (Ok(()), None) => {
@@ -397,6 +412,20 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
         acked: RECORDS,
     };
     check_snapshot(&end, iteration * 8 + 7);
+}
+
+/// Segment files of lane 0 older than `seg` that exist now.
+fn segments_before(sim: &SimDisk, seg: SegmentId) -> Vec<PathBuf> {
+    sim.paths()
+        .into_iter()
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(FileName::parse);
+            matches!(name, Some(FileName::Segment(LaneId(0), s)) if s < seg)
+        })
+        .collect()
 }
 
 /// A different disk seed for each schedule, so torn sectors vary too.

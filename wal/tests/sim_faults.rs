@@ -14,11 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use escalation_queue_wal::layout::{frame_len, FileName, CHECKPOINT_SLOT_LEN, SECTOR};
+use escalation_queue_wal::layout::{frame_len, BootId, FileName, CHECKPOINT_SLOT_LEN, SECTOR};
 use escalation_queue_wal::{
-    CorruptionKind, CrashMode, Error, Event, Fault, LaneId, Reader, Repeat, SegmentId, SimDisk,
-    SimErrno, SimOp, Writer,
+    inspect, verify, CorruptionKind, CrashMode, Error, Event, Fault, LaneId, LockGuard, OpenMode,
+    Reader, Repeat, SegmentId, SimDisk, SimErrno, SimOp, Storage, StorageFile, Writer,
 };
 
 mod support;
@@ -600,4 +601,67 @@ fn a_checkpoint_file_cut_to_nothing_or_filled_with_garbage_restarts_from_the_old
 #[test]
 fn sector_size_is_512() {
     assert_eq!(SECTOR, 512);
+}
+
+/// A storage that behaves like `inner`, except that listing the queue directory also
+/// deletes one segment right after the listing: a running reader releasing it between a
+/// tool's listing and its opening.
+#[derive(Debug)]
+struct DeletesAfterListing {
+    inner: SimDisk,
+    victim: PathBuf,
+}
+
+impl Storage for DeletesAfterListing {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn StorageFile>> {
+        self.inner.open(path, mode)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        let names = self.inner.list_dir(dir);
+        self.inner.delete_file(&self.victim);
+        names
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> std::io::Result<Option<Box<dyn LockGuard>>> {
+        self.inner.try_lock(path)
+    }
+    fn available_bytes(&self, dir: &Path) -> std::io::Result<u64> {
+        self.inner.available_bytes(dir)
+    }
+    fn maps_are_live(&self) -> bool {
+        self.inner.maps_are_live()
+    }
+    fn boot_id(&self) -> BootId {
+        self.inner.boot_id()
+    }
+}
+
+/// Story: an operator runs `verify` or `inspect` on a live queue while the reader deletes
+/// a consumed segment between the tool's directory listing and its opening of that
+/// segment. If this fails, the tools abort with "No such file" on a healthy queue, or
+/// report the vanished segment as damage.
+#[test]
+fn verify_and_inspect_step_over_a_segment_deleted_while_they_walk_the_queue() {
+    let sim = SimDisk::new(33);
+    let (_w, per_seg) = four_segments(&sim);
+    let records: u64 = per_seg.values().map(|v| v.len() as u64).sum();
+    let opts = opts(&sim).storage(Arc::new(DeletesAfterListing {
+        inner: sim.clone(),
+        victim: seg_path(0, 1),
+    }));
+    let report = verify(DIR, &opts).expect("verify on a live queue");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.segments, per_seg.len() as u64 - 1);
+    assert_eq!(report.records, records - per_seg[&1].len() as u64);
+    let seen = inspect(DIR, &opts).expect("inspect on a live queue");
+    let segs: Vec<u64> = seen.lanes[0].segments.iter().map(|s| s.id.0).collect();
+    assert!(!segs.contains(&1), "{segs:?}");
 }

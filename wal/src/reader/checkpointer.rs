@@ -2,7 +2,10 @@
 //! waiting for `fdatasync` on its hot path. One thread owns the checkpoint file: requests
 //! are coalesced (the newest wins), each is written and synced, and only then are the
 //! segments it releases deleted (and the directory synced). `Reader::checkpoint` waits for
-//! its request to become durable; `Reader::checkpoint_in_background` does not.
+//! its request to become durable, not for the deletions (unlinking a large segment can take
+//! tens of milliseconds on some file systems, and a consumer need not wait for space to be
+//! returned); `Reader::checkpoint_in_background` waits for nothing;
+//! `Reader::wait_for_deletions` waits for both.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,8 @@ struct State {
     requested: Option<Checkpoint>,
     /// Newest generation that is durable.
     durable: u64,
+    /// Newest generation whose released segments are deleted (and the deletions durable).
+    released: u64,
     /// A failure stops checkpointing until the reader is reopened.
     failed: Option<Failure>,
     stop: bool,
@@ -80,7 +85,11 @@ impl Checkpointer {
         durable: u64,
     ) -> Result<Self> {
         let shared = Arc::new(Shared::default());
-        shared.lock().durable = durable;
+        {
+            let mut st = shared.lock();
+            st.durable = durable;
+            st.released = durable;
+        }
         let worker = shared.clone();
         let thread = thread::Builder::new()
             .name("wal-checkpoint".into())
@@ -105,9 +114,20 @@ impl Checkpointer {
 
     /// Waits until checkpoint `generation` (or a newer one) is durable.
     pub(crate) fn wait_durable(&self, generation: u64) -> Result<()> {
+        self.wait(|st| st.durable >= generation)
+    }
+
+    /// Waits until the segments released by checkpoint `generation` (or a newer one) are
+    /// deleted.
+    pub(crate) fn wait_released(&self, generation: u64) -> Result<()> {
+        self.wait(|st| st.released >= generation)
+    }
+
+    /// Waits until `done` holds, or returns the failure that stopped the thread.
+    fn wait(&self, done: impl Fn(&State) -> bool) -> Result<()> {
         let mut st = self.shared.lock();
         loop {
-            if st.durable >= generation {
+            if done(&st) {
                 return Ok(());
             }
             if let Some(f) = &st.failed {
@@ -152,19 +172,38 @@ impl Shared {
                     }
                 }
             };
-            let result = file
-                .write(&cp)
-                .and_then(|()| delete_released(storage, dir, &cp));
-            let mut st = self.lock();
-            match result {
-                Ok(()) => st.durable = st.durable.max(cp.generation),
-                Err(e) => {
-                    tracing::error!(error = %e, "checkpoint failed; acknowledgements are no longer persisted until the reader is reopened");
-                    st.failed = Some(Failure::from_error(&e, dir));
-                }
+            // IMPORTANT: durable is published only after the sync, and segments are
+            // deleted only after that: a crash in between keeps records still needed.
+            let written = file.write(&cp);
+            if !self.finish(written, dir, |st| {
+                st.durable = st.durable.max(cp.generation)
+            }) {
+                continue;
             }
-            self.changed.notify_all();
+            let deleted = delete_released(storage, dir, &cp);
+            self.finish(deleted, dir, |st| {
+                st.released = st.released.max(cp.generation)
+            });
         }
+    }
+
+    /// Publishes the outcome of a step: `on_ok` on success, else the failure, which stops
+    /// checkpointing. True on success.
+    fn finish(&self, result: Result<()>, dir: &Path, on_ok: impl FnOnce(&mut State)) -> bool {
+        let mut st = self.lock();
+        let ok = match result {
+            Ok(()) => {
+                on_ok(&mut st);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed; acknowledgements are no longer persisted until the reader is reopened");
+                st.failed = Some(Failure::from_error(&e, dir));
+                false
+            }
+        };
+        self.changed.notify_all();
+        ok
     }
 }
 
