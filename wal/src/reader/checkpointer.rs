@@ -1,7 +1,8 @@
 //! Checkpoints written by a background thread, so a reader can checkpoint often without
 //! waiting for `fdatasync` on its hot path. One thread owns the checkpoint file: requests
 //! are coalesced (the newest wins), each is written and synced, and only then are the
-//! segments it releases deleted (and the directory synced). `Reader::checkpoint` waits for
+//! segments it releases deleted (and the directory synced), one file per step, a newly
+//! requested checkpoint going before the remaining deletions. `Reader::checkpoint` waits for
 //! its request to become durable, not for the deletions (unlinking a large segment can take
 //! tens of milliseconds on some file systems, and a consumer need not wait for space to be
 //! returned); `Reader::checkpoint_in_background` waits for nothing;
@@ -159,31 +160,60 @@ impl Shared {
     }
 
     fn run(&self, file: &CheckpointFile, storage: &dyn Storage, dir: &Path) {
+        // The newest durable checkpoint whose released segments are not all deleted yet.
+        let mut release: Option<Release> = None;
         loop {
-            let cp = {
+            let step = {
                 let mut st = self.lock();
                 loop {
-                    match st.requested.take() {
-                        Some(cp) if st.failed.is_none() => break cp,
-                        _ if st.stop => return,
-                        _ => {
-                            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    if st.failed.is_none() {
+                        if let Some(cp) = st.requested.take() {
+                            break Step::Write(cp);
+                        }
+                        if release.is_some() {
+                            break Step::Delete;
+                        }
+                    }
+                    if st.stop {
+                        return;
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            match step {
+                Step::Write(cp) => {
+                    // IMPORTANT: durable is published only after the sync, and segments
+                    // are deleted only after that: a crash in between keeps records
+                    // still needed.
+                    let written = file.write(&cp);
+                    if self.finish(written, dir, |st| {
+                        st.durable = st.durable.max(cp.generation)
+                    }) {
+                        // A newer checkpoint releases at least what an older one did.
+                        let removed = release.as_ref().is_some_and(|r| r.removed);
+                        release = Some(Release::new(cp, removed));
+                    }
+                }
+                Step::Delete => {
+                    let Some(r) = release.as_mut() else { continue };
+                    // One file per step, so a checkpoint requested meanwhile waits for at
+                    // most one unlink, not for a whole backlog of them.
+                    match r.step(storage, dir) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            let generation = r.checkpoint.generation;
+                            release = None;
+                            self.finish(Ok(()), dir, |st| {
+                                st.released = st.released.max(generation)
+                            });
+                        }
+                        Err(e) => {
+                            release = None;
+                            self.finish(Err(e), dir, |_| {});
                         }
                     }
                 }
-            };
-            // IMPORTANT: durable is published only after the sync, and segments are
-            // deleted only after that: a crash in between keeps records still needed.
-            let written = file.write(&cp);
-            if !self.finish(written, dir, |st| {
-                st.durable = st.durable.max(cp.generation)
-            }) {
-                continue;
             }
-            let deleted = delete_released(storage, dir, &cp);
-            self.finish(deleted, dir, |st| {
-                st.released = st.released.max(cp.generation)
-            });
         }
     }
 
@@ -207,33 +237,76 @@ impl Shared {
     }
 }
 
-/// Deletes every segment that lies wholly before the checkpoint's position in its lane,
-/// except a lane's newest segment (it carries the lane's sequence numbers forward). Runs
-/// only after the checkpoint is durable.
-fn delete_released(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<()> {
-    let mut removed = false;
+/// What the thread does next: write a requested checkpoint (first), or delete a segment.
+enum Step {
+    Write(Checkpoint),
+    Delete,
+}
+
+/// The deletions a durable checkpoint allows: every segment that lies wholly before the
+/// checkpoint's position in its lane, except a lane's newest segment (it carries the lane's
+/// sequence numbers forward).
+struct Release {
+    checkpoint: Checkpoint,
+    /// Listed on the first step.
+    victims: Option<Vec<PathBuf>>,
+    /// Some file was removed since the directory was last synced.
+    removed: bool,
+}
+
+impl Release {
+    fn new(checkpoint: Checkpoint, removed: bool) -> Self {
+        Self {
+            checkpoint,
+            victims: None,
+            removed,
+        }
+    }
+
+    /// Removes one released segment; when none is left, syncs the directory (if anything
+    /// was removed) and returns true.
+    fn step(&mut self, storage: &dyn Storage, dir: &Path) -> Result<bool> {
+        let victims = match &mut self.victims {
+            Some(v) => v,
+            None => self
+                .victims
+                .insert(released(storage, dir, &self.checkpoint)?),
+        };
+        if let Some(path) = victims.pop() {
+            match storage.remove_file(&path) {
+                Ok(()) => self.removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            }
+            return Ok(false);
+        }
+        if self.removed {
+            // IMPORTANT: the removals must be durable (the checkpoint releasing them
+            // already is).
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync dir", dir, e))?;
+            self.removed = false;
+        }
+        Ok(true)
+    }
+}
+
+/// The segments `cp` releases, newest last (removed oldest first).
+fn released(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<Vec<PathBuf>> {
+    let mut victims = Vec::new();
     for (lane, segs) in segment::list(storage, dir)? {
         let Some(pos) = cp.lanes.get(&lane) else {
             continue;
         };
         let newest = segs.last().copied();
-        for seg in segs
-            .iter()
-            .filter(|s| **s < pos.position.segment && Some(**s) != newest)
-        {
-            let path = join(dir, &FileName::Segment(lane, *seg));
-            match storage.remove_file(&path) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &path, e)),
-            }
-        }
+        victims.extend(
+            segs.iter()
+                .filter(|s| **s < pos.position.segment && Some(**s) != newest)
+                .map(|seg| join(dir, &FileName::Segment(lane, *seg))),
+        );
     }
-    if removed {
-        // IMPORTANT: the removals must be durable (the checkpoint releasing them already is).
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync dir", dir, e))?;
-    }
-    Ok(())
+    // Popped from the end: oldest first.
+    victims.reverse();
+    Ok(victims)
 }
