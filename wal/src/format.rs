@@ -279,14 +279,15 @@ pub fn decode_frame(
         return Frame::Bad(BadRecord::BadLength { len });
     }
     let payload_start = start + RECORD_HEADER_LEN;
-    let Some(payload) = payload_start
+    // Header fields and payload are contiguous: one checksum pass over both.
+    let Some(covered) = payload_start
         .checked_add(len as usize)
-        .and_then(|end| seg.get(payload_start..end))
+        .and_then(|end| seg.get(start + RH_LEN..end))
     else {
         return Frame::Bad(BadRecord::Truncated);
     };
     let expected = u32_at(h, RH_CRC);
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&h[RH_LEN..]), payload);
+    let actual = crc32c::crc32c(covered);
     if expected != actual {
         return Frame::Bad(BadRecord::Checksum { expected, actual });
     }
