@@ -42,6 +42,25 @@ fn dedupe_survives_a_restart() {
     );
 }
 
+#[test]
+fn a_reopened_worker_continues_the_counters_of_the_one_it_replaces() {
+    // Story: the daemon reopens the queue after a storage error. If this fails, /stats
+    // and /metrics counters jump back to zero in a running process (a Prometheus counter
+    // reset with no restart behind it).
+    let h = Harness::new();
+    h.enqueue(3);
+    let (first, stats, _) = h.drain(fast_config());
+    assert_eq!(first.delivered, 3);
+    h.enqueue(2);
+    let mut second = h.worker(fast_config());
+    second.continue_stats(Arc::clone(&stats));
+    assert!(Arc::ptr_eq(&second.stats(), &stats));
+    second.drain(h.client.as_ref()).expect("drain");
+    let snap = stats.snapshot();
+    assert_eq!(snap.delivered, 5, "{snap:?}");
+    assert!(snap.attempts >= 5, "{snap:?}");
+}
+
 /// Panics on its `panic_at`-th submission: a worker crash at a chosen moment.
 struct Crashing {
     inner: Arc<GroundlightClient>,

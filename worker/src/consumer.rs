@@ -168,6 +168,15 @@ impl Worker {
         Arc::clone(&self.stats)
     }
 
+    /// Counts into `stats` from now on: those of the worker this one replaces on the same
+    /// queue (the daemon reopens the queue after a storage error), so counters shown by
+    /// `/stats` and `/metrics` go on from where they were instead of restarting at zero.
+    /// The gauges that describe one worker's state (circuit, auth pause) start afresh.
+    pub fn continue_stats(&mut self, stats: Arc<Stats>) {
+        stats.reset_worker_gauges();
+        self.stats = stats;
+    }
+
     /// The incident manager (recent incidents, counts).
     pub fn incidents(&self) -> Arc<Incidents> {
         Arc::clone(&self.incidents)

@@ -225,6 +225,13 @@ impl Stats {
         }
     }
 
+    /// Clears the gauges a worker sets from its own state (circuit breaker, auth pause),
+    /// keeping every counter: for a new worker that continues these stats.
+    pub(crate) fn reset_worker_gauges(&self) {
+        self.set_circuit_state(CircuitState::Closed);
+        self.paused_for_auth.store(false, Relaxed);
+    }
+
     /// Items dead-lettered with `label`.
     pub fn dead_lettered_count(&self, label: DeadLetterLabel) -> u64 {
         self.dead_lettered
@@ -297,5 +304,20 @@ mod tests {
         let json = serde_json::to_value(&snap).expect("json");
         assert_eq!(json["dead_lettered"]["bad_request"], 1);
         assert_eq!(json["circuit_state"], "open");
+    }
+
+    #[test]
+    fn a_continuing_worker_clears_the_gauges_of_the_last_one_but_keeps_the_counters() {
+        // Story: after a reopen, /health must not report an open circuit or an auth pause
+        // of a worker that no longer exists, while counters go on.
+        let stats = Stats::default();
+        Stats::add(&stats.delivered, 7);
+        stats.set_circuit_state(CircuitState::Open);
+        stats.paused_for_auth.store(true, Relaxed);
+        stats.reset_worker_gauges();
+        let snap = stats.snapshot();
+        assert_eq!(snap.delivered, 7);
+        assert_eq!(snap.circuit_state, "closed");
+        assert!(!snap.paused_for_auth);
     }
 }

@@ -64,6 +64,8 @@ fn deliver_until_stopped(
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
     let dir = worker.queue_dir().to_path_buf();
+    // One set of counters for the daemon's life, across reopens.
+    let stats = worker.stats();
     let mut delay = REOPEN_DELAY_MIN;
     loop {
         state.set_running(&worker);
@@ -93,7 +95,10 @@ fn deliver_until_stopped(
             }
             delay = (delay * 2).min(REOPEN_DELAY_MAX);
             match open_worker(&dir, config) {
-                Ok(worker) => break worker,
+                Ok(mut worker) => {
+                    worker.continue_stats(Arc::clone(&stats));
+                    break worker;
+                }
                 Err(e) if exit_for(&e) == Exit::Locked => return Err(e),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "reopening the queue failed");

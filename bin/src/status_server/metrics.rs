@@ -1,6 +1,7 @@
 //! `/metrics`: the worker's counters and gauges in the Prometheus text format, encoded by
-//! `prometheus-client` from a fresh snapshot at every scrape (nothing is double-counted
-//! when the worker is reopened: counters restart from zero, which Prometheus handles).
+//! `prometheus-client` from a fresh snapshot at every scrape. Counters run for the life of
+//! the process: a worker reopened after an error continues them
+//! (`Worker::continue_stats`).
 
 use std::fmt;
 use std::sync::Arc;
