@@ -11,12 +11,27 @@ use escalation_queue_wal::layout::{
     frame_len, FileName, CHECKPOINT_SLOT_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use escalation_queue_wal::{
-    verify, CorruptionKind, Event, LaneId, OpenMode, Options, Reader, RecordId, SegmentId, SimDisk,
-    Storage, VerifyReport, Writer,
+    verify, Corruption, CorruptionKind, Event, LaneId, OpenMode, Options, Reader, RecordId,
+    SegmentId, SimDisk, Storage, VerifyReport, Writer,
 };
 
 mod support;
 use support::assert_same;
+
+/// Asserts that `verify` reported damage matching `at`.
+#[track_caller]
+fn assert_verify_reports(report: &VerifyReport, at: impl Fn(&Corruption) -> bool) {
+    assert!(report.damage.iter().any(at), "{report:#?}");
+}
+
+/// Asserts that the reader reported a `Corruption` event matching `at`.
+#[track_caller]
+fn assert_reader_reports(events: &[Event], at: impl Fn(&Corruption) -> bool) {
+    let found = events
+        .iter()
+        .any(|e| matches!(e, Event::Corruption { corruption, .. } if at(corruption)));
+    assert!(found, "{events:#?}");
+}
 
 const DIR: &str = "/queue";
 
@@ -328,25 +343,14 @@ fn truncated_mid_record(into: u64) {
         .unwrap();
 
     let report = verify(dir.path(), &real_opts()).unwrap();
-    assert!(
-        report
-            .damage
-            .iter()
-            .any(|d| d.offset == ids[3].position.offset),
-        "{report:#?}"
-    );
+    assert_verify_reports(&report, |d| d.offset == ids[3].position.offset);
 
     let mut r = Reader::open(dir.path(), "worker", &real_opts())
         .expect("a truncated segment must not stop the reader from opening");
     assert_same(&drain(&mut r), &expected(0..3, 100));
-    let events = r.take_events();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Corruption { corruption: c, .. }
-            if c.offset == ids[3].position.offset && c.kind == CorruptionKind::Truncated)),
-        "{events:#?}"
-    );
+    assert_reader_reports(&r.take_events(), |c| {
+        c.offset == ids[3].position.offset && c.kind == CorruptionKind::Truncated
+    });
     drop(r);
     let w = Writer::open(dir.path(), &real_opts()).expect("writer opens after truncation");
     w.append(b"later").unwrap();
@@ -375,25 +379,14 @@ fn a_sealed_segment_truncated_mid_record_is_reported_and_later_segments_are_stil
         .set_len(cut)
         .unwrap();
     let report = verify(dir.path(), &real_opts()).unwrap();
-    assert!(
-        report
-            .damage
-            .iter()
-            .any(|d| d.segment == Some(SegmentId(1)) && d.offset == ids[4].position.offset),
-        "{report:#?}"
-    );
+    let damaged =
+        |c: &Corruption| c.segment == Some(SegmentId(1)) && c.offset == ids[4].position.offset;
+    assert_verify_reports(&report, damaged);
     let mut r = Reader::open(dir.path(), "worker", &real_opts()).unwrap();
     let mut want = expected(0..4, 100);
     want.push(b"in segment 2".to_vec());
     assert_same(&drain(&mut r), &want);
-    let events = r.take_events();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Corruption { corruption: c, .. }
-            if c.segment == Some(SegmentId(1)) && c.offset == ids[4].position.offset)),
-        "{events:#?}"
-    );
+    assert_reader_reports(&r.take_events(), damaged);
 }
 
 /// Story: the last records of a lane read back as zeros (a lost write-back on a lying
@@ -410,24 +403,11 @@ fn a_zeroed_tail_inside_durable_data_is_reported_as_corruption() {
     bytes[from..to].fill(0);
     std::fs::write(&seg, &bytes).unwrap();
 
-    let report = verify(dir.path(), &real_opts()).unwrap();
-    assert!(
-        report
-            .damage
-            .iter()
-            .any(|d| d.offset == from as u64 && d.kind == CorruptionKind::Zeroed),
-        "{report:#?}"
-    );
+    let zeroed = |c: &Corruption| c.offset == from as u64 && c.kind == CorruptionKind::Zeroed;
+    assert_verify_reports(&verify(dir.path(), &real_opts()).unwrap(), zeroed);
     let mut r = Reader::open(dir.path(), "worker", &real_opts()).unwrap();
     assert_same(&drain(&mut r), &expected(0..4, 100));
-    let events = r.take_events();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Corruption { corruption: c, .. }
-            if c.offset == from as u64 && c.kind == CorruptionKind::Zeroed)),
-        "{events:#?}"
-    );
+    assert_reader_reports(&r.take_events(), zeroed);
 }
 
 /// Story: garbage lands after the last record (inside the preallocated zeros, and past
@@ -557,7 +537,7 @@ fn a_zeroed_header_on_a_segment_with_records_does_not_get_the_segment_deleted() 
     sim.write_file(&seg, &bytes);
 
     let report = verify(DIR, &opts).unwrap();
-    assert!(report.damage.iter().any(|d| d.offset == 0), "{report:#?}");
+    assert_verify_reports(&report, |d| d.offset == 0);
     let mut r = Reader::open(DIR, "worker", &opts).unwrap();
     assert_same(&drain(&mut r), &expected(0..5, 200));
     assert!(sim.read_file(&seg).is_some(), "the segment was deleted");
@@ -589,12 +569,9 @@ fn a_damaged_header_on_an_older_segment_still_lets_its_records_through() {
     bytes[20] ^= 0x04;
     sim.write_file(&seg, &bytes);
     let report = verify(DIR, &opts).unwrap();
-    assert!(
-        report.damage.iter().any(|d| d.segment == Some(SegmentId(1))
-            && d.offset == 0
-            && d.kind == CorruptionKind::BadHeader),
-        "{report:#?}"
-    );
+    assert_verify_reports(&report, |d| {
+        d.segment == Some(SegmentId(1)) && d.offset == 0 && d.kind == CorruptionKind::BadHeader
+    });
     let mut r = Reader::open(DIR, "worker", &opts).unwrap();
     assert_same(&drain(&mut r), &expected(0..4, 200));
 }
@@ -662,16 +639,10 @@ fn both_checkpoint_slots_damaged_is_reported_and_reading_restarts_from_the_oldes
     damage_slot(&sim, &path, 1);
     let opts = sim_opts(&sim);
     let report = verify(DIR, &opts).unwrap();
-    assert!(report.damage.iter().any(|d| d.path == path), "{report:#?}");
+    assert_verify_reports(&report, |d| d.path == path);
     assert_eq!(report.checkpoints, vec![("worker".to_string(), false)]);
     let mut r = Reader::open(DIR, "worker", &opts).unwrap();
-    let events = r.take_events();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Corruption { corruption: c, .. } if c.path == path)),
-        "{events:#?}"
-    );
+    assert_reader_reports(&r.take_events(), |c| c.path == path);
     assert_same(&drain(&mut r), &expected(0..10, 100));
     // Acknowledging and checkpointing again repairs the cursor.
     drop(r);
