@@ -19,10 +19,11 @@
 //! `EQ_CHAOS_ESCALATIONS` (default 10000), `EQ_CHAOS_SEED`.
 
 mod chaos_support;
+mod process_support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +35,7 @@ use escalation_queue::EscalationQueue;
 use chaos_support::{
     child_config, client, options, produce, verify, Figures, Receipt, TOKEN, WRITER_HANDLES,
 };
+use process_support::child_command;
 
 const CHILD_ENV: &str = "EQ_CHAOS_CHILD";
 const CHILD_TEST: &str = "chaos_worker_child";
@@ -59,7 +61,7 @@ fn chaos_worker_child() {
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
         stop.stop();
     });
-    let summary = worker.run(&client(&endpoint)).expect("run");
+    let summary = worker.run(&client(&endpoint, TOKEN)).expect("run");
     println!(
         "CHAOS-SUMMARY {}",
         serde_json::to_string(&summary).expect("json")
@@ -79,14 +81,8 @@ struct Incarnation {
 
 impl Incarnation {
     fn start(dir: &Path, endpoint: &str, seed: u64) -> Self {
-        let child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
+        let exe = std::env::current_exe().expect("current_exe");
+        let child = child_command(&exe, CHILD_TEST)
             .env(CHILD_ENV, "1")
             .env("EQ_CHAOS_DIR", dir)
             .env("EQ_CHAOS_ENDPOINT", endpoint)
@@ -229,7 +225,7 @@ fn chaos_every_escalation_is_delivered_or_dead_lettered() {
     // The last incarnation drains in-process, with the faults off.
     let mut worker = Worker::open(&dir, &options(), child_config(seed)).expect("worker");
     let last = worker
-        .drain(&client(&mock.endpoint()))
+        .drain(&client(&mock.endpoint(), TOKEN))
         .expect("final drain");
     let figures = Figures {
         restarts: restarts.len() as u64,

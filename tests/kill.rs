@@ -31,14 +31,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use escalation_queue_wal::{Error, Options, Reader, Writer};
 
 mod process_support;
 use process_support::{
-    env_num, now_ms, open_append, put_line, start_watchdog, wait_bounded, whole_lines,
+    child_num, child_seed, child_var, env_num, failure_report, first_exited, kill_all, now_ms,
+    open_append, put_line, record_failure, remove_run_dir, run_dir, start_watchdog, wait_bounded,
+    whole_lines, ChildProc, Env,
 };
 
 const CHILD_ENV: &str = "EQ_KILL_CHILD";
@@ -167,19 +169,17 @@ struct ChildCx {
 
 impl ChildCx {
     fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
-        let num = |k: &str| var(k).parse::<u64>().unwrap_or_else(|e| panic!("{k}: {e}"));
-        let root = PathBuf::from(var("EQ_KILL_DIR"));
+        let root = PathBuf::from(child_var("EQ_KILL_DIR"));
         Self {
             queue: root.join("queue"),
             logs: root.join("logs"),
-            inc: num("EQ_KILL_INC") as u32,
-            slot: num("EQ_KILL_SLOT") as u16,
-            threads: num("EQ_KILL_THREADS") as u16,
-            seed: num("EQ_KILL_SEED"),
-            pace_us: num("EQ_KILL_PACE_US"),
-            parent: num("EQ_KILL_PARENT") as u32,
-            deadline_ms: num("EQ_KILL_DEADLINE_MS"),
+            inc: child_num("EQ_KILL_INC") as u32,
+            slot: child_num("EQ_KILL_SLOT") as u16,
+            threads: child_num("EQ_KILL_THREADS") as u16,
+            seed: child_num("EQ_KILL_SEED"),
+            pace_us: child_num("EQ_KILL_PACE_US"),
+            parent: child_num("EQ_KILL_PARENT") as u32,
+            deadline_ms: child_num("EQ_KILL_DEADLINE_MS"),
         }
     }
 }
@@ -187,14 +187,11 @@ impl ChildCx {
 /// Records why a child stops by itself, for the parent to print.
 fn fail_child(cx: &ChildCx, what: &str, code: i32) -> i32 {
     let name = if code == EXIT_CORRUPT {
-        "corrupt.log".to_owned()
+        "corrupt.log"
     } else {
-        "errors.log".to_owned()
+        "errors.log"
     };
-    let f = open_append(&cx.logs.join(name));
-    put_line(&f, &format!("{what}\n"));
-    let _ = f.sync_data();
-    eprintln!("{what}");
+    record_failure(&cx.logs.join(name), what);
     code
 }
 
@@ -381,12 +378,7 @@ enum Role {
     Drain,
 }
 
-struct Proc {
-    role: Role,
-    inc: u32,
-    child: Child,
-    stderr: PathBuf,
-}
+type Proc = ChildProc<Role>;
 
 struct Harness {
     exe: PathBuf,
@@ -425,98 +417,51 @@ impl Harness {
             }
         };
         let threads = self.rng.u16(2..=THREADS_MAX);
-        let stderr_path = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
-        let stderr = File::create(&stderr_path).expect("create child stderr");
-        let child_seed = self.seed ^ (u64::from(slot) << 56) ^ (u64::from(inc) << 24) ^ 0x5eed;
-        let child = Command::new(&self.exe)
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(CHILD_ENV, kind)
-            .env("EQ_KILL_DIR", &self.root)
-            .env("EQ_KILL_INC", inc.to_string())
-            .env("EQ_KILL_SLOT", slot.to_string())
-            .env("EQ_KILL_THREADS", threads.to_string())
-            .env("EQ_KILL_SEED", child_seed.to_string())
-            .env("EQ_KILL_PACE_US", self.pace_us.to_string())
-            .env("EQ_KILL_PARENT", std::process::id().to_string())
-            .env("EQ_KILL_DEADLINE_MS", self.deadline_ms.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn child");
-        Proc {
-            role,
-            inc,
-            child,
-            stderr: stderr_path,
-        }
+        let stderr = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
+        let seed = child_seed(self.seed, slot, inc);
+        let envs: &[Env] = &[
+            (CHILD_ENV, &kind),
+            ("EQ_KILL_DIR", &self.root),
+            ("EQ_KILL_INC", &inc.to_string()),
+            ("EQ_KILL_SLOT", &slot.to_string()),
+            ("EQ_KILL_THREADS", &threads.to_string()),
+            ("EQ_KILL_SEED", &seed.to_string()),
+            ("EQ_KILL_PACE_US", &self.pace_us.to_string()),
+            ("EQ_KILL_PARENT", &std::process::id().to_string()),
+            ("EQ_KILL_DEADLINE_MS", &self.deadline_ms.to_string()),
+        ];
+        ChildProc::spawn(role, inc, &self.exe, CHILD_TEST, stderr, envs)
+    }
+
+    /// The writers and the reader, running or not.
+    fn procs(&mut self) -> impl Iterator<Item = &mut Option<Proc>> + '_ {
+        self.writers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.reader))
     }
 
     /// Fails the test if a child stopped by itself (an error, a corrupt record, a timeout).
     fn check_alive(&mut self) {
-        let procs = self
-            .writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.reader));
-        for p in procs.flatten() {
-            if let Some(status) = p.child.try_wait().expect("try_wait") {
-                let (role, inc) = (p.role, p.inc);
-                let stderr = fs::read_to_string(&p.stderr).unwrap_or_default();
-                let lines: Vec<&str> = stderr.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                let what = format!("{role:?} inc {inc} exited by itself: {status}");
-                self.fail(&format!("{what}; the end of its stderr:\n{tail}"));
-            }
+        if let Some(what) = first_exited(self.procs()) {
+            self.fail(&what);
         }
     }
 
     fn fail(&mut self, what: &str) -> ! {
-        let mut report = format!("kill test failed: {what}\n(seed {})\n", self.seed);
-        for name in ["corrupt.log", "errors.log"] {
-            if let Ok(text) = fs::read_to_string(self.logs.join(name)) {
-                report.push_str(&format!("--- {name}:\n{text}"));
-            }
-        }
-        report.push_str(&format!("--- files kept in {}", self.root.display()));
+        let names = ["corrupt.log", "errors.log"];
+        let report = failure_report("kill test", what, self.seed, &self.logs, &names, &self.root);
         self.kill_all();
         panic!("{report}");
     }
 
     fn kill_all(&mut self) {
-        let procs: Vec<Proc> = self
-            .writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.reader))
-            .filter_map(Option::take)
-            .collect();
-        for mut p in procs {
-            let _ = p.child.kill();
-            let _ = wait_bounded(&mut p.child, Duration::from_secs(10));
-        }
+        kill_all(self.procs());
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.kill_all();
-    }
-}
-
-/// SIGKILLs (`Child::kill` is SIGKILL on Unix) and reaps, so the lane and cursor locks are
-/// released before the replacement starts.
-fn kill9(p: &mut Proc) {
-    let _ = p.child.kill();
-    if wait_bounded(&mut p.child, Duration::from_secs(10)).is_none() {
-        panic!(
-            "{:?} inc {} did not die within 10 s of SIGKILL",
-            p.role, p.inc
-        );
     }
 }
 
@@ -555,13 +500,7 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
     let seed = env_num("EQ_KILL_SEED").unwrap_or_else(|| fastrand::u64(..));
     let pace_us = env_num("EQ_KILL_PACE_US").unwrap_or(DEFAULT_PACE_US);
     // Kept on failure (the path is in the panic message), removed after a passing run.
-    let root = tempfile::Builder::new()
-        .prefix("eq-kill-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let logs = root.join("logs");
-    fs::create_dir_all(&logs).unwrap();
+    let (root, logs) = run_dir("eq-kill-");
     // A safety net only: children stop by themselves after this even if the parent hangs.
     let budget_ms = 180_000 + 2_000 * cycles as u64;
     let mut h = Harness {
@@ -607,7 +546,7 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
                 None => &mut h.reader,
             };
             let mut p = slot.take().expect("victim is running");
-            kill9(&mut p);
+            p.kill9();
             match v {
                 Some(_) => stats.writer_kills += 1,
                 None => stats.reader_kills += 1,
@@ -707,11 +646,7 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
     assert!(stats.cycles >= cycles);
     assert!(check.acknowledged > 0, "no append was ever acknowledged");
     drop(h);
-    if std::env::var_os("EQ_KILL_KEEP").is_some() {
-        println!("kept {}", root.display());
-    } else {
-        fs::remove_dir_all(&root).expect("remove the test directory");
-    }
+    remove_run_dir(&root, "EQ_KILL_KEEP");
 }
 
 // ---------------------------------------------------------------------------------------

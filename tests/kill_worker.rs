@@ -28,21 +28,23 @@
 //! directory; it is always kept when the test fails).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use escalation_queue::worker::{
-    ApiToken, BackoffConfig, BreakerConfig, ClientConfig, DeadLetterQueue, Escalation,
-    GroundlightClient, ImageSource, MockCloud, MockCloudConfig, MockOutcome, QueueError,
-    QueueOptions, RandomFaults, Worker, WorkerConfig,
+    DeadLetterQueue, Escalation, GroundlightClient, ImageSource, MockCloud, MockCloudConfig,
+    MockOutcome, QueueError, QueueOptions, RandomFaults, Worker, WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
 
+#[allow(dead_code, reason = "this binary uses only the worker settings")]
+mod chaos_support;
 mod process_support;
 use process_support::{
-    env_num, now_ms, open_append, put_line, start_watchdog, wait_bounded, whole_lines,
+    child_num, child_seed, child_var, env_num, failure_report, first_exited, kill_all, now_ms,
+    open_append, put_line, record_failure, remove_run_dir, run_dir, start_watchdog, whole_lines,
+    ChildProc, Env,
 };
 
 const CHILD_ENV: &str = "EQ_KW_CHILD";
@@ -52,51 +54,30 @@ const WRITERS: u16 = 4;
 const THREADS: u16 = 2;
 const DEFAULT_CYCLES: usize = 300;
 const DEFAULT_PACE_US: u64 = 40_000;
-/// The client's timeouts; slower answers are lost responses.
-const TIMEOUT_MS: u64 = 150;
 /// The worker's `checkpoint_acks_max`: the default (64), spelled out for the bound.
 const CHECKPOINT_ACKS_MAX: u32 = 64;
 /// Exit codes of a child that stops by itself.
 const EXIT_ERROR: i32 = 2;
 
+/// The chaos test's queue options, with smaller segments.
 fn options() -> QueueOptions {
     QueueOptions {
-        image_size_max_bytes: 64 << 10,
         segment_bytes: 256 << 10,
-        free_disk_bytes_min: 0,
-        ..QueueOptions::default()
+        ..chaos_support::options()
     }
 }
 
+/// The chaos test's fast worker settings, `checkpoint_acks_max` spelled out for the bound.
 fn worker_config(seed: u64) -> WorkerConfig {
     WorkerConfig {
-        backoff: BackoffConfig {
-            delay_base_ms: 1,
-            delay_max_ms: 10,
-            retry_after_max_ms: 50,
-        },
-        breaker: BreakerConfig {
-            failure_threshold: 5,
-            cool_down_base_ms: 20,
-            cool_down_max_ms: 100,
-        },
         checkpoint_acks_max: CHECKPOINT_ACKS_MAX,
-        auth_retry_interval_ms: 20,
-        idle_poll_ms: 5,
-        maintenance_interval_ms: 50,
-        dead_letter_retry_ms: 20,
-        jitter_seed: Some(seed),
-        ..WorkerConfig::default()
+        ..chaos_support::child_config(seed)
     }
 }
 
+/// The chaos test's client (150 ms timeouts: slower answers are lost responses).
 fn client(endpoint: &str) -> GroundlightClient {
-    let mut config = ClientConfig::new(ApiToken::new(TOKEN).expect("token"));
-    config.endpoint = endpoint.to_owned();
-    config.connect_timeout_first_ms = TIMEOUT_MS;
-    config.connect_timeout_retry_ms = TIMEOUT_MS;
-    config.read_timeout_ms = TIMEOUT_MS;
-    GroundlightClient::new(config).expect("client")
+    chaos_support::client(endpoint, TOKEN)
 }
 
 /// The image query id of one enqueue: writer slot, incarnation, thread, counter.
@@ -143,29 +124,24 @@ struct ChildCx {
 
 impl ChildCx {
     fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
-        let num = |k: &str| var(k).parse::<u64>().unwrap_or_else(|e| panic!("{k}: {e}"));
-        let root = PathBuf::from(var("EQ_KW_DIR"));
+        let root = PathBuf::from(child_var("EQ_KW_DIR"));
         Self {
             queue: root.join("queue"),
             logs: root.join("logs"),
-            inc: num("EQ_KW_INC") as u32,
-            slot: num("EQ_KW_SLOT") as u16,
-            seed: num("EQ_KW_SEED"),
-            pace_us: num("EQ_KW_PACE_US"),
-            endpoint: var("EQ_KW_ENDPOINT"),
-            parent: num("EQ_KW_PARENT") as u32,
-            deadline_ms: num("EQ_KW_DEADLINE_MS"),
+            inc: child_num("EQ_KW_INC") as u32,
+            slot: child_num("EQ_KW_SLOT") as u16,
+            seed: child_num("EQ_KW_SEED"),
+            pace_us: child_num("EQ_KW_PACE_US"),
+            endpoint: child_var("EQ_KW_ENDPOINT"),
+            parent: child_num("EQ_KW_PARENT") as u32,
+            deadline_ms: child_num("EQ_KW_DEADLINE_MS"),
         }
     }
 }
 
 /// Records why a child stops by itself, for the parent to print.
 fn fail_child(cx: &ChildCx, what: &str) -> i32 {
-    let f = open_append(&cx.logs.join("errors.log"));
-    put_line(&f, &format!("{what}\n"));
-    let _ = f.sync_data();
-    eprintln!("{what}");
+    record_failure(&cx.logs.join("errors.log"), what);
     EXIT_ERROR
 }
 
@@ -263,12 +239,7 @@ enum Role {
     Worker,
 }
 
-struct Proc {
-    role: Role,
-    inc: u32,
-    child: Child,
-    stderr: PathBuf,
-}
+type Proc = ChildProc<Role>;
 
 struct Harness {
     exe: PathBuf,
@@ -301,63 +272,46 @@ impl Harness {
                 ("worker", 0, inc)
             }
         };
-        let stderr_path = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
-        let stderr = File::create(&stderr_path).expect("create child stderr");
-        let child_seed = self.seed ^ (u64::from(slot) << 56) ^ (u64::from(inc) << 24) ^ 0x5eed;
-        let child = Command::new(&self.exe)
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(CHILD_ENV, kind)
-            .env("EQ_KW_DIR", &self.root)
-            .env("EQ_KW_INC", inc.to_string())
-            .env("EQ_KW_SLOT", slot.to_string())
-            .env("EQ_KW_SEED", child_seed.to_string())
-            .env("EQ_KW_PACE_US", self.pace_us.to_string())
-            .env("EQ_KW_ENDPOINT", &self.endpoint)
-            .env("EQ_KW_PARENT", std::process::id().to_string())
-            .env("EQ_KW_DEADLINE_MS", self.deadline_ms.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn child");
-        Proc {
-            role,
-            inc,
-            child,
-            stderr: stderr_path,
-        }
+        let stderr = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
+        let seed = child_seed(self.seed, slot, inc);
+        let envs: &[Env] = &[
+            (CHILD_ENV, &kind),
+            ("EQ_KW_DIR", &self.root),
+            ("EQ_KW_INC", &inc.to_string()),
+            ("EQ_KW_SLOT", &slot.to_string()),
+            ("EQ_KW_SEED", &seed.to_string()),
+            ("EQ_KW_PACE_US", &self.pace_us.to_string()),
+            ("EQ_KW_ENDPOINT", &self.endpoint),
+            ("EQ_KW_PARENT", &std::process::id().to_string()),
+            ("EQ_KW_DEADLINE_MS", &self.deadline_ms.to_string()),
+        ];
+        ChildProc::spawn(role, inc, &self.exe, CHILD_TEST, stderr, envs)
+    }
+
+    /// The writers and the worker, running or not.
+    fn procs(&mut self) -> impl Iterator<Item = &mut Option<Proc>> + '_ {
+        self.writers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.worker))
     }
 
     /// Fails the test if a child stopped by itself (an error, a timeout).
     fn check_alive(&mut self) {
-        let procs = self
-            .writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.worker));
-        for p in procs.flatten() {
-            if let Some(status) = p.child.try_wait().expect("try_wait") {
-                let (role, inc) = (p.role, p.inc);
-                let stderr = fs::read_to_string(&p.stderr).unwrap_or_default();
-                let lines: Vec<&str> = stderr.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                let what = format!("{role:?} inc {inc} exited by itself: {status}");
-                self.fail(&format!("{what}; the end of its stderr:\n{tail}"));
-            }
+        if let Some(what) = first_exited(self.procs()) {
+            self.fail(&what);
         }
     }
 
     fn fail(&mut self, what: &str) -> ! {
-        let mut report = format!("kill_worker test failed: {what}\n(seed {})\n", self.seed);
-        if let Ok(text) = fs::read_to_string(self.logs.join("errors.log")) {
-            report.push_str(&format!("--- errors.log:\n{text}"));
-        }
-        report.push_str(&format!("--- files kept in {}", self.root.display()));
+        let names = ["errors.log"];
+        let report = failure_report(
+            "kill_worker test",
+            what,
+            self.seed,
+            &self.logs,
+            &names,
+            &self.root,
+        );
         self.kill_all();
         panic!("{report}");
     }
@@ -371,41 +325,20 @@ impl Harness {
         if role == Role::Worker {
             self.worker_kills.push(SystemTime::now());
         }
-        kill9(&mut p);
+        p.kill9();
     }
 
     fn kill_all(&mut self) {
         if self.worker.is_some() {
             self.worker_kills.push(SystemTime::now());
         }
-        let procs: Vec<Proc> = self
-            .writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.worker))
-            .filter_map(Option::take)
-            .collect();
-        for mut p in procs {
-            let _ = p.child.kill();
-            let _ = wait_bounded(&mut p.child, Duration::from_secs(10));
-        }
+        kill_all(self.procs());
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.kill_all();
-    }
-}
-
-/// SIGKILLs (`Child::kill` is SIGKILL on Unix) and reaps, so the lane and cursor locks are
-/// released before the replacement starts.
-fn kill9(p: &mut Proc) {
-    let _ = p.child.kill();
-    if wait_bounded(&mut p.child, Duration::from_secs(10)).is_none() {
-        panic!(
-            "{:?} inc {} did not die within 10 s of SIGKILL",
-            p.role, p.inc
-        );
     }
 }
 
@@ -432,13 +365,7 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
     let seed = env_num("EQ_KILL_WORKER_SEED").unwrap_or_else(|| fastrand::u64(..));
     let pace_us = env_num("EQ_KILL_WORKER_PACE_US").unwrap_or(DEFAULT_PACE_US);
     // Kept on failure (the path is in the panic message), removed after a passing run.
-    let root = tempfile::Builder::new()
-        .prefix("eq-kill-worker-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let logs = root.join("logs");
-    fs::create_dir_all(&logs).unwrap();
+    let (root, logs) = run_dir("eq-kill-worker-");
     let queue = root.join("queue");
 
     let mut config = MockCloudConfig::new(TOKEN);
@@ -591,11 +518,7 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
     assert!(stats.cycles >= cycles);
     assert!(check.acknowledged > 0, "no enqueue was ever acknowledged");
     drop(h);
-    if std::env::var_os("EQ_KILL_WORKER_KEEP").is_some() {
-        println!("kept {}", root.display());
-    } else {
-        fs::remove_dir_all(&root).expect("remove the test directory");
-    }
+    remove_run_dir(&root, "EQ_KILL_WORKER_KEEP");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! The chaos test's producers, worker settings and final accounting.
+//! The chaos test's producers, worker settings and final accounting. `kill_worker.rs` uses
+//! the queue options, worker settings and client too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -50,8 +51,9 @@ pub fn child_config(seed: u64) -> WorkerConfig {
     }
 }
 
-pub fn client(endpoint: &str) -> GroundlightClient {
-    let mut config = ClientConfig::new(ApiToken::new(TOKEN).expect("token"));
+/// A client for the mock cloud that accepts `token`, with short timeouts.
+pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
+    let mut config = ClientConfig::new(ApiToken::new(token).expect("token"));
     config.endpoint = endpoint.to_owned();
     config.connect_timeout_first_ms = READ_TIMEOUT_MS;
     config.connect_timeout_retry_ms = READ_TIMEOUT_MS;
