@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::format::{put, u16_at, u32_at, u64_at, FileName};
+use crate::format::{field, put, u16_at, u32_at, u64_at, FileName};
 use crate::fs::{join, OpenMode, Storage, StorageFile};
 use crate::options::LANES_LIMIT;
 use crate::types::{LaneId, Position, SegmentId, Seq};
@@ -31,8 +31,17 @@ use crate::types::{LaneId, Position, SegmentId, Seq};
 /// Size of one checkpoint slot.
 pub const SLOT_LEN: usize = 4096;
 const MAGIC: [u8; 4] = *b"EQCK";
+const CK_MAGIC: usize = 0;
+const CK_CRC: usize = CK_MAGIC + 4;
+const CK_GENERATION: usize = CK_CRC + 4;
+const CK_COUNT: usize = CK_GENERATION + 8;
+const ENTRIES: usize = CK_COUNT + 8;
 const ENTRY_LEN: usize = 32;
-const ENTRIES: usize = 24;
+const E_LANE: usize = 0;
+const E_SEGMENT: usize = 8;
+const E_OFFSET: usize = E_SEGMENT + 8;
+const E_NEXT_SEQ: usize = E_OFFSET + 8;
+const _: () = assert!(ENTRIES == 24 && E_NEXT_SEQ + 8 == ENTRY_LEN);
 const _: () = assert!(ENTRIES + ENTRY_LEN * LANES_LIMIT as usize <= SLOT_LEN);
 
 /// Where a cursor stands in one lane: the next record it has not consumed.
@@ -54,50 +63,62 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Encodes one slot. A checkpoint has at most [`LANES_LIMIT`] lanes; one with more
+    /// than that (never written by the wal) gives a slot that [`Checkpoint::decode`]
+    /// rejects.
     fn encode(&self) -> [u8; SLOT_LEN] {
         let mut b = [0u8; SLOT_LEN];
-        put(&mut b, 0, &MAGIC);
-        put(&mut b, 8, &self.generation.to_le_bytes());
-        put(&mut b, 16, &(self.lanes.len() as u32).to_le_bytes());
-        for (i, (lane, p)) in self.lanes.iter().enumerate() {
-            let at = ENTRIES + i * ENTRY_LEN;
-            put(&mut b, at, &lane.0.to_le_bytes());
-            put(&mut b, at + 8, &p.position.segment.0.to_le_bytes());
-            put(&mut b, at + 16, &p.position.offset.to_le_bytes());
-            put(&mut b, at + 24, &p.next_seq.0.to_le_bytes());
+        put::<CK_MAGIC, _, _>(&mut b, MAGIC);
+        put::<CK_GENERATION, _, _>(&mut b, self.generation.to_le_bytes());
+        put::<CK_COUNT, _, _>(&mut b, (self.lanes.len() as u32).to_le_bytes());
+        let (entries, _) = b[ENTRIES..].as_chunks_mut::<ENTRY_LEN>();
+        for (e, (lane, p)) in entries.iter_mut().zip(&self.lanes) {
+            put::<E_LANE, _, _>(e, lane.0.to_le_bytes());
+            put::<E_SEGMENT, _, _>(e, p.position.segment.0.to_le_bytes());
+            put::<E_OFFSET, _, _>(e, p.position.offset.to_le_bytes());
+            put::<E_NEXT_SEQ, _, _>(e, p.next_seq.0.to_le_bytes());
         }
         let end = ENTRIES + self.lanes.len() * ENTRY_LEN;
-        let crc = crc32c::crc32c(&b[8..end]);
-        put(&mut b, 4, &crc.to_le_bytes());
+        let crc = crc32c::crc32c(b.get(CK_GENERATION..end).unwrap_or(&b[CK_GENERATION..]));
+        put::<CK_CRC, _, _>(&mut b, crc.to_le_bytes());
         b
     }
 
     /// Decodes one slot; `None` when it is empty, torn or damaged.
     fn decode(b: &[u8]) -> Option<Self> {
-        let b = b.get(..SLOT_LEN)?;
-        if b[..4] != MAGIC {
+        let b: &[u8; SLOT_LEN] = b.first_chunk()?;
+        if field::<CK_MAGIC, 4, _>(b) != MAGIC {
             return None;
         }
-        let count = u32_at(b, 16) as usize;
+        let count = u32_at::<CK_COUNT, _>(b) as usize;
         if count > LANES_LIMIT as usize {
             return None;
         }
         let end = ENTRIES + count * ENTRY_LEN;
-        if u32_at(b, 4) != crc32c::crc32c(&b[8..end]) {
+        // In bounds: `count` is at most LANES_LIMIT, whose entries fit in a slot.
+        let (Some(covered), Some(entries)) = (
+            b.get(CK_GENERATION..end),
+            b[ENTRIES..].as_chunks::<ENTRY_LEN>().0.get(..count),
+        ) else {
+            return None;
+        };
+        if u32_at::<CK_CRC, _>(b) != crc32c::crc32c(covered) {
             return None;
         }
         let mut lanes = BTreeMap::new();
-        for i in 0..count {
-            let at = ENTRIES + i * ENTRY_LEN;
+        for e in entries {
             let position = Position {
-                segment: SegmentId(u64_at(b, at + 8)),
-                offset: u64_at(b, at + 16),
+                segment: SegmentId(u64_at::<E_SEGMENT, _>(e)),
+                offset: u64_at::<E_OFFSET, _>(e),
             };
-            let next_seq = Seq(u64_at(b, at + 24));
-            lanes.insert(LaneId(u16_at(b, at)), LanePosition { position, next_seq });
+            let next_seq = Seq(u64_at::<E_NEXT_SEQ, _>(e));
+            lanes.insert(
+                LaneId(u16_at::<E_LANE, _>(e)),
+                LanePosition { position, next_seq },
+            );
         }
         Some(Self {
-            generation: u64_at(b, 8),
+            generation: u64_at::<CK_GENERATION, _>(b),
             lanes,
         })
     }

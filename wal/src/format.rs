@@ -3,7 +3,8 @@
 //! Every integer is little-endian and fixed-width. Offsets are chained constants so the
 //! layout can be read top to bottom; `docs/FORMAT.md` describes the same bytes in prose.
 //! Nothing read from disk is used for indexing before its length is bounded and its
-//! crc32c has passed.
+//! crc32c has passed. Headers are decoded from fixed-size arrays obtained with one length
+//! check, and every field lies at a constant offset that is checked at compile time.
 
 use crate::types::{LaneId, SegmentId, Seq};
 
@@ -80,40 +81,40 @@ impl SegmentHeader {
     /// Encodes the header into its 64 bytes.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
-        put(&mut b, SH_MAGIC, &SEGMENT_MAGIC);
-        put(&mut b, SH_VERSION, &FORMAT_VERSION.to_le_bytes());
-        put(&mut b, SH_LANE, &self.lane.0.to_le_bytes());
-        put(&mut b, SH_SEGMENT, &self.segment.0.to_le_bytes());
-        put(&mut b, SH_FIRST_SEQ, &self.first_seq.0.to_le_bytes());
-        put(&mut b, SH_CREATED, &self.created_ns.to_le_bytes());
-        put(&mut b, SH_SIZE, &self.size_bytes.to_le_bytes());
+        put::<SH_MAGIC, _, _>(&mut b, SEGMENT_MAGIC);
+        put::<SH_VERSION, _, _>(&mut b, FORMAT_VERSION.to_le_bytes());
+        put::<SH_LANE, _, _>(&mut b, self.lane.0.to_le_bytes());
+        put::<SH_SEGMENT, _, _>(&mut b, self.segment.0.to_le_bytes());
+        put::<SH_FIRST_SEQ, _, _>(&mut b, self.first_seq.0.to_le_bytes());
+        put::<SH_CREATED, _, _>(&mut b, self.created_ns.to_le_bytes());
+        put::<SH_SIZE, _, _>(&mut b, self.size_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&b[..SH_CRC]);
-        put(&mut b, SH_CRC, &crc.to_le_bytes());
+        put::<SH_CRC, _, _>(&mut b, crc.to_le_bytes());
         b
     }
 
     /// Decodes and verifies a header from the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, BadSegmentHeader> {
-        let b = bytes
-            .get(..SEGMENT_HEADER_LEN)
-            .ok_or(BadSegmentHeader::Short)?;
+        let b: &[u8; SEGMENT_HEADER_LEN] = bytes.first_chunk().ok_or(BadSegmentHeader::Short)?;
         if b.iter().all(|&x| x == 0) {
             return Err(BadSegmentHeader::Zeroed);
         }
-        let expected = u32_at(b, SH_CRC);
+        let expected = u32_at::<SH_CRC, _>(b);
         let actual = crc32c::crc32c(&b[..SH_CRC]);
         if expected != actual {
             return Err(BadSegmentHeader::Checksum { expected, actual });
         }
-        if b[SH_MAGIC..SH_MAGIC + 8] != SEGMENT_MAGIC || u32_at(b, SH_VERSION) != FORMAT_VERSION {
+        if field::<SH_MAGIC, 8, _>(b) != SEGMENT_MAGIC
+            || u32_at::<SH_VERSION, _>(b) != FORMAT_VERSION
+        {
             return Err(BadSegmentHeader::Foreign);
         }
         Ok(Self {
-            lane: LaneId(u16_at(b, SH_LANE)),
-            segment: SegmentId(u64_at(b, SH_SEGMENT)),
-            first_seq: Seq(u64_at(b, SH_FIRST_SEQ)),
-            created_ns: u64_at(b, SH_CREATED),
-            size_bytes: u64_at(b, SH_SIZE),
+            lane: LaneId(u16_at::<SH_LANE, _>(b)),
+            segment: SegmentId(u64_at::<SH_SEGMENT, _>(b)),
+            first_seq: Seq(u64_at::<SH_FIRST_SEQ, _>(b)),
+            created_ns: u64_at::<SH_CREATED, _>(b),
+            size_bytes: u64_at::<SH_SIZE, _>(b),
         })
     }
 }
@@ -186,15 +187,15 @@ pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     debug_assert_eq!(header.len as usize, payload.len());
     debug_assert!(header.kind == RecordKind::Seal || !payload.is_empty());
     let mut h = [0u8; RECORD_HEADER_LEN];
-    put(&mut h, RH_LEN, &header.len.to_le_bytes());
+    put::<RH_LEN, _, _>(&mut h, header.len.to_le_bytes());
     h[RH_KIND] = header.kind as u8;
-    put(&mut h, RH_LANE, &header.lane.0.to_le_bytes());
-    put(&mut h, RH_BATCH, &header.batch_start.to_le_bytes());
-    put(&mut h, RH_SEGMENT, &header.segment.0.to_le_bytes());
-    put(&mut h, RH_SEQ, &header.seq.0.to_le_bytes());
-    put(&mut h, RH_TIME, &header.time_ns.to_le_bytes());
+    put::<RH_LANE, _, _>(&mut h, header.lane.0.to_le_bytes());
+    put::<RH_BATCH, _, _>(&mut h, header.batch_start.to_le_bytes());
+    put::<RH_SEGMENT, _, _>(&mut h, header.segment.0.to_le_bytes());
+    put::<RH_SEQ, _, _>(&mut h, header.seq.0.to_le_bytes());
+    put::<RH_TIME, _, _>(&mut h, header.time_ns.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RH_LEN..]), payload);
-    put(&mut h, RH_CRC, &crc.to_le_bytes());
+    put::<RH_CRC, _, _>(&mut h, crc.to_le_bytes());
     let start = out.len();
     out.extend_from_slice(&h);
     out.extend_from_slice(payload);
@@ -256,16 +257,18 @@ pub fn decode_frame(
     let Ok(start) = usize::try_from(offset) else {
         return Frame::Bad(BadRecord::Truncated);
     };
-    let Some(h) = start
-        .checked_add(RECORD_HEADER_LEN)
-        .and_then(|end| seg.get(start..end))
+    // The one bounds check for the header: every field read below is at a constant offset
+    // of this array.
+    let Some(h) = seg
+        .get(start..)
+        .and_then(<[u8]>::first_chunk::<RECORD_HEADER_LEN>)
     else {
         return Frame::Bad(BadRecord::Truncated);
     };
     if h.iter().all(|&b| b == 0) {
         return Frame::Empty;
     }
-    let len = u32_at(h, RH_LEN);
+    let len = u32_at::<RH_LEN, _>(h);
     let kind = match (h[RH_KIND], h[RH_FLAGS]) {
         (1, 0) => RecordKind::Data,
         (2, 0) => RecordKind::Seal,
@@ -286,7 +289,7 @@ pub fn decode_frame(
     else {
         return Frame::Bad(BadRecord::Truncated);
     };
-    let expected = u32_at(h, RH_CRC);
+    let expected = u32_at::<RH_CRC, _>(h);
     let actual = crc32c::crc32c(covered);
     if expected != actual {
         return Frame::Bad(BadRecord::Checksum { expected, actual });
@@ -294,11 +297,11 @@ pub fn decode_frame(
     let header = RecordHeader {
         len,
         kind,
-        lane: LaneId(u16_at(h, RH_LANE)),
-        batch_start: u32_at(h, RH_BATCH),
-        segment: SegmentId(u64_at(h, RH_SEGMENT)),
-        seq: Seq(u64_at(h, RH_SEQ)),
-        time_ns: u64_at(h, RH_TIME),
+        lane: LaneId(u16_at::<RH_LANE, _>(h)),
+        batch_start: u32_at::<RH_BATCH, _>(h),
+        segment: SegmentId(u64_at::<RH_SEGMENT, _>(h)),
+        seq: Seq(u64_at::<RH_SEQ, _>(h)),
+        time_ns: u64_at::<RH_TIME, _>(h),
     };
     if header.lane != lane || header.segment != segment {
         return Frame::Bad(BadRecord::Misplaced);
@@ -324,7 +327,8 @@ pub fn decode_frame(
 //  32..48   boot id of the machine when written (Linux `/proc/sys/kernel/random/boot_id`)
 // ---------------------------------------------------------------------------------------
 const WM_MAGIC: [u8; 4] = *b"EQCM";
-const WM_CRC: usize = 4;
+const WM_MAGIC_AT: usize = 0;
+const WM_CRC: usize = WM_MAGIC_AT + 4;
 const WM_SEGMENT: usize = WM_CRC + 4;
 const WM_OFFSET: usize = WM_SEGMENT + 8;
 const WM_NEXT_SEQ: usize = WM_OFFSET + 8;
@@ -361,31 +365,31 @@ impl Watermark {
     /// Encodes the watermark file, stamped with the boot it was written in.
     pub fn encode(&self, boot: &BootId) -> [u8; WATERMARK_LEN] {
         let mut b = [0u8; WATERMARK_LEN];
-        put(&mut b, 0, &WM_MAGIC);
-        put(&mut b, WM_SEGMENT, &self.segment.0.to_le_bytes());
-        put(&mut b, WM_OFFSET, &self.offset.to_le_bytes());
-        put(&mut b, WM_NEXT_SEQ, &self.next_seq.0.to_le_bytes());
-        put(&mut b, WM_BOOT, &boot.0);
+        put::<WM_MAGIC_AT, _, _>(&mut b, WM_MAGIC);
+        put::<WM_SEGMENT, _, _>(&mut b, self.segment.0.to_le_bytes());
+        put::<WM_OFFSET, _, _>(&mut b, self.offset.to_le_bytes());
+        put::<WM_NEXT_SEQ, _, _>(&mut b, self.next_seq.0.to_le_bytes());
+        put::<WM_BOOT, _, _>(&mut b, boot.0);
         let crc = crc32c::crc32c(&b[WM_SEGMENT..]);
-        put(&mut b, WM_CRC, &crc.to_le_bytes());
+        put::<WM_CRC, _, _>(&mut b, crc.to_le_bytes());
         b
     }
 
     /// Decodes a watermark file and the boot it was written in; `None` when it is absent,
     /// torn or not ours.
     pub fn decode(b: &[u8]) -> Option<(Self, BootId)> {
-        let b = b.get(..WATERMARK_LEN)?;
-        if b[..4] != WM_MAGIC || u32_at(b, WM_CRC) != crc32c::crc32c(&b[WM_SEGMENT..]) {
+        let b: &[u8; WATERMARK_LEN] = b.first_chunk()?;
+        if field::<WM_MAGIC_AT, 4, _>(b) != WM_MAGIC
+            || u32_at::<WM_CRC, _>(b) != crc32c::crc32c(&b[WM_SEGMENT..])
+        {
             return None;
         }
-        let mut boot = [0u8; 16];
-        boot.copy_from_slice(&b[WM_BOOT..WM_BOOT + 16]);
         let wm = Self {
-            segment: SegmentId(u64_at(b, WM_SEGMENT)),
-            offset: u64_at(b, WM_OFFSET),
-            next_seq: Seq(u64_at(b, WM_NEXT_SEQ)),
+            segment: SegmentId(u64_at::<WM_SEGMENT, _>(b)),
+            offset: u64_at::<WM_OFFSET, _>(b),
+            next_seq: Seq(u64_at::<WM_NEXT_SEQ, _>(b)),
         };
-        Some((wm, BootId(boot)))
+        Some((wm, BootId(field::<WM_BOOT, 16, _>(b))))
     }
 }
 
@@ -459,26 +463,50 @@ fn parse_digits(s: &str) -> Option<u64> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Little-endian helpers. Callers pass slices whose length the layout constants guarantee.
+// Little-endian fields of fixed-size buffers. A field is `N` bytes at a layout constant
+// `AT` of a `[u8; L]`, and `AT + N <= L` is checked when the program is compiled: each
+// access is a plain load or store, with no run-time bounds check and no panic path.
 // ---------------------------------------------------------------------------------------
-pub(crate) fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    buf[at..at + bytes.len()].copy_from_slice(bytes);
+/// The `N` bytes at offset `AT` of `buf`.
+#[inline(always)]
+pub(crate) fn field<const AT: usize, const N: usize, const L: usize>(buf: &[u8; L]) -> [u8; N] {
+    const { assert!(AT + N <= L, "field extends past the end of its buffer") };
+    // Always `Some` (asserted above): the fallback is never taken and compiles away.
+    buf.get(AT..)
+        .and_then(<[u8]>::first_chunk)
+        .copied()
+        .unwrap_or([0; N])
 }
 
-pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+/// Writes `bytes` at offset `AT` of `buf`.
+#[inline(always)]
+pub(crate) fn put<const AT: usize, const N: usize, const L: usize>(
+    buf: &mut [u8; L],
+    bytes: [u8; N],
+) {
+    const { assert!(AT + N <= L, "field extends past the end of its buffer") };
+    // Always `Some` (asserted above).
+    if let Some(dst) = buf.get_mut(AT..).and_then(<[u8]>::first_chunk_mut) {
+        *dst = bytes;
+    }
 }
 
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
+/// The `u16` at offset `AT` of `buf`.
+#[inline(always)]
+pub(crate) fn u16_at<const AT: usize, const L: usize>(buf: &[u8; L]) -> u16 {
+    u16::from_le_bytes(field::<AT, 2, L>(buf))
 }
 
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
+/// The `u32` at offset `AT` of `buf`.
+#[inline(always)]
+pub(crate) fn u32_at<const AT: usize, const L: usize>(buf: &[u8; L]) -> u32 {
+    u32::from_le_bytes(field::<AT, 4, L>(buf))
+}
+
+/// The `u64` at offset `AT` of `buf`.
+#[inline(always)]
+pub(crate) fn u64_at<const AT: usize, const L: usize>(buf: &[u8; L]) -> u64 {
+    u64::from_le_bytes(field::<AT, 8, L>(buf))
 }
 
 #[cfg(test)]

@@ -204,9 +204,9 @@ fn parse_uuid(s: &str) -> Option<BootId> {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
         let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
     }
     Some(BootId(out))
 }

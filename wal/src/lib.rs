@@ -26,7 +26,7 @@
 //!     println!("{:?}", record.payload);
 //!     reader.ack(record.id)?;
 //! }
-//! reader.checkpoint()?; // acknowledgements are durable; consumed segments are deleted
+//! reader.checkpoint()?; // acknowledgements are durable; consumed segments go in the background
 //! # Ok(())
 //! # }
 //! ```
@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
+#![deny(clippy::indexing_slicing)]
 
 mod cursor;
 mod error;

@@ -282,7 +282,10 @@ impl SimDisk {
                     for (i, sector) in inode.live.chunks(SECTOR).enumerate() {
                         let start = i * SECTOR;
                         if xorshift(&mut rng) & 1 == 0 {
-                            kept[start..start + sector.len()].copy_from_slice(sector);
+                            // Always `Some`: `kept` is at least as long as `live`.
+                            if let Some(dst) = kept.get_mut(start..start + sector.len()) {
+                                dst.copy_from_slice(sector);
+                            }
                         }
                     }
                     inode.live = kept;
@@ -298,7 +301,10 @@ impl SimDisk {
                         if durable != &*sector {
                             sector.fill(0);
                             if durable.iter().any(|&b| b != 0) {
-                                sector[..durable.len()].copy_from_slice(durable);
+                                // Always `Some`: `durable` is no longer than the sector.
+                                if let Some(dst) = sector.get_mut(..durable.len()) {
+                                    dst.copy_from_slice(durable);
+                                }
                             }
                         }
                     }
@@ -372,11 +378,7 @@ impl SimDisk {
             .map(|i| i.durable.clone())
             .unwrap_or_default();
         let start = usize::try_from(sector).map_or(usize::MAX, |x| x.saturating_mul(SECTOR));
-        let mut bytes = vec![0u8; SECTOR];
-        if let Some(src) = durable.get(start.min(durable.len())..) {
-            let n = src.len().min(SECTOR);
-            bytes[..n].copy_from_slice(&src[..n]);
-        }
+        let bytes = sector_at(&durable, start);
         s.read_faults.insert((ino, sector), ReadFault::Stale(bytes));
     }
 
@@ -457,13 +459,24 @@ fn tear_last_write(s: &mut State) {
     let mut cuts = vec![last.offset];
     cuts.extend((first_boundary..end).step_by(SECTOR));
     let pick = (xorshift(&mut s.rng) % cuts.len() as u64) as usize;
-    let cut = cuts[pick];
+    // Always `Some`: `pick` is below `cuts.len()`, and every cut lies within the write.
+    let Some(&cut) = cuts.get(pick) else { return };
+    let Some(restore) = last.before.get(cut - last.offset..) else {
+        return;
+    };
     if let Some(inode) = s.inodes.get_mut(&last.inode) {
-        let restore = &last.before[cut - last.offset..];
         if let Some(dst) = inode.live.get_mut(cut..cut + restore.len()) {
             dst.copy_from_slice(restore);
         }
     }
+}
+
+/// The `SECTOR` bytes of `data` from `start`, zero-filled past its end.
+fn sector_at(data: &[u8], start: usize) -> Vec<u8> {
+    let tail = data.get(start..).unwrap_or_default();
+    let mut bytes = tail.get(..SECTOR).unwrap_or(tail).to_vec();
+    bytes.resize(SECTOR, 0);
+    bytes
 }
 
 /// Bytes used by files that have a name: a removed file's space is free again, as on a
@@ -613,15 +626,16 @@ fn read_view(s: &State, ino: u64, start: usize, end: usize) -> io::Result<Vec<u8
             ReadFault::Misdirected { inode, sector } => {
                 let src = s.inodes.get(inode).map(|i| &i.live[..]).unwrap_or(&[]);
                 let from = usize::try_from(*sector).map_or(usize::MAX, |x| x * SECTOR);
-                let mut b = vec![0u8; SECTOR];
-                if let Some(bytes) = src.get(from.min(src.len())..) {
-                    let n = bytes.len().min(SECTOR);
-                    b[..n].copy_from_slice(&bytes[..n]);
-                }
-                b
+                sector_at(src, from)
             }
         };
-        out[lo - start..hi - start].copy_from_slice(&replacement[lo - ss..hi - ss]);
+        // Always `Some`: `lo..hi` lies within both `start..end` and the sector `ss..se`.
+        if let (Some(dst), Some(src)) = (
+            out.get_mut(lo - start..hi - start),
+            replacement.get(lo - ss..hi - ss),
+        ) {
+            dst.copy_from_slice(src);
+        }
     }
     Ok(out)
 }
@@ -647,8 +661,12 @@ impl StorageFile for SimFile {
             if data.len() < end {
                 data.resize(end, 0);
             }
-            let before = data[start..end].to_vec();
-            data[start..end].copy_from_slice(buf);
+            // Always `Some`: the file was just extended to `end`.
+            let dst = data
+                .get_mut(start..end)
+                .ok_or_else(|| eio("write offset"))?;
+            let before = dst.to_vec();
+            dst.copy_from_slice(buf);
             s.last_write = Some(LastWrite {
                 inode: ino,
                 offset: start,
