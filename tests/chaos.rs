@@ -184,6 +184,7 @@ fn chaos_every_escalation_is_delivered_or_dead_lettered() {
         reset_rate: 0.02,
         drop_response_rate: 0.02,
         delay_rate: 0.002,
+        rate_limited_rate: 0.0,
         delay_ms: 400,
     });
     let mock = Arc::new(MockCloud::start(config).expect("mock"));

@@ -376,6 +376,7 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
         reset_rate: 0.02,
         drop_response_rate: 0.02,
         delay_rate: 0.002,
+        rate_limited_rate: 0.0,
         delay_ms: 300,
     };
     config.faults.random = Some(faults);

@@ -162,6 +162,7 @@ fn start_cloud(seed: u64) -> anyhow::Result<MockCloud> {
             reset_rate: 0.02,
             drop_response_rate: 0.02,
             delay_rate: 0.0,
+            rate_limited_rate: 0.0,
             delay_ms: 0,
         }),
     };

@@ -13,9 +13,6 @@ use crate::config::env_vars;
 use crate::exit::{Exit, UsageError};
 use crate::shutdown::Shutdown;
 
-/// Requests for which 429s are drawn up front (the mock's random faults have no 429).
-const DRAWN_REQUESTS: usize = 100_000;
-
 /// Runs `mock-cloud`.
 pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
     let token = args
@@ -80,7 +77,7 @@ fn fault_plan(f: &FaultArgs) -> Result<FaultPlan, UsageError> {
             "the fault rates add up to {sum}; allowed: at most 1"
         )));
     }
-    let mut script = f
+    let script = f
         .script
         .iter()
         .map(|s| parse_action(s))
@@ -91,65 +88,14 @@ fn fault_plan(f: &FaultArgs) -> Result<FaultPlan, UsageError> {
         reset_rate: f.reset_rate,
         drop_response_rate: f.drop_response_rate,
         delay_rate: f.timeout_rate,
+        rate_limited_rate: f.too_many_requests_rate,
         delay_ms: f.timeout_delay_ms,
     };
-    if f.too_many_requests_rate > 0.0 {
-        script.extend(draw_with_429(&random, f.too_many_requests_rate));
-    }
     let any_random = sum > 0.0;
     Ok(FaultPlan {
         script,
         random: any_random.then_some(random),
     })
-}
-
-/// Pre-draws actions for [`DRAWN_REQUESTS`] requests, 429s included.
-fn draw_with_429(random: &RandomFaults, rate_429: f64) -> Vec<FaultAction> {
-    let mut state = random.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        // xorshift64*: enough for fault injection.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1_u64 << 53) as f64
-    };
-    let table = [
-        (
-            rate_429,
-            FaultAction::Respond {
-                status: 429,
-                retry_after: Some("1".into()),
-            },
-        ),
-        (
-            random.unavailable_rate,
-            FaultAction::Respond {
-                status: 503,
-                retry_after: None,
-            },
-        ),
-        (random.reset_rate, FaultAction::Reset),
-        (random.drop_response_rate, FaultAction::DropResponse),
-        (
-            random.delay_rate,
-            FaultAction::Delay {
-                delay_ms: random.delay_ms,
-            },
-        ),
-    ];
-    (0..DRAWN_REQUESTS)
-        .map(|_| {
-            let roll = next();
-            let mut threshold = 0.0;
-            for (rate, action) in &table {
-                threshold += rate;
-                if roll < threshold {
-                    return action.clone();
-                }
-            }
-            FaultAction::Pass
-        })
-        .collect()
 }
 
 fn parse_action(text: &str) -> Result<FaultAction, UsageError> {
@@ -201,23 +147,5 @@ mod tests {
         ));
         let err = parse_action("sometimes").expect_err("bad");
         assert!(err.to_string().contains("\"sometimes\""));
-    }
-
-    #[test]
-    fn drawn_429s_follow_the_rate() {
-        let random = RandomFaults {
-            seed: 3,
-            unavailable_rate: 0.0,
-            reset_rate: 0.0,
-            drop_response_rate: 0.0,
-            delay_rate: 0.0,
-            delay_ms: 0,
-        };
-        let drawn = draw_with_429(&random, 0.25);
-        let n429 = drawn
-            .iter()
-            .filter(|a| matches!(a, FaultAction::Respond { status: 429, .. }))
-            .count();
-        assert!((20_000..30_000).contains(&n429), "{n429}");
     }
 }

@@ -43,6 +43,8 @@ pub struct RandomFaults {
     pub drop_response_rate: f64,
     /// Rate of delayed answers.
     pub delay_rate: f64,
+    /// Rate of `429 Too Many Requests` answers (with `Retry-After: 1`).
+    pub rate_limited_rate: f64,
     /// The delay of delayed answers.
     pub delay_ms: u64,
 }
@@ -164,6 +166,13 @@ fn draw(faults: &RandomFaults, rng: &mut fastrand::Rng) -> FaultAction {
                 delay_ms: faults.delay_ms,
             },
         ),
+        (
+            faults.rate_limited_rate,
+            FaultAction::Respond {
+                status: 429,
+                retry_after: Some("1".to_owned()),
+            },
+        ),
     ];
     let roll = rng.f64();
     let mut threshold = 0.0;
@@ -206,6 +215,7 @@ mod tests {
             reset_rate: 0.25,
             drop_response_rate: 0.0,
             delay_rate: 0.0,
+            rate_limited_rate: 0.2,
             delay_ms: 0,
         };
         let plan = FaultPlan {
@@ -221,7 +231,15 @@ mod tests {
         let a = run(plan.clone());
         assert_eq!(a, run(plan));
         let passes = a.iter().filter(|x| **x == FaultAction::Pass).count();
-        assert!((400..600).contains(&passes), "{passes}");
+        assert!((200..400).contains(&passes), "{passes}");
         assert!(!a.contains(&FaultAction::DropResponse));
+        // 429s come with the Retry-After a rate-limited client is told to honour.
+        let rate_limited = a
+            .iter()
+            .filter(|x| {
+                matches!(x, FaultAction::Respond { status: 429, retry_after: Some(r) } if r == "1")
+            })
+            .count();
+        assert!((120..280).contains(&rate_limited), "{rate_limited}");
     }
 }
