@@ -1,12 +1,12 @@
 //! Checkpoints written by a background thread, so a reader can checkpoint often without
 //! waiting for `fdatasync` on its hot path. One thread owns the checkpoint file: requests
-//! are coalesced (the newest wins), each is written and synced, and only then are the
-//! segments it releases deleted (and the directory synced), one file per step, a newly
-//! requested checkpoint going before the remaining deletions. `Reader::checkpoint` waits for
-//! its request to become durable, not for the deletions (unlinking a large segment can take
-//! tens of milliseconds on some file systems, and a consumer need not wait for space to be
-//! returned); `Reader::checkpoint_in_background` waits for nothing;
-//! `Reader::wait_for_deletions` waits for both.
+//! are coalesced (the newest wins), and each is written and synced. Only then does a second
+//! thread delete the segments it releases (and sync the directory), so a checkpoint never
+//! waits behind an unlink (deleting a large segment can take tens of milliseconds on some
+//! file systems) and a consumer need not wait for space to be returned.
+//! `Reader::checkpoint` waits for its request to become durable;
+//! `Reader::checkpoint_in_background` waits for nothing; `Reader::wait_for_deletions`
+//! waits for the deletions too.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,8 @@ use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// The checkpoint writer, then the deleter.
+    threads: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -32,14 +33,20 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
+    /// For the writer: the newest checkpoint handed over and not yet started.
     requested: Option<Checkpoint>,
     /// Newest generation that is durable.
     durable: u64,
+    /// For the deleter: the newest durable checkpoint whose deletions have not started.
+    to_release: Option<Checkpoint>,
     /// Newest generation whose released segments are deleted (and the deletions durable).
     released: u64,
     /// A failure stops checkpointing until the reader is reopened.
     failed: Option<Failure>,
+    /// Set on drop: the threads finish what is pending, then exit.
     stop: bool,
+    /// The writer has exited: nothing more will be handed to the deleter.
+    writer_done: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +85,7 @@ impl Failure {
 }
 
 impl Checkpointer {
-    /// Starts the thread that owns `file`.
+    /// Starts the thread that owns `file` and the one that deletes released segments.
     pub(crate) fn spawn(
         file: CheckpointFile,
         storage: Arc<dyn Storage>,
@@ -91,15 +98,28 @@ impl Checkpointer {
             st.durable = durable;
             st.released = durable;
         }
-        let worker = shared.clone();
-        let thread = thread::Builder::new()
-            .name("wal-checkpoint".into())
-            .spawn(move || worker.run(&file, storage.as_ref(), &dir))
-            .map_err(|e| Error::io("spawn checkpoint thread", PathBuf::new(), e))?;
-        Ok(Self {
+        let mut checkpointer = Self {
             shared,
-            thread: Some(thread),
-        })
+            threads: Vec::new(),
+        };
+        let (writer, dir_w) = (checkpointer.shared.clone(), dir.clone());
+        checkpointer.start("wal-checkpoint", move || writer.run_writer(&file, &dir_w))?;
+        let deleter = checkpointer.shared.clone();
+        checkpointer.start("wal-release", move || {
+            deleter.run_deleter(storage.as_ref(), &dir);
+        })?;
+        Ok(checkpointer)
+    }
+
+    /// Spawns one of the two threads. If the second cannot start, dropping `self` stops
+    /// the first.
+    fn start(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+        let t = thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| Error::io("spawn checkpoint thread", PathBuf::new(), e))?;
+        self.threads.push(t);
+        Ok(())
     }
 
     /// Hands `cp` to the thread, replacing any request not yet started.
@@ -147,8 +167,9 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.changed.notify_all();
-        if let Some(t) = self.thread.take() {
-            // The thread writes any request still pending before it exits.
+        // The writer writes any request still pending, the deleter then finishes the
+        // deletions it allows.
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -159,59 +180,71 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&self, file: &CheckpointFile, storage: &dyn Storage, dir: &Path) {
-        // The newest durable checkpoint whose released segments are not all deleted yet.
+    /// The writer thread: writes and syncs each requested checkpoint, publishes it as
+    /// durable and hands it to the deleter.
+    fn run_writer(&self, file: &CheckpointFile, dir: &Path) {
+        loop {
+            let cp = {
+                let mut st = self.lock();
+                loop {
+                    match st.requested.take() {
+                        Some(cp) if st.failed.is_none() => break cp,
+                        _ if st.stop => {
+                            st.writer_done = true;
+                            self.changed.notify_all();
+                            return;
+                        }
+                        _ => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            // IMPORTANT: durable is published only after the sync, and segments are
+            // deleted only after that: a crash in between keeps records still needed.
+            let written = file.write(&cp);
+            let generation = cp.generation;
+            self.finish(written, dir, |st| {
+                st.durable = st.durable.max(generation);
+                st.to_release = Some(cp);
+            });
+        }
+    }
+
+    /// The deleter thread: for each durable checkpoint handed over (the newest wins),
+    /// deletes the segments it releases, one file per step, then syncs the directory.
+    fn run_deleter(&self, storage: &dyn Storage, dir: &Path) {
         let mut release: Option<Release> = None;
         loop {
-            let step = {
+            {
                 let mut st = self.lock();
                 loop {
                     if st.failed.is_none() {
-                        if let Some(cp) = st.requested.take() {
-                            break Step::Write(cp);
+                        if let Some(newer) = st.to_release.take() {
+                            // A newer checkpoint releases at least what an older one did.
+                            let removed = release.as_ref().is_some_and(|r| r.removed);
+                            release = Some(Release::new(newer, removed));
                         }
                         if release.is_some() {
-                            break Step::Delete;
+                            break;
                         }
                     }
-                    if st.stop {
+                    // Nothing to do: done once the writer is (or, after a failure, on drop).
+                    if st.writer_done || st.failed.is_some() && st.stop {
                         return;
                     }
                     st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-            };
-            match step {
-                Step::Write(cp) => {
-                    // IMPORTANT: durable is published only after the sync, and segments
-                    // are deleted only after that: a crash in between keeps records
-                    // still needed.
-                    let written = file.write(&cp);
-                    if self.finish(written, dir, |st| {
-                        st.durable = st.durable.max(cp.generation)
-                    }) {
-                        // A newer checkpoint releases at least what an older one did.
-                        let removed = release.as_ref().is_some_and(|r| r.removed);
-                        release = Some(Release::new(cp, removed));
-                    }
+            }
+            let Some(r) = release.as_mut() else { continue };
+            match r.step(storage, dir) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let generation = r.checkpoint.generation;
+                    release = None;
+                    self.finish(Ok(()), dir, |st| st.released = st.released.max(generation));
                 }
-                Step::Delete => {
-                    let Some(r) = release.as_mut() else { continue };
-                    // One file per step, so a checkpoint requested meanwhile waits for at
-                    // most one unlink, not for a whole backlog of them.
-                    match r.step(storage, dir) {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            let generation = r.checkpoint.generation;
-                            release = None;
-                            self.finish(Ok(()), dir, |st| {
-                                st.released = st.released.max(generation)
-                            });
-                        }
-                        Err(e) => {
-                            release = None;
-                            self.finish(Err(e), dir, |_| {});
-                        }
-                    }
+                Err(e) => {
+                    release = None;
+                    self.finish(Err(e), dir, |_| {});
                 }
             }
         }
@@ -235,12 +268,6 @@ impl Shared {
         self.changed.notify_all();
         ok
     }
-}
-
-/// What the thread does next: write a requested checkpoint (first), or delete a segment.
-enum Step {
-    Write(Checkpoint),
-    Delete,
 }
 
 /// The deletions a durable checkpoint allows: every segment that lies wholly before the
