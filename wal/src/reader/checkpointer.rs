@@ -251,22 +251,17 @@ impl Shared {
     }
 
     /// Publishes the outcome of a step: `on_ok` on success, else the failure, which stops
-    /// checkpointing. True on success.
-    fn finish(&self, result: Result<()>, dir: &Path, on_ok: impl FnOnce(&mut State)) -> bool {
+    /// both threads until the reader is reopened.
+    fn finish(&self, result: Result<()>, dir: &Path, on_ok: impl FnOnce(&mut State)) {
         let mut st = self.lock();
-        let ok = match result {
-            Ok(()) => {
-                on_ok(&mut st);
-                true
-            }
+        match result {
+            Ok(()) => on_ok(&mut st),
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint failed; acknowledgements are no longer persisted until the reader is reopened");
                 st.failed = Some(Failure::from_error(&e, dir));
-                false
             }
-        };
+        }
         self.changed.notify_all();
-        ok
     }
 }
 
