@@ -130,17 +130,18 @@ fn group_commit_under_pct_scheduling() {
 // The reader and its background checkpointer.
 //
 // The story: a reader acknowledges records while a writer appends them and rolls
-// segments; it hands checkpoints to its background thread, sometimes waiting for them
-// (`checkpoint`), sometimes not (`checkpoint_in_background`), sometimes for the deletions
-// too (`wait_for_deletions`, after which every released segment must be gone), and finally
-// drops, which must write the request still pending. A third thread takes power-loss snapshots of the
-// disk at points the scheduler picks. Whatever the interleaving: a `checkpoint` that
-// returned `Ok` survives every snapshot taken after it (the cursor never moves back past
-// it), the cursor never moves past an acknowledgement not yet made, no acknowledged append
-// is lost and no record after the cursor is missing (a segment deleted before the
-// checkpoint releasing it is durable would leave a hole), a failed checkpoint write or
-// directory sync is reported by that call or a later one and by every call after it, and
-// no call waits forever (shuttle reports a lost wake-up as a deadlock).
+// segments; it hands checkpoints to its background threads (one writes checkpoints, one
+// deletes the segments they release), sometimes waiting for them (`checkpoint`), sometimes
+// not (`checkpoint_in_background`), sometimes for the deletions too (`wait_for_deletions`,
+// after which every released segment must be gone), and finally drops, which must write
+// the request still pending. Another thread takes power-loss snapshots of the disk at
+// points the scheduler picks. Whatever the interleaving: a `checkpoint` that returned `Ok`
+// survives every snapshot taken after it (the cursor never moves back past it), the cursor
+// never moves past an acknowledgement not yet made, no acknowledged append is lost, no
+// record after the cursor is missing and recovery reports nothing but torn tails (a
+// segment deleted before the checkpoint releasing it is durable shows as a gap), a failed
+// checkpoint write or directory sync is reported by that call or a later one and by every
+// call after it, and no call waits forever (shuttle reports a lost wake-up as a deadlock).
 //
 // Snapshots fall between the threads' synchronization points; crashes inside a
 // checkpoint write (between its `pwrite` and its `fdatasync`) are explored exhaustively,
