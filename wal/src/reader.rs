@@ -242,9 +242,10 @@ impl Reader {
     }
 
     /// Makes all acknowledgements durable. Returns once the checkpoint is durable; the
-    /// segments it releases (every record acknowledged) are then deleted by the background
-    /// thread, which [`Reader::wait_for_deletions`] waits for. A failure of those deletions
-    /// is returned by the next checkpoint call.
+    /// segments it releases (every record acknowledged) are then deleted by a background
+    /// thread, which [`Reader::wait_for_deletions`] waits for. Once a checkpoint write or a
+    /// deletion has failed, this and every later checkpoint call returns that failure
+    /// until the reader is reopened.
     pub fn checkpoint(&mut self) -> Result<()> {
         // With nothing new to save, still wait for the last one handed over: it may have
         // failed in the background, and then this call must not claim durability.
@@ -270,10 +271,10 @@ impl Reader {
     }
 
     /// Like [`Reader::checkpoint`], but returns at once: a background thread writes and
-    /// syncs the checkpoint, then deletes the segments it releases. A crash before it is
-    /// durable redelivers what it covered (at-least-once, as for any acknowledgement made
-    /// after the last durable checkpoint). A failure of an earlier background checkpoint
-    /// is returned here.
+    /// syncs the checkpoint, and another then deletes the segments it releases. A crash
+    /// before it is durable redelivers what it covered (at-least-once, as for any
+    /// acknowledgement made after the last durable checkpoint). A failure of an earlier
+    /// checkpoint or deletion is returned here.
     pub fn checkpoint_in_background(&mut self) -> Result<()> {
         self.submit_checkpoint().map(|_| ())
     }
@@ -288,6 +289,8 @@ impl Reader {
             self.dirty |= std::mem::take(&mut lr.acked_moved);
         }
         if !self.dirty {
+            // Nothing to hand over, but a failure since must still be reported.
+            c.failure()?;
             return Ok(None);
         }
         let next = Checkpoint {
@@ -320,8 +323,12 @@ impl Reader {
             let mut jump: Option<(SegmentId, Seq, u64)> = None;
             for pair in segs.windows(2) {
                 let [_, newer] = pair else { continue };
-                let (_, _, header) =
-                    segment::open(storage, &self.dir, *lane, *newer, OpenMode::Read)?;
+                // The deleter may have removed it since the listing: it was consumed.
+                let Some((_, _, header)) =
+                    segment::open_if_present(storage, &self.dir, *lane, *newer)?
+                else {
+                    continue;
+                };
                 match header {
                     // Every record of the older segment was written before the newer existed.
                     Ok(h) if h.created_ns < cutoff => {

@@ -361,11 +361,19 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
             8 => reader.checkpoint().and_then(|()| reader.checkpoint()),
             _ => reader.wait_for_deletions().inspect(|()| {
                 // Every segment before the one holding the newest acknowledged record
-                // is released by the checkpoint just made durable: it must be gone.
+                // is released by the checkpoint just made durable: it must be gone, and
+                // stay gone through a power loss (the directory was synced).
                 let left = segments_before(&sim, acked_segment);
                 assert!(
                     left.is_empty(),
                     "released segments left after the wait: {left:?}"
+                );
+                let after_power_loss = sim.fork(0);
+                after_power_loss.crash(CrashMode::LoseDirEntries);
+                let back = segments_before(&after_power_loss, acked_segment);
+                assert!(
+                    back.is_empty(),
+                    "deleted segments back after a power loss: {back:?}"
                 );
             }),
         };
@@ -388,8 +396,20 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
             }
         }
     }
-    // The last checkpoint (at RECORDS, a multiple of 12) went to the background and may
-    // still be pending: dropping the reader must write it.
+    if !matches!(fault, CheckpointFault::None) {
+        // A failure is sticky: once one call reported it, every later one does, even with
+        // nothing new to save (a deletion may fail after its checkpoint was durable).
+        if failed.is_some() || reader.wait_for_deletions().is_err() {
+            assert!(reader.checkpoint().is_err(), "checkpoint() after a failure");
+            assert!(
+                reader.checkpoint_in_background().is_err(),
+                "checkpoint_in_background() after a failure"
+            );
+            failed = failed.or(Some(RECORDS));
+        }
+    }
+    // Without a fault, the last checkpoint (at RECORDS, a multiple of 12) went to the
+    // background and may still be pending: dropping the reader must write it.
     drop(reader);
     writer.join().expect("the writer panicked");
     let snapshots = snapshots.join().expect("the snapshot thread panicked");

@@ -257,9 +257,9 @@ fn a_full_file_system_gives_no_space_and_appends_resume_when_space_is_freed() {
     }
     assert_eq!(got, acked, "every acknowledged record is delivered");
     r.ack(last.unwrap()).unwrap();
-    r.checkpoint()
+    r.wait_for_deletions()
         .expect("checkpoint on a full file system (its file is preallocated)");
-    // The checkpoint deleted consumed segments: appends resume.
+    // The checkpoint released consumed segments and they are deleted: appends resume.
     let resumed = w
         .append(&payload(5000))
         .expect("appends resume once space is freed");

@@ -603,13 +603,27 @@ fn sector_size_is_512() {
     assert_eq!(SECTOR, 512);
 }
 
-/// A storage that behaves like `inner`, except that listing the queue directory also
-/// deletes one segment right after the listing: a running reader releasing it between a
-/// tool's listing and its opening.
+/// A storage that behaves like `inner`, except that the next directory listing after a
+/// victim is set also deletes the victim right after listing it: a running reader
+/// releasing a segment between someone's listing and their opening of it.
 #[derive(Debug)]
 struct DeletesAfterListing {
     inner: SimDisk,
-    victim: PathBuf,
+    victim: std::sync::Mutex<Option<PathBuf>>,
+}
+
+impl DeletesAfterListing {
+    fn new(inner: &SimDisk) -> Arc<Self> {
+        Arc::new(Self {
+            inner: inner.clone(),
+            victim: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The next listing deletes `path` after listing it.
+    fn arm(&self, path: PathBuf) {
+        *self.victim.lock().unwrap() = Some(path);
+    }
 }
 
 impl Storage for DeletesAfterListing {
@@ -621,7 +635,9 @@ impl Storage for DeletesAfterListing {
     }
     fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
         let names = self.inner.list_dir(dir);
-        self.inner.delete_file(&self.victim);
+        if let Some(victim) = self.victim.lock().unwrap().take() {
+            self.inner.delete_file(&victim);
+        }
         names
     }
     fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
@@ -653,15 +669,76 @@ fn verify_and_inspect_step_over_a_segment_deleted_while_they_walk_the_queue() {
     let sim = SimDisk::new(33);
     let (_w, per_seg) = four_segments(&sim);
     let records: u64 = per_seg.values().map(|v| v.len() as u64).sum();
-    let opts = opts(&sim).storage(Arc::new(DeletesAfterListing {
-        inner: sim.clone(),
-        victim: seg_path(0, 1),
-    }));
+    let storage = DeletesAfterListing::new(&sim);
+    let opts = opts(&sim).storage(storage.clone());
+    storage.arm(seg_path(0, 1));
     let report = verify(DIR, &opts).expect("verify on a live queue");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.segments, per_seg.len() as u64 - 1);
     assert_eq!(report.records, records - per_seg[&1].len() as u64);
+    storage.arm(seg_path(0, 2));
     let seen = inspect(DIR, &opts).expect("inspect on a live queue");
     let segs: Vec<u64> = seen.lanes[0].segments.iter().map(|s| s.id.0).collect();
-    assert!(!segs.contains(&1), "{segs:?}");
+    assert_eq!(segs, [3, 4]);
+}
+
+/// Story: the worker's retention sweep lists the segments while the reader's deleter
+/// removes consumed ones. If this fails, retention aborts with "No such file" on a healthy
+/// queue, and the error stops the worker.
+#[test]
+fn retention_steps_over_a_segment_deleted_while_it_looks_at_the_segments() {
+    let sim = SimDisk::new(35);
+    let (_w, per_seg) = four_segments(&sim);
+    let storage = DeletesAfterListing::new(&sim);
+    let opts = opts(&sim).storage(storage.clone());
+    let mut r = Reader::open(DIR, "worker", &opts).unwrap();
+    storage.arm(seg_path(0, 2));
+    let expired = r
+        .expire_older_than(std::time::Duration::ZERO)
+        .expect("retention on a live queue");
+    // Everything before the newest segment is older than zero seconds; the records of the
+    // vanished segment 2 are counted among those skipped.
+    let before_newest: usize = per_seg.range(..4).map(|(_, v)| v.len()).sum();
+    assert_eq!(expired, before_newest as u64);
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        got.push(decode(&rec.payload).expect("no corrupt record"));
+    }
+    assert_eq!(got, per_seg[&4]);
+}
+
+/// Story: deleting consumed segments fails (EIO on the directory sync) after the
+/// checkpoint releasing them became durable, and the worker, idle, keeps calling
+/// `checkpoint()` with nothing new to save. If this fails, the failure is swallowed: no
+/// storage incident is raised, space is never reclaimed, and the worker reports a clean
+/// stop.
+#[test]
+fn a_failed_deletion_is_returned_by_every_later_checkpoint_call_even_with_nothing_new() {
+    let sim = SimDisk::new(34);
+    let (_w, per_seg) = four_segments(&sim);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    // Into segment 3: the checkpoint releases segments 1 and 2.
+    for _ in 0..=per_seg[&1].len() + per_seg[&2].len() {
+        let rec = r.next().unwrap().unwrap();
+        r.ack(rec.id).unwrap();
+    }
+    sim.inject(Fault::Fail {
+        op: SimOp::SyncDir,
+        nth: 1,
+        errno: SimErrno::Eio,
+        repeat: Repeat::Once,
+    });
+    r.checkpoint_in_background().expect("handed over");
+    assert!(r.wait_for_deletions().is_err(), "the deletion failure");
+    assert!(r.checkpoint().is_err(), "checkpoint() with nothing new");
+    assert!(r.checkpoint_in_background().is_err(), "in the background");
+    assert!(r.wait_for_deletions().is_err(), "waiting again");
+    // A reopen recovers: the next checkpoint deletes what was released.
+    drop(r);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    let rec = r.next().unwrap().unwrap();
+    r.ack(rec.id).unwrap();
+    r.wait_for_deletions().expect("after a reopen");
+    assert!(sim.read_file(&seg_path(0, 1)).is_none());
+    assert!(sim.read_file(&seg_path(0, 2)).is_none());
 }

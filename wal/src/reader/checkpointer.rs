@@ -41,9 +41,11 @@ struct State {
     to_release: Option<Checkpoint>,
     /// Newest generation whose released segments are deleted (and the deletions durable).
     released: u64,
-    /// A failure stops checkpointing until the reader is reopened.
+    /// A failure of either thread stops checkpointing until the reader is reopened; every
+    /// later call returns it.
     failed: Option<Failure>,
-    /// Set on drop: the threads finish what is pending, then exit.
+    /// Set on drop: unless checkpointing failed, the threads finish what is pending, then
+    /// exit.
     stop: bool,
     /// The writer has exited: nothing more will be handed to the deleter.
     writer_done: bool,
@@ -103,9 +105,17 @@ impl Checkpointer {
             threads: Vec::new(),
         };
         let (writer, dir_w) = (checkpointer.shared.clone(), dir.clone());
-        checkpointer.start("wal-checkpoint", move || writer.run_writer(&file, &dir_w))?;
+        checkpointer.start(
+            "wal-checkpoint",
+            "spawn checkpoint writer thread",
+            move || {
+                let _failure_on_panic = PanicGuard(&writer);
+                writer.run_writer(&file, &dir_w);
+            },
+        )?;
         let deleter = checkpointer.shared.clone();
-        checkpointer.start("wal-release", move || {
+        checkpointer.start("wal-release", "spawn segment deleter thread", move || {
+            let _failure_on_panic = PanicGuard(&deleter);
             deleter.run_deleter(storage.as_ref(), &dir);
         })?;
         Ok(checkpointer)
@@ -113,13 +123,26 @@ impl Checkpointer {
 
     /// Spawns one of the two threads. If the second cannot start, dropping `self` stops
     /// the first.
-    fn start(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+    fn start(
+        &mut self,
+        name: &str,
+        op: &'static str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<()> {
         let t = thread::Builder::new()
             .name(name.into())
             .spawn(body)
-            .map_err(|e| Error::io("spawn checkpoint thread", PathBuf::new(), e))?;
+            .map_err(|e| Error::io(op, PathBuf::new(), e))?;
         self.threads.push(t);
         Ok(())
+    }
+
+    /// The failure that stopped checkpointing, if any.
+    pub(crate) fn failure(&self) -> Result<()> {
+        match &self.shared.lock().failed {
+            Some(f) => Err(f.to_error()),
+            None => Ok(()),
+        }
     }
 
     /// Hands `cp` to the thread, replacing any request not yet started.
@@ -144,15 +167,17 @@ impl Checkpointer {
         self.wait(|st| st.released >= generation)
     }
 
-    /// Waits until `done` holds, or returns the failure that stopped the thread.
+    /// Waits until `done` holds. A failure is returned even when `done` already holds: it
+    /// is sticky, and a deletion failing after its checkpoint became durable must still be
+    /// reported by the calls that follow.
     fn wait(&self, done: impl Fn(&State) -> bool) -> Result<()> {
         let mut st = self.shared.lock();
         loop {
-            if done(&st) {
-                return Ok(());
-            }
             if let Some(f) = &st.failed {
                 return Err(f.to_error());
+            }
+            if done(&st) {
+                return Ok(());
             }
             st = self
                 .shared
@@ -167,8 +192,8 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.changed.notify_all();
-        // The writer writes any request still pending, the deleter then finishes the
-        // deletions it allows.
+        // Unless checkpointing failed, the writer writes any request still pending and the
+        // deleter then finishes the deletions it allows.
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -209,8 +234,9 @@ impl Shared {
         }
     }
 
-    /// The deleter thread: for each durable checkpoint handed over (the newest wins),
-    /// deletes the segments it releases, one file per step, then syncs the directory.
+    /// The deleter thread: for each durable checkpoint handed over (the newest one waiting
+    /// when the deleter is free), deletes the segments it releases, then syncs the
+    /// directory, then publishes it as released.
     fn run_deleter(&self, storage: &dyn Storage, dir: &Path) {
         let mut release: Option<Release> = None;
         loop {
@@ -218,10 +244,8 @@ impl Shared {
                 let mut st = self.lock();
                 loop {
                     if st.failed.is_none() {
-                        if let Some(newer) = st.to_release.take() {
-                            // A newer checkpoint releases at least what an older one did.
-                            let removed = release.as_ref().is_some_and(|r| r.removed);
-                            release = Some(Release::new(newer, removed));
+                        if release.is_none() {
+                            release = st.to_release.take().map(Release::new);
                         }
                         if release.is_some() {
                             break;
@@ -277,11 +301,11 @@ struct Release {
 }
 
 impl Release {
-    fn new(checkpoint: Checkpoint, removed: bool) -> Self {
+    fn new(checkpoint: Checkpoint) -> Self {
         Self {
             checkpoint,
             victims: None,
-            removed,
+            removed: false,
         }
     }
 
@@ -311,6 +335,26 @@ impl Release {
             self.removed = false;
         }
         Ok(true)
+    }
+}
+
+/// Records a failure if a checkpoint thread panics, so that callers waiting for it get an
+/// error instead of waiting forever.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.lock();
+            st.failed = Some(Failure {
+                op: "checkpoint thread",
+                path: PathBuf::new(),
+                kind: std::io::ErrorKind::Other,
+                message: "panicked".to_owned(),
+            });
+            st.writer_done = true;
+            self.0.changed.notify_all();
+        }
     }
 }
 
