@@ -27,13 +27,12 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use escalation_queue::worker::{
-    FaultAction, MockCloud, MockCloudConfig, OutageMode, RandomFaults, Worker,
-};
+use escalation_queue::worker::{FaultAction, MockCloud, MockCloudConfig, OutageMode, Worker};
 use escalation_queue::EscalationQueue;
 
 use chaos_support::{
-    child_config, client, options, produce, verify, Figures, Receipt, TOKEN, WRITER_HANDLES,
+    child_config, client, options, produce, random_faults, verify, Figures, Receipt, TOKEN,
+    WRITER_HANDLES,
 };
 use process_support::child_command;
 
@@ -178,15 +177,7 @@ fn chaos_every_escalation_is_delivered_or_dead_lettered() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("queue");
     let mut config = MockCloudConfig::new(TOKEN);
-    config.faults.random = Some(RandomFaults {
-        seed,
-        unavailable_rate: 0.03,
-        reset_rate: 0.02,
-        drop_response_rate: 0.02,
-        delay_rate: 0.002,
-        rate_limited_rate: 0.0,
-        delay_ms: 400,
-    });
+    config.faults.random = Some(random_faults(seed, 400));
     let mock = Arc::new(MockCloud::start(config).expect("mock"));
     let handles: Vec<_> = (0..WRITER_HANDLES)
         .map(|_| EscalationQueue::open_with(&dir, options()).expect("queue"))

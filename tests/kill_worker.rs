@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use escalation_queue::worker::{
     DeadLetterQueue, Escalation, GroundlightClient, ImageSource, MockCloud, MockCloudConfig,
-    MockOutcome, QueueError, QueueOptions, RandomFaults, Worker, WorkerConfig,
+    MockOutcome, QueueError, QueueOptions, Worker, WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
 
@@ -370,16 +370,7 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
 
     let mut config = MockCloudConfig::new(TOKEN);
     config.recorded_requests_max = usize::MAX;
-    let faults = RandomFaults {
-        seed,
-        unavailable_rate: 0.03,
-        reset_rate: 0.02,
-        drop_response_rate: 0.02,
-        delay_rate: 0.002,
-        rate_limited_rate: 0.0,
-        delay_ms: 300,
-    };
-    config.faults.random = Some(faults);
+    config.faults.random = Some(chaos_support::random_faults(seed, 300));
     let mock = MockCloud::start(config).expect("mock cloud");
 
     // A safety net only: children stop by themselves after this even if the parent hangs.

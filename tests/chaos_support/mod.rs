@@ -1,5 +1,5 @@
-//! The chaos test's producers, worker settings and final accounting. `kill_worker.rs` uses
-//! the queue options, worker settings and client too.
+//! The chaos test's producers, worker settings, cloud faults and final accounting.
+//! `kill_worker.rs` uses the queue options, worker settings, client and faults too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use escalation_queue::wal::Writer;
 use escalation_queue::worker::{
     ApiToken, BackoffConfig, BreakerConfig, ClientConfig, DeadLetterQueue, Escalation,
-    GroundlightClient, ImageSource, MockCloud, MockOutcome, QueueOptions, RunSummary, WorkerConfig,
+    GroundlightClient, ImageSource, MockCloud, MockOutcome, QueueOptions, RandomFaults, RunSummary,
+    WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
 
@@ -20,6 +21,20 @@ const UNDECODABLE: usize = 5;
 const READ_TIMEOUT_MS: u64 = 150;
 /// Records a kill may redeliver: `checkpoint_acks_max` (default 64) + the one in flight.
 const KILL_WINDOW_RECORDS: u64 = 65;
+
+/// The cloud's random faults: 3 % 503s, 2 % resets, 2 % responses dropped after the item
+/// was created, 0.2 % answers slowed by `slow_ms` (past the client's read timeout: lost).
+pub fn random_faults(seed: u64, slow_ms: u64) -> RandomFaults {
+    RandomFaults {
+        seed,
+        unavailable_rate: 0.03,
+        reset_rate: 0.02,
+        drop_response_rate: 0.02,
+        delay_rate: 0.002,
+        rate_limited_rate: 0.0,
+        delay_ms: slow_ms,
+    }
+}
 
 pub fn options() -> QueueOptions {
     QueueOptions {
