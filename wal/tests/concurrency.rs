@@ -17,15 +17,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use escalation_queue_wal::layout::FileName;
-
 use escalation_queue_wal::{
     CrashMode, Error, Event, Fault, LaneId, Options, Reader, Repeat, SegmentId, SimDisk, SimErrno,
     SimOp, Writer,
 };
 
 mod support;
-use support::opts;
+use support::{opts, segment_files};
 
 fn iterations() -> usize {
     std::env::var("WAL_SHUTTLE_ITERATIONS")
@@ -445,15 +443,10 @@ fn reader_racing_its_checkpointer(fault: CheckpointFault, iteration: u64) {
 
 /// Segment files of lane 0 older than `seg` that exist now.
 fn segments_before(sim: &SimDisk, seg: SegmentId) -> Vec<PathBuf> {
-    sim.paths()
+    segment_files(sim)
         .into_iter()
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(FileName::parse);
-            matches!(name, Some(FileName::Segment(LaneId(0), s)) if s < seg)
-        })
+        .filter(|(lane, s, _)| *lane == LaneId(0) && *s < seg)
+        .map(|(_, _, path)| path)
         .collect()
 }
 

@@ -13,7 +13,7 @@ use escalation_queue_wal::{
 };
 
 mod support;
-use support::{assert_same, opts};
+use support::{assert_same, opts, segment_files};
 
 const DIR: &str = "/queue";
 
@@ -48,17 +48,7 @@ fn big(tag: &str, i: usize, size: usize) -> Vec<u8> {
 }
 
 fn segments(sim: &SimDisk) -> usize {
-    sim.paths()
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(FileName::parse),
-                Some(FileName::Segment(..))
-            )
-        })
-        .count()
+    segment_files(sim).len()
 }
 
 /// Story: the disk reports EIO on fdatasync while several threads are appending (the

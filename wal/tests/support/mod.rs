@@ -2,9 +2,11 @@
 
 #![allow(dead_code, reason = "each test binary uses its own subset")]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use escalation_queue_wal::{Options, SimDisk};
+use escalation_queue_wal::layout::FileName;
+use escalation_queue_wal::{LaneId, Options, SegmentId, SimDisk};
 
 pub fn opts(sim: &SimDisk) -> Options {
     Options::default()
@@ -37,6 +39,20 @@ pub fn summary(payloads: &[Vec<u8>]) -> Vec<String> {
                 .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
                 .collect();
             format!("{head}..({} B)", p.len())
+        })
+        .collect()
+}
+
+/// The segment files that exist on `sim` now: lane, segment id and path.
+pub fn segment_files(sim: &SimDisk) -> Vec<(LaneId, SegmentId, PathBuf)> {
+    sim.paths()
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str().and_then(FileName::parse)?;
+            match name {
+                FileName::Segment(lane, seg) => Some((lane, seg, p)),
+                _ => None,
+            }
         })
         .collect()
 }

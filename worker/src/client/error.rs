@@ -262,15 +262,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// The first [`BODY_EXCERPT_MAX_BYTES`] of a body as lossy UTF-8, cut at a char boundary.
 pub(crate) fn body_excerpt(body: &[u8]) -> String {
     let head = body.get(..BODY_EXCERPT_MAX_BYTES).unwrap_or(body);
-    let mut text = String::from_utf8_lossy(head).into_owned();
-    if text.len() > BODY_EXCERPT_MAX_BYTES {
-        let mut cut = BODY_EXCERPT_MAX_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
+    crate::dead_letter::bounded(
+        String::from_utf8_lossy(head).into_owned(),
+        BODY_EXCERPT_MAX_BYTES,
+    )
 }
 
 #[cfg(test)]
