@@ -376,6 +376,7 @@ fn queue_options(file: &FileConfig, layers: &Layers) -> Result<QueueOptions, Usa
         image_size_max_bytes: q.image_size_max_bytes,
         segment_bytes: q.segment_bytes,
         queue_bytes_max: q.queue_bytes_max,
+        allocation_step_bytes: q.allocation_step_bytes,
         free_disk_bytes_min: q.free_disk_bytes_min,
         lanes_max: q.lanes_max,
         durability,

@@ -104,9 +104,13 @@ pub struct QueueOptions {
     /// `image_size_max_bytes` + 64 KiB. Smaller segments lower the reader's resident memory
     /// (the segment being read is memory-mapped).
     pub segment_bytes: u64,
-    /// Most bytes the main wal may occupy; beyond it enqueue fails with `QueueFull`.
-    /// Default 8 GiB.
+    /// Most bytes the main wal's segment files may occupy (their allocated lengths);
+    /// beyond it enqueue fails with `QueueFull`. Default 8 GiB.
     pub queue_bytes_max: u64,
+    /// Segment files (of both wals) are allocated in steps of this many bytes as records
+    /// arrive, so a lane holding little costs little disk. Default 4 MiB; 4 KiB to 1 GiB,
+    /// a multiple of 4 KiB.
+    pub allocation_step_bytes: u64,
     /// Free space to leave on the file system. Default 64 MiB; 0 disables the check.
     pub free_disk_bytes_min: u64,
     /// Writer lanes (open `EscalationQueue` handles across processes). Default 16; 1..=64.
@@ -123,6 +127,7 @@ impl Default for QueueOptions {
             image_size_max_bytes: crate::escalation::DEFAULT_IMAGE_SIZE_MAX_BYTES,
             segment_bytes: 64 << 20,
             queue_bytes_max: 8 << 30,
+            allocation_step_bytes: 4 << 20,
             free_disk_bytes_min: 64 << 20,
             lanes_max: 16,
             durability: Durability::SyncEachAppend,
@@ -177,6 +182,7 @@ impl QueueOptions {
     fn base(&self, options: Options) -> Options {
         let options = options
             .free_disk_bytes_min(self.free_disk_bytes_min)
+            .allocation_step_bytes(self.allocation_step_bytes)
             .lanes_max(self.lanes_max);
         match &self.storage {
             Some(storage) => options.storage(Arc::clone(storage)),

@@ -69,9 +69,12 @@ pub struct QueueSection {
     /// Size of each segment file. Default 64 MiB; 64 KiB to 1 GiB and at least
     /// `image_size_max_bytes` + 64 KiB + framing.
     pub segment_bytes: u64,
-    /// Most bytes the queue may occupy; beyond it enqueue fails. Default 8 GiB; at least
-    /// two segments.
+    /// Most bytes the queue's segment files may occupy (allocated lengths); beyond it
+    /// enqueue fails. Default 8 GiB; at least two segments.
     pub queue_bytes_max: u64,
+    /// Segment files are allocated in steps of this many bytes. Default 4 MiB; 4 KiB to
+    /// 1 GiB, a multiple of 4 KiB.
+    pub allocation_step_bytes: u64,
     /// Free space to leave on the file system. Default 64 MiB; 0 disables the check.
     pub free_disk_bytes_min: u64,
     /// Writer lanes (concurrent writers across processes). Default 16; 1 to 64.
@@ -88,6 +91,7 @@ impl Default for QueueSection {
             image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES,
             segment_bytes: 64 << 20,
             queue_bytes_max: 8 << 30,
+            allocation_step_bytes: 4 << 20,
             free_disk_bytes_min: 64 << 20,
             lanes_max: 16,
             durability: DurabilityKind::SyncEachAppend,
@@ -216,6 +220,7 @@ mod tests {
         assert_eq!(queue.image_size_max_bytes, lib.image_size_max_bytes);
         assert_eq!(queue.segment_bytes, lib.segment_bytes);
         assert_eq!(queue.queue_bytes_max, lib.queue_bytes_max);
+        assert_eq!(queue.allocation_step_bytes, lib.allocation_step_bytes);
         assert_eq!(queue.free_disk_bytes_min, lib.free_disk_bytes_min);
         assert_eq!(queue.lanes_max, lib.lanes_max);
         let cloud = CloudSection::default();
