@@ -70,6 +70,7 @@ fn delivery_resumes_within_seconds_once_an_outage_ends() {
     let h = Harness::new();
     h.enqueue(50);
     let (to_first, _, running) = through_outage(&h, 50, Duration::from_secs(15), defaults());
+    let stats = running.stats.snapshot();
     let summary = running.stop();
     assert_eq!((summary.delivered, summary.dead_lettered), (50, 0));
     assert!(
@@ -84,6 +85,16 @@ fn delivery_resumes_within_seconds_once_an_outage_ends() {
         .max()
         .unwrap_or_default();
     assert!(longest < Duration::from_secs(7), "longest gap {longest:?}");
+    // Every wait followed a failed request: once the cloud answered, the backlog flowed
+    // without a leftover per-item wait.
+    let failed = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| matches!(r.outcome, MockOutcome::Responded { status: 503, .. }))
+        .count() as u64;
+    let waits: u64 = stats.waits.values().map(|w| w.count).sum();
+    assert_eq!(waits, failed, "{stats:?}");
 }
 
 /// Story: the logged `retry_in_ms` left the breaker's pause out (5,279 ms logged, 8 s

@@ -89,3 +89,38 @@ fn the_reader_delivers_within_seconds_after_an_outage_ends() {
     assert!(waits.iter().any(|w| w["wait_cause"] == "breaker"));
     cloud.stop();
 }
+
+/// An endpoint that answers 404 to everything (here the first 8 requests, as if the
+/// path were fixed afterwards): the reader dead-letters the first four, then pauses as a
+/// systemic fault — `/health` says so, `/stats` shows `systemic_fault_status` 404 and the
+/// rest still queued — and once the cloud answers normally the rest is delivered.
+#[test]
+fn a_404_for_everything_pauses_the_reader_instead_of_emptying_the_queue() {
+    let sandbox = Sandbox::new();
+    sandbox.enqueue_many(20);
+    let script = ["404"; 8].join(",");
+    let cloud = MockCloudProcess::start(&sandbox, &["--script", &script]);
+    let mut reader = spawn_reader(&sandbox, &cloud.endpoint, &[]);
+    let addr = reader.status_addr();
+    wait_until(Duration::from_secs(20), "the systemic fault", || {
+        get_json(addr, "/stats").1["worker"]["systemic_fault_status"] == 404
+    });
+    let (_, stats) = get_json(addr, "/stats");
+    assert_eq!(stats["worker"]["dead_lettered_total"], 4, "{stats:#}");
+    let (code, health) = get_json(addr, "/health");
+    assert_eq!((code, &health["status"]), (200, &Value::from("degraded")));
+    assert!(
+        health["reasons"].to_string().contains("systemic fault"),
+        "{health:#}"
+    );
+    wait_until(Duration::from_secs(30), "the rest to be delivered", || {
+        get_json(addr, "/stats").1["worker"]["delivered"] == 16
+    });
+    let (_, stats) = get_json(addr, "/stats");
+    assert_eq!(stats["worker"]["systemic_fault_status"], Value::Null);
+    assert_eq!(stats["worker"]["dead_lettered_total"], 4);
+    reader.terminate();
+    assert_eq!(reader.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(sandbox.status()["dead_letters"], 4);
+    cloud.stop();
+}
