@@ -343,15 +343,20 @@ fn webhook_gets_each_incident_once_and_a_dead_webhook_never_blocks_delivery() {
 }
 
 /// Twenty 404s, each its own incident (no dedupe window), with the webhook at `url`.
+/// Twenty identical rejections in a row are a systemic fault by default (delivery would
+/// pause after five); this test is about the webhook, so that rule is off here.
 fn twenty_dead_letters(url: String) -> (escalation_queue::RunSummary, Duration) {
     let h = Harness::new();
     h.enqueue(20);
     h.mock.push_faults(respond(404, 20));
-    let config = with_incidents(IncidentConfig {
-        webhook: Some(WebhookConfig::new(url)),
-        dedupe_window_ms: 0,
-        ..IncidentConfig::default()
-    });
+    let config = WorkerConfig {
+        systemic_reject_threshold: 0,
+        ..with_incidents(IncidentConfig {
+            webhook: Some(WebhookConfig::new(url)),
+            dedupe_window_ms: 0,
+            ..IncidentConfig::default()
+        })
+    };
     let started = std::time::Instant::now();
     let (summary, _, _) = h.drain(config);
     (summary, started.elapsed())

@@ -518,6 +518,23 @@ mod tests {
     }
 
     #[test]
+    fn the_recovery_and_systemic_fault_keys_are_accepted_and_checked() {
+        let args = ["reader", "--set", "worker.systemic_reject_threshold=0"];
+        let config = resolve(&args, &[]).expect("config");
+        assert_eq!(config.worker.systemic_reject_threshold, 0);
+        let args = ["reader", "--set", "worker.systemic_reject_threshold=1"];
+        let msg = resolve(&args, &[]).expect_err("one").to_string();
+        assert!(
+            msg.contains("worker.systemic_reject_threshold = 1"),
+            "{msg}"
+        );
+        let args = ["reader", "--set", "worker.breaker.cool_down_max_ms=3600000"];
+        let msg = resolve(&args, &[]).expect_err("unbounded").to_string();
+        assert!(msg.contains("cool_down_max_ms = 3600000"), "{msg}");
+        assert!(msg.contains("at most 300000"), "{msg}");
+    }
+
+    #[test]
     fn bad_values_name_key_value_origin_and_range() {
         let err = resolve(&["status", "--set", "worker.checkpoint_acks_max=0"], &[])
             .expect_err("invalid");

@@ -8,6 +8,8 @@ mod alerts;
 mod config;
 mod deliver;
 mod stop;
+mod systemic;
+mod waits;
 mod window;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use escalation_queue_wal::{Error as WalError, Reader, Record, RecordId};
 use serde::Serialize;
 
-pub use config::WorkerConfig;
+pub use config::{WorkerConfig, BREAKER_COOL_DOWN_MAX_MS};
 pub use stop::StopHandle;
 
 use crate::dead_letter::{now_unix_ms, DeadLetterSink};
@@ -24,7 +26,7 @@ use crate::dedupe::{DedupeSet, InFlight};
 use crate::escalation::Escalation;
 use crate::incidents::{Incidents, SpikeDetector};
 use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
-use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason};
+use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason, SystemicRejects};
 use crate::stats::Stats;
 use crate::Destination;
 
@@ -86,6 +88,7 @@ pub struct Worker {
     stop: StopHandle,
     breaker: CircuitBreaker,
     backoff: Backoff,
+    systemic: SystemicRejects,
     window: RestartWindow,
     spike: SpikeDetector,
     acks_since_checkpoint: u32,
@@ -137,6 +140,7 @@ impl Worker {
             window: RestartWindow::new(dedupe.previous_run()),
             config_view: config.incident_view(),
             breaker: CircuitBreaker::new(config.breaker),
+            systemic: SystemicRejects::new(config.systemic_reject_threshold),
             spike: SpikeDetector::new(config.incidents.spike),
             layout,
             options: options.clone(),

@@ -2,7 +2,7 @@
 //!
 //! | severity | kinds |
 //! |---|---|
-//! | CRITICAL | corruption detected, writer poisoned, disk full, auth failure |
+//! | CRITICAL | corruption detected, writer poisoned, disk full, auth failure, systemic rejection |
 //! | HIGH | cloud unreachable longer than a threshold, error-rate spike, oldest item too old |
 //! | MEDIUM | an item dead-lettered |
 //! | LOW | transient errors recovered |
@@ -53,6 +53,9 @@ pub enum IncidentKind {
     DiskFull,
     /// The cloud rejected the API token (401/403); delivery is paused.
     AuthFailure,
+    /// The same non-retryable answer for one escalation after another (e.g. 404 for all:
+    /// a wrong endpoint path); delivery is paused instead of dead-lettering the queue.
+    SystemicRejection,
     /// No answer from the cloud for longer than the threshold.
     CloudUnreachable,
     /// Failures per minute above the spike factor × the moving baseline.
@@ -69,9 +72,11 @@ impl IncidentKind {
     /// The kind's severity.
     pub fn severity(self) -> Severity {
         match self {
-            Self::Corruption | Self::WriterPoisoned | Self::DiskFull | Self::AuthFailure => {
-                Severity::Critical
-            }
+            Self::Corruption
+            | Self::WriterPoisoned
+            | Self::DiskFull
+            | Self::AuthFailure
+            | Self::SystemicRejection => Severity::Critical,
             Self::CloudUnreachable | Self::ErrorRateSpike | Self::BacklogTooOld => Severity::High,
             Self::DeadLettered => Severity::Medium,
             Self::TransientRecovered => Severity::Low,
@@ -85,6 +90,7 @@ impl IncidentKind {
             Self::WriterPoisoned => "writer_poisoned",
             Self::DiskFull => "disk_full",
             Self::AuthFailure => "auth_failure",
+            Self::SystemicRejection => "systemic_rejection",
             Self::CloudUnreachable => "cloud_unreachable",
             Self::ErrorRateSpike => "error_rate_spike",
             Self::BacklogTooOld => "backlog_too_old",

@@ -35,7 +35,7 @@ pub use {
         Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, ProxyUrl,
         TimeoutPhase, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
     },
-    consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig},
+    consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},
     dead_letter::{
         AttemptLog, AttemptRecord, DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo,
         DeadLetterQueue, DeadLetterReport, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX,
@@ -65,10 +65,11 @@ pub use {
     retry::{
         Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit,
         CircuitBreaker, CircuitState, Classification, ClassificationPolicy, DeadLetterReason,
-        ErrorClass, ItemBudget, PolicyAction, DEFAULT_AGE_MAX_MS,
+        ErrorClass, ItemBudget, OutageReplay, PolicyAction, RejectVerdict, RejectedItem,
+        SystemicRejects, Wait, WaitCause, DEFAULT_AGE_MAX_MS,
     },
     stats::{
-        DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot,
+        DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,
         LATENCY_BUCKET_BOUNDS_MS,
     },
 };

@@ -5,6 +5,8 @@ mod backoff;
 mod breaker;
 mod budget;
 mod classify;
+mod systemic;
+mod wait;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use breaker::{Admission, BreakerConfig, CircuitBreaker, CircuitState};
@@ -12,3 +14,5 @@ pub use budget::{BudgetConfig, BudgetLimit, ItemBudget, DEFAULT_AGE_MAX_MS};
 pub use classify::{
     Classification, ClassificationPolicy, DeadLetterReason, ErrorClass, PolicyAction,
 };
+pub use systemic::{RejectVerdict, RejectedItem, SystemicRejects};
+pub use wait::{OutageReplay, Wait, WaitCause};

@@ -2,11 +2,11 @@
 //! (the status server); [`Stats::snapshot`] gives a serializable copy.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use serde::Serialize;
 
-use crate::retry::{BudgetLimit, CircuitState, DeadLetterReason, ErrorClass};
+use crate::retry::{BudgetLimit, CircuitState, DeadLetterReason, ErrorClass, WaitCause};
 
 /// Upper bounds (inclusive, milliseconds) of the latency histogram buckets; one more bucket
 /// counts everything slower.
@@ -148,6 +148,13 @@ pub struct Stats {
     pub(crate) paused_for_auth: AtomicBool,
     pub(crate) incidents: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    /// 0 when not waiting, else the [`WaitCause`] index + 1.
+    pub(crate) wait_cause: AtomicU8,
+    pub(crate) wait_until_unix_ms: AtomicU64,
+    pub(crate) waits: [AtomicU64; WaitCause::ALL.len()],
+    pub(crate) wait_ms: [AtomicU64; WaitCause::ALL.len()],
+    /// The HTTP status of the systemic fault in force; 0 when none.
+    pub(crate) systemic_fault_status: AtomicU16,
     pub(crate) delivery_latency: LatencyHistogram,
     pub(crate) request_latency: LatencyHistogram,
 }
@@ -186,10 +193,29 @@ pub struct StatsSnapshot {
     pub incidents: u64,
     /// Cursor checkpoints written.
     pub checkpoints: u64,
+    /// Why the worker is waiting before its next attempt right now (`backoff`,
+    /// `retry_after`, `breaker`, `auth_pause`, `systemic_fault`); `None` when it is not.
+    pub wait_cause: Option<&'static str>,
+    /// When the current wait ends (unix ms); `None` when not waiting.
+    pub wait_until_unix_ms: Option<u64>,
+    /// Waits since the worker started, by cause: how many and how long in total.
+    pub waits: BTreeMap<&'static str, WaitTotals>,
+    /// The HTTP status of a systemic fault in force (a run of identical rejections that
+    /// paused delivery); `None` when there is none.
+    pub systemic_fault_status: Option<u16>,
     /// From enqueue to delivery.
     pub delivery_latency: HistogramSnapshot,
     /// Duration of each delivery attempt.
     pub request_latency: HistogramSnapshot,
+}
+
+/// How many waits of one cause there were and how long they lasted in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WaitTotals {
+    /// Waits started.
+    pub count: u64,
+    /// Milliseconds waited (a stop cuts a wait short; the time really waited is counted).
+    pub total_ms: u64,
 }
 
 impl Stats {
@@ -220,6 +246,16 @@ impl Stats {
             paused_for_auth: self.paused_for_auth.load(Relaxed),
             incidents: self.incidents.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
+            wait_cause: self.wait_cause().map(WaitCause::as_str),
+            wait_until_unix_ms: self
+                .wait_cause()
+                .map(|_| self.wait_until_unix_ms.load(Relaxed)),
+            waits: WaitCause::ALL
+                .iter()
+                .map(|c| (c.as_str(), self.wait_totals(*c)))
+                .collect(),
+            systemic_fault_status: Some(self.systemic_fault_status.load(Relaxed))
+                .filter(|s| *s != 0),
             delivery_latency: self.delivery_latency.snapshot(),
             request_latency: self.request_latency.snapshot(),
         }
@@ -230,6 +266,44 @@ impl Stats {
     pub(crate) fn reset_worker_gauges(&self) {
         self.set_circuit_state(CircuitState::Closed);
         self.paused_for_auth.store(false, Relaxed);
+        self.end_wait(0);
+        self.systemic_fault_status.store(0, Relaxed);
+    }
+
+    /// The cause of the wait in progress, if any.
+    pub fn wait_cause(&self) -> Option<WaitCause> {
+        let code = usize::from(self.wait_cause.load(Relaxed));
+        code.checked_sub(1)
+            .and_then(|i| WaitCause::ALL.get(i))
+            .copied()
+    }
+
+    /// Waits of `cause` so far.
+    pub fn wait_totals(&self, cause: WaitCause) -> WaitTotals {
+        let load = |a: &[AtomicU64]| a.get(cause.index()).map_or(0, |c| c.load(Relaxed));
+        WaitTotals {
+            count: load(&self.waits),
+            total_ms: load(&self.wait_ms),
+        }
+    }
+
+    /// A wait of `cause` starts, ending at `until_unix_ms`.
+    pub(crate) fn begin_wait(&self, cause: WaitCause, until_unix_ms: u64) {
+        if let Some(c) = self.waits.get(cause.index()) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.wait_until_unix_ms.store(until_unix_ms, Relaxed);
+        let code = u8::try_from(cause.index() + 1).unwrap_or(u8::MAX);
+        self.wait_cause.store(code, Relaxed);
+    }
+
+    /// The wait in progress ended after `waited_ms`.
+    pub(crate) fn end_wait(&self, waited_ms: u64) {
+        if let Some(c) = self.wait_cause().and_then(|c| self.wait_ms.get(c.index())) {
+            c.fetch_add(waited_ms, Relaxed);
+        }
+        self.wait_cause.store(0, Relaxed);
+        self.wait_until_unix_ms.store(0, Relaxed);
     }
 
     /// Items dead-lettered with `label`.
@@ -319,5 +393,27 @@ mod tests {
         assert_eq!(snap.delivered, 7);
         assert_eq!(snap.circuit_state, "closed");
         assert!(!snap.paused_for_auth);
+    }
+
+    #[test]
+    fn a_wait_shows_its_cause_and_end_while_it_lasts_and_adds_to_its_totals() {
+        // Story: the logged retry_in_ms left the breaker's pause out; an operator must see
+        // what the worker is waiting for, until when, and how much time each cause cost.
+        let stats = Stats::default();
+        stats.begin_wait(WaitCause::Breaker, 1_234);
+        let snap = stats.snapshot();
+        assert_eq!(snap.wait_cause, Some("breaker"));
+        assert_eq!(snap.wait_until_unix_ms, Some(1_234));
+        stats.end_wait(800);
+        stats.begin_wait(WaitCause::Breaker, 5_000);
+        stats.end_wait(200);
+        let snap = stats.snapshot();
+        assert_eq!((snap.wait_cause, snap.wait_until_unix_ms), (None, None));
+        let breaker = snap.waits["breaker"];
+        assert_eq!((breaker.count, breaker.total_ms), (2, 1_000));
+        assert_eq!(snap.waits["backoff"], WaitTotals::default());
+        let json = serde_json::to_value(&snap).expect("json");
+        assert_eq!(json["waits"]["breaker"]["total_ms"], 1_000);
+        assert_eq!(json["wait_cause"], serde_json::Value::Null);
     }
 }

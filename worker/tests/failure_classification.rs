@@ -13,7 +13,7 @@ use escalation_queue_worker::{
     Admission, ApiToken, AttemptContext, Backoff, BackoffConfig, BreakerConfig, BudgetConfig,
     BudgetLimit, CircuitBreaker, CircuitState, Classification, ClassificationPolicy, ClientConfig,
     DeadLetterReason, DeliveryError, Destination, ErrorClass, Escalation, FaultAction,
-    GroundlightClient, ItemBudget, MockOutcome, OutageMode, TimeoutPhase,
+    GroundlightClient, ItemBudget, MockOutcome, OutageMode, TimeoutPhase, Wait,
 };
 
 use support::{classify, client, escalation, start_mock, submit, TOKEN};
@@ -299,7 +299,8 @@ struct Run {
 }
 
 /// Delivers one item the way the worker loop will: breaker admission, submit, classify,
-/// budget, backoff. Bounded by `deadline`.
+/// budget, then the wait (the probe interval while open, else the backoff). Bounded by
+/// `deadline`.
 fn deliver_one(
     client: &GroundlightClient,
     esc: &Escalation,
@@ -329,6 +330,7 @@ fn deliver_one(
             }
             Admission::Allowed { probe } => probe,
         };
+        breaker_opened |= probe;
         let result = client.submit(esc, attempt);
         budget.record_attempt(!probe);
         let now_ms = u64::try_from(
@@ -350,8 +352,12 @@ fn deliver_one(
         }
         match class {
             Classification::Retry { not_before } => {
-                thread::sleep(backoff.delay(retries, not_before));
-                retries += 1;
+                // The worker's rule: while open, the probe interval alone; else the backoff.
+                let probe_in = breaker.probe_in(Instant::now());
+                let wait =
+                    Wait::after_retryable_failure(probe_in, &mut backoff, retries, not_before);
+                thread::sleep(wait.length);
+                retries = if probe_in.is_some() { 0 } else { retries + 1 };
                 attempt = attempt.next();
             }
             outcome => {

@@ -128,7 +128,11 @@ pub fn evaluate(state: &ReaderState) -> Health {
         }
     };
     let circuit = snap.stats.circuit_state();
-    if circuit != CircuitState::Closed {
+    if let Some(status) = stats.systemic_fault_status {
+        verdict.degraded(format!(
+            "the cloud answers HTTP {status} to escalation after escalation: delivery is paused as a systemic fault (check the endpoint)"
+        ));
+    } else if circuit != CircuitState::Closed {
         verdict.degraded(format!(
             "the cloud is unreachable: circuit breaker {}",
             circuit.as_str()

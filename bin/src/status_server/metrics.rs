@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use escalation_queue::worker::HistogramSnapshot;
+use escalation_queue::worker::{HistogramSnapshot, StatsSnapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -154,6 +154,7 @@ impl Collector for ReaderCollector {
             let value = i64::from(state == s.circuit_state);
             ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
         }
+        waits(&mut enc, &s)?;
         let latency = [
             (
                 "escalation_queue_delivery_latency_seconds",
@@ -171,6 +172,46 @@ impl Collector for ReaderCollector {
         }
         Ok(())
     }
+}
+
+/// The worker's waits by cause: how many, how long in all, and which one is in progress.
+fn waits(enc: &mut DescriptorEncoder, s: &StatsSnapshot) -> fmt::Result {
+    let metric = ConstCounter::new(0_u64);
+    let mut family = enc.encode_descriptor(
+        "escalation_queue_waits",
+        "Waits before a next attempt, by cause.",
+        None,
+        metric.metric_type(),
+    )?;
+    for (cause, totals) in &s.waits {
+        let labels = [("cause", *cause)];
+        ConstCounter::new(totals.count).encode(family.encode_family(&labels)?)?;
+    }
+    let metric = ConstCounter::new(0.0_f64);
+    let mut family = enc.encode_descriptor(
+        "escalation_queue_wait_seconds",
+        "Time spent waiting before a next attempt, by cause.",
+        None,
+        metric.metric_type(),
+    )?;
+    for (cause, totals) in &s.waits {
+        let labels = [("cause", *cause)];
+        let seconds = totals.total_ms as f64 / 1000.0;
+        ConstCounter::new(seconds).encode(family.encode_family(&labels)?)?;
+    }
+    let metric = ConstGauge::new(0_i64);
+    let mut family = enc.encode_descriptor(
+        "escalation_queue_waiting",
+        "1 for the cause of the wait in progress (all 0 when not waiting).",
+        None,
+        metric.metric_type(),
+    )?;
+    for cause in s.waits.keys() {
+        let labels = [("cause", *cause)];
+        let value = i64::from(s.wait_cause == Some(*cause));
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
@@ -225,6 +266,9 @@ mod tests {
             "escalation_queue_delivered_total 0",
             "escalation_queue_dead_lettered_total{reason=\"bad_request\"} 0",
             "escalation_queue_circuit_state{state=\"closed\"} 1",
+            "escalation_queue_waits_total{cause=\"breaker\"} 0",
+            "escalation_queue_wait_seconds_total{cause=\"systemic_fault\"} 0",
+            "escalation_queue_waiting{cause=\"backoff\"} 0",
             "escalation_queue_delivery_latency_seconds_bucket{le=\"+Inf\"} 0",
             "escalation_queue_health 1",
             "# EOF",

@@ -10,6 +10,9 @@ use crate::retry::{
     BackoffConfig, BreakerConfig, BudgetConfig, ClassificationPolicy, DEFAULT_AGE_MAX_MS,
 };
 
+/// The largest probe interval a configuration may ask for: 5 minutes.
+pub const BREAKER_COOL_DOWN_MAX_MS: u64 = 300_000;
+
 /// Settings of a [`Worker`](super::Worker).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +28,10 @@ pub struct WorkerConfig {
     pub breaker: BreakerConfig,
     /// Per-item budgets.
     pub budget: BudgetConfig,
+    /// Consecutive escalations rejected with the same non-retryable HTTP status that make a
+    /// systemic fault (delivery pauses and probes instead of dead-lettering the queue; see
+    /// SEMANTICS.md). Default 5; 0 turns the rule off, otherwise 2..=10000.
+    pub systemic_reject_threshold: u32,
     /// Acknowledgements between cursor checkpoints. Default 64; 1..=100000. A crash
     /// redelivers at most this many records per lane, plus the one in flight.
     pub checkpoint_acks_max: u32,
@@ -61,6 +68,7 @@ impl Default for WorkerConfig {
             backoff: BackoffConfig::default(),
             breaker: BreakerConfig::default(),
             budget: BudgetConfig::default(),
+            systemic_reject_threshold: 5,
             checkpoint_acks_max: 64,
             checkpoint_interval_ms: 200,
             auth_retry_interval_ms: 30_000,
@@ -100,6 +108,20 @@ impl WorkerConfig {
             let value = u64::from(self.checkpoint_acks_max);
             return Err(invalid("checkpoint_acks_max", value, "1 to 100000"));
         }
+        if self.systemic_reject_threshold == 1 || self.systemic_reject_threshold > 10_000 {
+            let value = u64::from(self.systemic_reject_threshold);
+            return Err(invalid(
+                "systemic_reject_threshold",
+                value,
+                "0 (off) or 2 to 10000",
+            ));
+        }
+        if self.breaker.cool_down_max_ms > BREAKER_COOL_DOWN_MAX_MS {
+            let value = self.breaker.cool_down_max_ms;
+            let allowed =
+                format!("at most {BREAKER_COOL_DOWN_MAX_MS} (it bounds the recovery time)");
+            return Err(invalid("breaker.cool_down_max_ms", value, &allowed));
+        }
         Ok(())
     }
 
@@ -111,6 +133,7 @@ impl WorkerConfig {
             "backoff": self.backoff,
             "breaker": self.breaker,
             "budget": self.budget,
+            "systemic_reject_threshold": self.systemic_reject_threshold,
             "checkpoint_acks_max": self.checkpoint_acks_max,
             "auth_retry_interval_ms": self.auth_retry_interval_ms,
             "unreachable_alert_ms": self.incidents.unreachable_alert_ms,
@@ -147,5 +170,28 @@ mod tests {
         assert_eq!(parsed.retention_ms, 5);
         assert_eq!(parsed.backoff.delay_base_ms, 2);
         assert_eq!(parsed.checkpoint_acks_max, 64);
+    }
+
+    #[test]
+    fn a_systemic_threshold_of_one_and_an_unbounded_probe_interval_are_rejected() {
+        // Story: a threshold of 1 would pause on every single bad escalation; a probe
+        // interval of hours would make the recovery bound meaningless.
+        for threshold in [0, 2, 10_000] {
+            let config = WorkerConfig {
+                systemic_reject_threshold: threshold,
+                ..WorkerConfig::default()
+            };
+            config.validate().expect("valid threshold");
+        }
+        let one = WorkerConfig {
+            systemic_reject_threshold: 1,
+            ..WorkerConfig::default()
+        };
+        let err = one.validate().expect_err("one").to_string();
+        assert!(err.contains("systemic_reject_threshold = 1"), "{err}");
+        let mut slow = WorkerConfig::default();
+        slow.breaker.cool_down_max_ms = 3_600_000;
+        let err = slow.validate().expect_err("slow").to_string();
+        assert!(err.contains("breaker.cool_down_max_ms = 3600000"), "{err}");
     }
 }

@@ -15,7 +15,9 @@ use crate::dedupe::InFlight;
 use crate::escalation::Escalation;
 use crate::incidents::{IncidentDraft, IncidentKind};
 use crate::layout::QueueError;
-use crate::retry::{Admission, Classification, DeadLetterReason, ErrorClass, ItemBudget};
+use crate::retry::{
+    Admission, Classification, DeadLetterReason, ErrorClass, ItemBudget, Wait, WaitCause,
+};
 use crate::stats::{DeadLetterLabel, Stats};
 
 /// How an item ended.
@@ -103,9 +105,8 @@ impl Worker {
             let probe = match self.breaker.admit(Instant::now()) {
                 Admission::Allowed { probe } => probe,
                 Admission::Wait { retry_in } => {
-                    self.stats.set_circuit_state(self.breaker.state());
-                    let interval = Duration::from_millis(self.config.maintenance_interval_ms);
-                    self.stop.sleep(retry_in.min(interval));
+                    let wait = Wait::new(retry_in, self.open_circuit_cause());
+                    self.wait(wait, esc, None, item.log.total())?;
                     continue;
                 }
             };
@@ -203,28 +204,34 @@ impl Worker {
             Classification::Retry { not_before } => {
                 self.on_retryable_failure(&error);
                 item.had_retryable_failure = true;
-                let delay = self.backoff.delay(item.retries, not_before);
-                item.retries = item.retries.saturating_add(1);
-                tracing::info!(
-                    image_query_id = %esc.image_query_id,
-                    detector_id = %esc.detector_id,
-                    attempts = item.log.total(),
-                    error = %error,
-                    retry_in_ms = delay.as_millis() as u64,
-                    circuit = self.breaker.state().as_str(),
-                    "escalation attempt failed; retrying"
+                // While the circuit is open its probe interval alone governs; the per-item
+                // backoff starts afresh once the circuit has closed again.
+                let probe_in = self.breaker.probe_in(Instant::now());
+                let wait = Wait::after_retryable_failure(
+                    probe_in,
+                    &mut self.backoff,
+                    item.retries,
+                    not_before,
                 );
-                self.stop.sleep(delay);
+                item.retries = match probe_in {
+                    Some(_) => 0,
+                    None => item.retries.saturating_add(1),
+                };
+                self.wait(wait, esc, Some(&error), item.log.total())?;
                 Ok(None)
             }
             Classification::PauseAuth => {
                 self.on_answered();
                 self.pause_for_auth(esc, &error);
-                self.stop
-                    .sleep(Duration::from_millis(self.config.auth_retry_interval_ms));
+                let pause = Duration::from_millis(self.config.auth_retry_interval_ms);
+                let wait = Wait::new(pause, WaitCause::AuthPause);
+                self.wait(wait, esc, Some(&error), item.log.total())?;
                 Ok(None)
             }
             Classification::DeadLetter { reason } => {
+                if self.hold_for_systemic_fault(record, esc, &reason, &error, item.log.total())? {
+                    return Ok(None);
+                }
                 match reason {
                     DeadLetterReason::BudgetExhausted { .. } => self.on_retryable_failure(&error),
                     _ => self.on_answered(),
@@ -238,6 +245,7 @@ impl Worker {
     }
 
     fn on_delivered(&mut self, esc: &Escalation, duplicate: bool, item: &Item) {
+        self.end_systemic_run();
         Stats::add(&self.stats.delivered, 1);
         self.summary.delivered += 1;
         if duplicate {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::wait::{Wait, WaitCause};
+
 /// Backoff settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,15 +78,25 @@ impl Backoff {
     /// The delay before retry number `retry` (0 = first retry): a full-jitter draw, or the
     /// server's `Retry-After` (capped at `retry_after_max_ms`) when that is longer.
     pub fn delay(&mut self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let jitter_ms = self.rng.u64(0..=self.ceiling_ms(retry));
-        let requested_ms = retry_after
-            .map(|d| {
-                u64::try_from(d.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .min(self.config.retry_after_max_ms)
-            })
-            .unwrap_or(0);
-        Duration::from_millis(jitter_ms.max(requested_ms))
+        self.wait(retry, retry_after).length
+    }
+
+    /// [`delay`](Self::delay) with its cause: [`WaitCause::RetryAfter`] when the server's
+    /// request was longer than the jitter draw, else [`WaitCause::Backoff`].
+    pub fn wait(&mut self, retry: u32, retry_after: Option<Duration>) -> Wait {
+        let jitter = Duration::from_millis(self.rng.u64(0..=self.ceiling_ms(retry)));
+        let requested = self.retry_after_capped(retry_after);
+        if requested > jitter {
+            Wait::new(requested, WaitCause::RetryAfter)
+        } else {
+            Wait::new(jitter, WaitCause::Backoff)
+        }
+    }
+
+    /// The server's `Retry-After` cut to `retry_after_max_ms` (zero when there is none).
+    pub fn retry_after_capped(&self, retry_after: Option<Duration>) -> Duration {
+        let cap = Duration::from_millis(self.config.retry_after_max_ms);
+        retry_after.map_or(Duration::ZERO, |d| d.min(cap))
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! `Closed` → (N consecutive retryable failures) → `Open` → (cool-down) → `HalfOpen`, where
 //! exactly one probe (the head item) may go → `Closed` on success, `Open` again on failure
-//! with a doubled cool-down (capped). Time is passed in, so tests need no sleeping.
+//! with a doubled cool-down, capped at `cool_down_max_ms` (5 s by default): however long
+//! an outage lasts, a probe goes out at least that often, which bounds the time from the
+//! cloud's recovery to the first delivery. Time is passed in, so tests need no sleeping.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -17,7 +19,8 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// First cool-down before a probe. Default 1000; minimum 1.
     pub cool_down_base_ms: u64,
-    /// Largest cool-down (it doubles per failed probe). Default 60000; minimum base.
+    /// Largest cool-down, i.e. the longest interval between probes (it doubles per failed
+    /// probe up to this). Default 5000; minimum base. It bounds the recovery time.
     pub cool_down_max_ms: u64,
 }
 
@@ -26,7 +29,7 @@ impl Default for BreakerConfig {
         Self {
             failure_threshold: 5,
             cool_down_base_ms: 1_000,
-            cool_down_max_ms: 60_000,
+            cool_down_max_ms: 5_000,
         }
     }
 }
@@ -125,6 +128,23 @@ impl CircuitBreaker {
             Inner::Open { until, .. } => Some(until),
             _ => None,
         }
+    }
+
+    /// The time from `now` until an open circuit admits its probe; `None` unless open.
+    pub fn probe_in(&self, now: Instant) -> Option<Duration> {
+        self.open_until()
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    /// Opens the circuit at `now` whatever its state, for a fault the worker recognises
+    /// itself (a run of identical rejections): from closed with the base cool-down, from
+    /// half-open (a failed probe) with the doubled one. An open circuit stays as it is.
+    pub fn trip(&mut self, now: Instant) {
+        self.inner = match self.inner {
+            Inner::Closed { .. } => self.open(now, 0),
+            Inner::HalfOpen { trips, .. } => self.open(now, trips.saturating_add(1)),
+            open @ Inner::Open { .. } => open,
+        };
     }
 
     /// Consecutive retryable failures while closed.
@@ -280,6 +300,31 @@ mod tests {
             assert_eq!(b.state(), CircuitState::Open);
         }
         assert_eq!(cool_downs, [100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn the_default_probe_interval_is_capped_at_five_seconds() {
+        // Story: the cool-down used to double up to 60 s, so after a long outage the first
+        // delivery could come a minute after the cloud was back.
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        assert_eq!(b.cool_down(0), Duration::from_secs(1));
+        assert_eq!(b.cool_down(3), Duration::from_secs(5));
+        assert_eq!(b.cool_down(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn trip_opens_from_closed_and_doubles_from_half_open() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        assert_eq!(b.probe_in(t0), None);
+        b.trip(t0);
+        assert_eq!(b.probe_in(t0), Some(Duration::from_millis(100)));
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.admit(t1), Admission::Allowed { probe: true });
+        b.trip(t1);
+        assert_eq!(b.probe_in(t1), Some(Duration::from_millis(200)));
+        b.trip(t1 + Duration::from_millis(50));
+        assert_eq!(b.probe_in(t1), Some(Duration::from_millis(200)));
     }
 
     #[test]
