@@ -105,6 +105,40 @@ fn main() {
         ));
     }
 
+    if want("steps") {
+        // The cost of allocating segments in steps (the default, 4 MiB) instead of whole
+        // (64 MiB at creation): the same appends against the raw baseline, in one run.
+        let whole = || opts().allocation_step_bytes(64 << 20);
+        for (threads, size, target) in [(1, 1024, 0.9), (16, 256 << 10, 0.7)] {
+            let raw = if threads == 1 {
+                raw_per_append(&base, size, run)
+            } else {
+                raw_group_commit(&base, threads, size, run)
+            };
+            let stepped = wal_append(&base, threads, size, run, opts());
+            let whole = wal_append(&base, threads, size, run, whole());
+            let what = format!("{} KiB, {threads} thread(s) (appends/s)", size >> 10);
+            rows.push(Row::ratio(
+                &format!("{what}: 4 MiB allocation steps vs raw"),
+                stepped.rate,
+                raw.rate,
+                target,
+            ));
+            rows.push(Row::ratio(
+                &format!("{what}: whole 64 MiB segments vs raw"),
+                whole.rate,
+                raw.rate,
+                target,
+            ));
+            rows.push(Row::ratio(
+                &format!("{what}: 4 MiB steps vs whole segments"),
+                stepped.rate,
+                whole.rate,
+                0.9,
+            ));
+        }
+    }
+
     if want("slow_sync") {
         // A device whose every sync takes exactly 1 ms: the slow-sync wrapper over tmpfs
         // (where the real sync costs nothing), so the figure measures how group commit
