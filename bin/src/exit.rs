@@ -30,8 +30,8 @@ impl From<Exit> for ExitCode {
 }
 
 /// Every exit code and what it means, word for word as `--help` and the table in
-/// `docs/OPERATIONS.md` give it (a test compares the two). 130 comes from
-/// [`crate::shutdown`].
+/// `docs/OPERATIONS.md` give it (a test compares the two). 130 is the shutdown
+/// module's forced exit.
 pub const EXIT_CODES: [(u8, &str); 6] = [
     (0, "success"),
     (

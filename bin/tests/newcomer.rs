@@ -3,7 +3,7 @@
 //! `drain` can be probed like the daemon; what the demo dead-letters is shown, since its
 //! queue is gone afterwards; `status` agrees with itself; the last progress frame tells
 //! the truth; counts read as English; and `--help` gives the exit codes exactly as
-//! docs/OPERATIONS.md does.
+//! docs/OPERATIONS.md does (and the one no other test reaches, 130, is checked).
 
 mod util;
 
@@ -361,4 +361,48 @@ fn help_gives_the_exit_codes_of_the_operations_guide() {
         from_help.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
         [0, 1, 2, 3, 4, 130]
     );
+}
+
+/// Exit code 130, as documented: a second SIGTERM while the reader is stopping (waiting
+/// for its request in flight, which the cloud holds for 30 s) exits at once. The request
+/// is known to be in flight when the kernel shows the reader's connection to the cloud.
+#[test]
+fn a_second_signal_while_stopping_exits_130() {
+    let sandbox = Sandbox::new();
+    sandbox.enqueue_many(1);
+    let cloud = MockCloudProcess::start(
+        &sandbox,
+        &["--timeout-rate", "1", "--timeout-delay-ms", "30000"],
+    );
+    let port: u16 = cloud
+        .endpoint
+        .trim_end_matches("/device-api")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut reader = util::spawn_reader(&sandbox, &cloud.endpoint, &[]);
+    util::wait_until(Duration::from_secs(20), "a request in flight", || {
+        established_connections_to(port) > 0
+    });
+    reader.terminate();
+    reader.wait_stderr(Duration::from_secs(10), |l| {
+        l.contains("send the signal again to exit at once")
+    });
+    reader.terminate();
+    assert_eq!(reader.wait_exit(Duration::from_secs(10)), Some(130));
+}
+
+/// TCP connections in state ESTABLISHED to 127.0.0.1:`port`, from /proc/net/tcp.
+fn established_connections_to(port: u16) -> usize {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
 }
