@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::exit::exit_codes_help;
 
 const ABOUT: &str = "A crash-safe queue of Groundlight escalations: the reader daemon and the \
 operator commands.";
@@ -24,10 +24,53 @@ and --set section.key=value). Every key, its default and range: docs/OPERATIONS.
     name = "escalation-queue",
     version,
     about = ABOUT,
-    after_help = format!("{CONFIG_HELP}\n\n{EXIT_CODES_HELP}"),
+    after_help = format!("{CONFIG_HELP}\n\n{}", exit_codes_help()),
     propagate_version = true
 )]
 pub struct RawArgs {
+    /// Log filter: error, warn, info, debug, trace, or a RUST_LOG directive
+    /// [default: $RUST_LOG, else log.level, else info]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format on stderr [default: log.format, else human]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl RawArgs {
+    /// Where the queue is and how it is configured, for a command that opens the queue;
+    /// `None` for `mock-cloud` and `demo`, which take no queue and no configuration.
+    pub fn queue_args(&self) -> Option<&QueueArgs> {
+        match &self.command {
+            Command::Reader(args) => Some(&args.queue),
+            Command::Drain(args) => Some(&args.queue),
+            Command::Enqueue(args) => Some(&args.queue),
+            Command::Status(args) | Command::Verify(args) => Some(&args.queue),
+            Command::Inspect(args) => Some(&args.queue),
+            Command::Dlq(args) => Some(&args.queue),
+            Command::MockCloud(_) | Command::Demo(_) => None,
+        }
+    }
+
+    /// The delivery flags of `reader` and `drain`.
+    pub fn delivery_args(&self) -> Option<&DeliveryArgs> {
+        match &self.command {
+            Command::Reader(args) => Some(&args.delivery),
+            Command::Drain(args) => Some(&args.delivery),
+            _ => None,
+        }
+    }
+}
+
+/// The queue and its configuration: the options of every command that opens the queue.
+/// Global within `dlq`, so they may come before or after `list`, `replay`, `purge`.
+#[derive(Debug, Default, Args)]
+pub struct QueueArgs {
     /// Queue directory [default: $ESCALATION_QUEUE_DIR, else $XDG_STATE_HOME/escalation-queue,
     /// else ~/.local/state/escalation-queue]
     #[arg(long, global = true, value_name = "DIR")]
@@ -41,19 +84,6 @@ pub struct RawArgs {
     /// over the file and the environment)
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-
-    /// Log filter: error, warn, info, debug, trace, or a RUST_LOG directive
-    /// [default: $RUST_LOG, else log.level, else info]
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Log format on stderr [default: log.format, else human]
-    #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormatArg>,
-
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// `--log-format`.
@@ -77,14 +107,13 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Pending items per lane, oldest pending age, dead letters, cursors, bytes on disk,
     /// whether a reader is running
-    Status(JsonArgs),
+    Status(ReportArgs),
     /// List pending records (ids, detector, size, age) without consuming them
     Inspect(InspectArgs),
     /// Check every checksum; exit 3 with a report when anything is damaged
-    Verify(JsonArgs),
+    Verify(ReportArgs),
     /// The dead-letter queue: list, replay or purge
-    #[command(subcommand)]
-    Dlq(DlqCommand),
+    Dlq(DlqArgs),
     /// Serve a local stand-in for the Groundlight API, with injectable faults
     MockCloud(MockCloudArgs),
     /// In one process: a mock cloud with an outage, a few hundred escalations from several
@@ -95,6 +124,30 @@ pub enum Command {
 /// Options of `reader`.
 #[derive(Debug, Args)]
 pub struct ReaderArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Options of `drain`: those of `reader`, and `--json`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where to deliver and where to be probed: the flags `reader` and `drain` share.
+#[derive(Debug, Args)]
+pub struct DeliveryArgs {
     /// Groundlight API endpoint [default: $GROUNDLIGHT_ENDPOINT, else cloud.endpoint, else
     /// https://api.groundlight.ai/device-api]. The token comes only from
     /// $GROUNDLIGHT_API_TOKEN or cloud.api_token in the config file.
@@ -102,26 +155,19 @@ pub struct ReaderArgs {
     pub endpoint: Option<String>,
 
     /// Address of the status server (/health, /stats, /metrics) [default: status.addr, else
-    /// 127.0.0.1:8787]; port 0 picks a free port (logged at start)
+    /// 127.0.0.1:8787]; port 0 picks a free port (logged at start). `reader` always serves
+    /// it (unless status.enabled = false); `drain` only when an address is given, here or
+    /// as status.addr
     #[arg(long, value_name = "IP:PORT")]
     pub status_addr: Option<String>,
-}
-
-/// Options of `drain`.
-#[derive(Debug, Args)]
-pub struct DrainArgs {
-    /// Groundlight API endpoint (as for `reader`)
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// Print the summary as JSON
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Options of `enqueue`.
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
     /// The detector, e.g. det_2abc
     #[arg(long, value_name = "ID")]
     pub detector_id: String,
@@ -164,6 +210,17 @@ pub struct EnqueueArgs {
     pub json: bool,
 }
 
+/// Options of `status` and `verify`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `--json` alone.
 #[derive(Debug, Args)]
 pub struct JsonArgs {
@@ -175,6 +232,9 @@ pub struct JsonArgs {
 /// Options of `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
@@ -182,6 +242,17 @@ pub struct InspectArgs {
     /// List at most this many records, oldest first (0: all)
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
+}
+
+/// Options of `dlq`: the queue (before or after the subcommand) and what to do.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// What to do with the dead letters.
+    #[command(subcommand)]
+    pub command: DlqCommand,
 }
 
 /// `dlq` subcommands.

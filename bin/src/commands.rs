@@ -28,7 +28,7 @@ pub fn dispatch(command: &Command, config: &Config) -> anyhow::Result<ExitCode> 
         Command::Status(args) => status::status(config, args.json),
         Command::Inspect(args) => inspect::inspect(config, args),
         Command::Verify(args) => inspect::verify(config, args.json),
-        Command::Dlq(command) => dlq::dlq(config, command),
+        Command::Dlq(args) => dlq::dlq(config, &args.command),
         Command::MockCloud(args) => mock_cloud::mock_cloud(args),
         Command::Demo(args) => demo::demo(args),
     }

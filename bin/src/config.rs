@@ -20,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 pub use file::{CloudSection, DurabilityKind, FileConfig, LogFormat, StatusSection};
 pub use layers::{Origin, ENV_PREFIX};
 
-use crate::cli::{Command, LogFormatArg, RawArgs};
+use crate::cli::{LogFormatArg, QueueArgs, RawArgs};
 use crate::exit::UsageError;
 use layers::Layers;
 
@@ -140,10 +140,15 @@ impl Config {
             .map_err(|e| qualify(e, "worker", &layers))?;
         let status = status_config(&file.status, &layers)?;
         let log = log_config(&file, &layers)?;
-        let origins = ["cloud.endpoint", "cloud.api_token", "queue_dir"]
-            .into_iter()
-            .map(|k| (k, layers.origin(k)))
-            .collect();
+        let origins = [
+            "cloud.endpoint",
+            "cloud.api_token",
+            "queue_dir",
+            "status.addr",
+        ]
+        .into_iter()
+        .map(|k| (k, layers.origin(k)))
+        .collect();
         Ok(Self {
             queue_dir,
             log,
@@ -163,7 +168,8 @@ impl Config {
             .map_err(|why| UsageError::new(why.clone()))
     }
 
-    /// Where a key's value came from (for `cloud.endpoint`, `cloud.api_token`, `queue_dir`).
+    /// Where a key's value came from (for `cloud.endpoint`, `cloud.api_token`, `queue_dir`,
+    /// `status.addr`).
     pub fn origin(&self, key: &str) -> Origin {
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
     }
@@ -214,8 +220,11 @@ fn cloud_error(error: ConfigError) -> UsageError {
     UsageError::new(format!("invalid configuration: cloud.{error}"))
 }
 
+/// The configuration file; commands that take no queue (`mock-cloud`, `demo`) read none.
 fn config_path(raw: &RawArgs, env: &Env) -> Option<PathBuf> {
-    raw.config
+    let queue = raw.queue_args()?;
+    queue
+        .config
         .clone()
         .or_else(|| env.get(env_vars::CONFIG).map(PathBuf::from))
 }
@@ -244,7 +253,9 @@ fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
             layers.set_text(&key, value, Origin::Env(var.clone()))?;
         }
     }
-    for item in &raw.overrides {
+    let no_queue_args = QueueArgs::default();
+    let queue_args = raw.queue_args().unwrap_or(&no_queue_args);
+    for item in &queue_args.overrides {
         let (key, value) = item.split_once('=').ok_or_else(|| {
             UsageError::new(format!(
                 "--set {item:?}: expected KEY=VALUE, e.g. --set worker.retention_ms=3600000"
@@ -253,7 +264,7 @@ fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
         layers.set_text(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
     }
     let flag = |name: &str| Origin::Flag(name.to_owned());
-    if let Some(dir) = &raw.queue_dir {
+    if let Some(dir) = &queue_args.queue_dir {
         let dir = dir.to_str().ok_or_else(|| {
             UsageError::new(format!("--queue-dir {}: not valid UTF-8", dir.display()))
         })?;
@@ -269,19 +280,15 @@ fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
         };
         layers.set("log.format", name.into(), flag("--log-format"))?;
     }
-    let (endpoint, status_addr) = match &raw.command {
-        Command::Reader(args) => (args.endpoint.as_ref(), args.status_addr.as_ref()),
-        Command::Drain(args) => (args.endpoint.as_ref(), None),
-        _ => (None, None),
-    };
-    if let Some(endpoint) = endpoint {
+    let delivery = raw.delivery_args();
+    if let Some(endpoint) = delivery.and_then(|d| d.endpoint.as_ref()) {
         layers.set(
             "cloud.endpoint",
             endpoint.as_str().into(),
             flag("--endpoint"),
         )?;
     }
-    if let Some(addr) = status_addr {
+    if let Some(addr) = delivery.and_then(|d| d.status_addr.as_ref()) {
         layers.set("status.addr", addr.as_str().into(), flag("--status-addr"))?;
     }
     Ok(layers)

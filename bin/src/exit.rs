@@ -29,19 +29,63 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// The `--help` text that documents the exit codes.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  work failed: drain dead-lettered an item or was interrupted with work left;
-     demo lost an escalation
-  2  usage or configuration error: unknown flag, invalid value (the message names the key,
-     the value and what is allowed), unreadable config file, missing image, unusable
-     queue directory, unknown dead-letter id, no API token
-  3  storage error: damage found by verify, corruption, a poisoned writer, no space, I/O
-  4  another process holds the queue: a second reader, a dead-letter pass in progress,
-     or every writer lane taken
-A second SIGINT/SIGTERM while stopping exits at once with 130 (nothing acknowledged is lost).";
+/// Every exit code and what it means, word for word as `--help` and the table in
+/// `docs/OPERATIONS.md` give it (a test compares the two). 130 is the shutdown
+/// module's forced exit.
+pub const EXIT_CODES: [(u8, &str); 6] = [
+    (0, "success"),
+    (
+        1,
+        "work failed: `drain` dead-lettered an item, or was interrupted with work left; \
+         `demo` lost an escalation",
+    ),
+    (
+        2,
+        "usage or configuration error: unknown flag, or a flag the command does not take; \
+         invalid value (the message names the key or flag, the value, where it came from \
+         and what is allowed); unreadable or invalid config file; missing or oversized \
+         image; unusable queue directory; unknown dead-letter id; no API token; an address \
+         that cannot be listened on (`--listen`, `status.addr`)",
+    ),
+    (
+        3,
+        "storage error: damage found by `verify`, corruption, a poisoned writer, no space, \
+         the queue full, an I/O error (the message names the file); also any failure not \
+         listed here",
+    ),
+    (
+        4,
+        "another process holds the queue: a second reader (one reader per queue), a \
+         dead-letter replay/purge in progress, or every writer lane taken",
+    ),
+    (
+        130,
+        "a second SIGINT/SIGTERM arrived while stopping: exit at once (nothing acknowledged \
+         is lost; the item in flight is redelivered)",
+    ),
+];
+
+/// The `--help` text that documents the exit codes: [`EXIT_CODES`], wrapped.
+pub fn exit_codes_help() -> String {
+    const WIDTH: usize = 92;
+    const INDENT: &str = "       ";
+    let mut out = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        let mut line = format!("  {code:>3}  ");
+        for word in meaning.split_whitespace() {
+            if line.len() + 1 + word.len() > WIDTH && line.len() > INDENT.len() {
+                out.push('\n');
+                out.push_str(line.trim_end());
+                line = INDENT.to_owned();
+            }
+            line.push_str(word);
+            line.push(' ');
+        }
+        out.push('\n');
+        out.push_str(line.trim_end());
+    }
+    out
+}
 
 /// A problem with the command line, the configuration or the input: exit code 2. The
 /// message names what is wrong (the key or flag, the value, what is allowed).
@@ -123,5 +167,22 @@ mod tests {
         });
         assert_eq!(exit_for(&anyhow::Error::new(io)), Exit::Storage);
         assert_eq!(exit_for(&anyhow::anyhow!("unknown")), Exit::Storage);
+    }
+
+    #[test]
+    fn every_exit_code_is_documented_once() {
+        let documented: Vec<u8> = EXIT_CODES.iter().map(|(code, _)| *code).collect();
+        let exits = [
+            Exit::Ok,
+            Exit::WorkFailed,
+            Exit::Usage,
+            Exit::Storage,
+            Exit::Locked,
+        ];
+        let mut expected: Vec<u8> = exits.iter().map(|e| *e as u8).collect();
+        expected.push(130);
+        assert_eq!(documented, expected);
+        let help = exit_codes_help();
+        assert!(help.lines().all(|l| l.len() <= 92), "{help}");
     }
 }

@@ -27,7 +27,7 @@ use clap::Parser as _;
 pub use {
     cli::{Command, RawArgs},
     config::{Config, Env, Origin, ENV_PREFIX},
-    exit::{exit_for, Exit, UsageError, EXIT_CODES_HELP},
+    exit::{exit_codes_help, exit_for, Exit, UsageError, EXIT_CODES},
     status_server::{Health, ReaderState, StatusServer},
 };
 

@@ -2,6 +2,21 @@
 
 use std::fmt::Write as _;
 
+/// `1, "segment"` → `1 segment`, `2, "retry"` → `2 retries`: a count and its noun, in
+/// the plural unless the count is one (for nouns whose plural is regular).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']));
+    match consonant_y {
+        Some(stem) => format!("{n} {stem}ies"),
+        None => format!("{n} {noun}s"),
+    }
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -64,6 +79,12 @@ mod tests {
         assert_eq!(duration_ms(12), "12 ms");
         assert_eq!(duration_ms(1500), "1.5 s");
         assert_eq!(duration_ms(90_000), "1.5 min");
+        assert_eq!(count(1, "segment"), "1 segment");
+        assert_eq!(count(0, "segment"), "0 segments");
+        assert_eq!(count(2, "retry"), "2 retries");
+        assert_eq!(count(1, "retry"), "1 retry");
+        assert_eq!(count(3, "dead letter"), "3 dead letters");
+        assert_eq!(count(3, "day"), "3 days");
         let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    BB\nxyz  1\n");
     }

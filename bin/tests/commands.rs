@@ -187,7 +187,8 @@ fn drain_with_a_rejection_exits_1_and_dlq_list_replay_purge_work() {
     let out = sandbox.run(&["dlq", "replay", "--id", &ids[0]]);
     out.expect_code(0);
     assert!(
-        out.stdout.contains("replayed 1") && out.stdout.contains("1 dead letters left"),
+        out.stdout.contains("replayed 1 dead letter: ")
+            && out.stdout.contains("1 dead letter left"),
         "{}",
         out.stdout
     );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use escalation_queue::worker::{
-    BackoffConfig, BreakerConfig, FaultPlan, MockOutcome, OutageMode, RandomFaults,
+    BackoffConfig, BreakerConfig, DeadLetterInfo, FaultPlan, MockOutcome, OutageMode, RandomFaults,
 };
 use escalation_queue::{
     ApiToken, ClientConfig, DeadLetterQueue, Escalation, EscalationQueue, GroundlightClient,
@@ -24,9 +24,10 @@ use escalation_queue::{
 };
 
 use crate::cli::DemoArgs;
+use crate::commands::dlq::dead_letter_table;
 use crate::exit::{Exit, UsageError};
 use crate::progress::{finished, Fallback, Progress};
-use crate::render::duration_ms;
+use crate::render::{count, duration_ms};
 use crate::shutdown::Shutdown;
 
 const TOKEN: &str = "demo-token";
@@ -55,9 +56,9 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let stats = worker.stats();
     let total = u64::from(args.escalations);
     println!(
-        "escalation-queue demo: {} escalations from {} writer threads, queue in {} (removed at the end)",
-        args.escalations,
-        args.writers,
+        "escalation-queue demo: {} from {}, queue in {} (removed at the end)",
+        count(total, "escalation"),
+        count(u64::from(args.writers), "writer thread"),
         dir.path().display(),
     );
     println!(
@@ -111,7 +112,8 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             timed_out,
         })
     })?;
-    progress.finish();
+    // Every escalation the writers enqueued is either finished or still pending.
+    progress.finish(Some(total.saturating_sub(finished(&stats.snapshot()))));
     drop(worker);
     let tally = tally(&run, &stats, &cloud, dir.path(), &options)?;
     print_tally(&tally, &run, args, started.elapsed());
@@ -295,7 +297,8 @@ struct Tally {
     delivered: u64,
     delivered_duplicates: u64,
     in_cloud: usize,
-    dead_lettered: usize,
+    /// The dead letters, to show inline: the queue directory is removed at the end.
+    dead_letters: Vec<DeadLetterInfo>,
     expired: u64,
     lost: usize,
     answers: String,
@@ -310,15 +313,19 @@ fn tally(
 ) -> anyhow::Result<Tally> {
     let s = stats.snapshot();
     let in_cloud: HashSet<String> = cloud.image_query_ids().into_iter().collect();
-    let dead: HashSet<String> = DeadLetterQueue::open(dir, options.clone())?
+    let dead_letters: Vec<DeadLetterInfo> = DeadLetterQueue::open(dir, options.clone())?
         .list()?
         .into_iter()
-        .filter_map(|d| d.info.image_query_id)
+        .map(|d| d.info)
+        .collect();
+    let dead: HashSet<&str> = dead_letters
+        .iter()
+        .filter_map(|d| d.image_query_id.as_deref())
         .collect();
     let lost = run
         .receipts
         .iter()
-        .filter(|id| !in_cloud.contains(*id) && !dead.contains(*id))
+        .filter(|id| !in_cloud.contains(*id) && !dead.contains(id.as_str()))
         .count();
     Ok(Tally {
         enqueued: run.receipts.len(),
@@ -329,7 +336,7 @@ fn tally(
             .iter()
             .filter(|id| in_cloud.contains(*id))
             .count(),
-        dead_lettered: dead.len(),
+        dead_letters,
         expired: s.expired,
         lost,
         answers: answers(cloud),
@@ -377,8 +384,8 @@ fn print_tally(t: &Tally, run: &Run, args: &DemoArgs, elapsed: Duration) {
         ),
         (
             "dead-lettered",
-            t.dead_lettered.to_string(),
-            "image file deleted before upload (`escalation-queue dlq list` shows why)".to_owned(),
+            t.dead_letters.len().to_string(),
+            "image file deleted before upload (listed below)".to_owned(),
         ),
         ("expired", t.expired.to_string(), String::new()),
         (
@@ -393,6 +400,12 @@ fn print_tally(t: &Tally, run: &Run, args: &DemoArgs, elapsed: Duration) {
         let line = format!("  {name:<20} {value:>6}   {note}");
         println!("{}", line.trim_end());
     }
+    if !t.dead_letters.is_empty() {
+        // The demo's queue is temporary: show here what `dlq list` would show.
+        let infos: Vec<&DeadLetterInfo> = t.dead_letters.iter().collect();
+        println!("\ndead letters (what `escalation-queue dlq list` shows for a real queue):");
+        print!("{}", dead_letter_table(&infos, super::now_unix_ms()));
+    }
     println!("\ncloud answers: {}", t.answers);
     if run.timed_out {
         let deadline = DEADLINE.as_secs();
@@ -400,6 +413,6 @@ fn print_tally(t: &Tally, run: &Run, args: &DemoArgs, elapsed: Duration) {
     }
     match t.lost {
         0 => println!("nothing lost: every escalation ended delivered or dead-lettered."),
-        n => println!("{n} escalation(s) LOST"),
+        n => println!("{} LOST", count(n as u64, "escalation")),
     }
 }

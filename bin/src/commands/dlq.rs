@@ -10,7 +10,7 @@ use escalation_queue::{DeadLetterQueue, DeadLetterReport, Selector};
 use crate::cli::{DlqCommand, Selection};
 use crate::config::Config;
 use crate::exit::{Exit, UsageError};
-use crate::render::{duration_ms, table};
+use crate::render::{count, duration_ms, table};
 
 use super::{existing_queue_dir, now_unix_ms, print_json, writable_queue_dir};
 
@@ -42,7 +42,12 @@ fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         println!("no dead letters in {}", dir.display());
         return Ok(Exit::Ok.into());
     }
-    let now = now_unix_ms();
+    print!("{}", dead_letter_table(&infos, now_unix_ms()));
+    Ok(Exit::Ok.into())
+}
+
+/// Dead letters as `dlq list` shows them: one row each, ages as of `now_ms`.
+pub fn dead_letter_table(infos: &[&DeadLetterInfo], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = infos
         .iter()
         .map(|i| {
@@ -52,7 +57,7 @@ fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 i.detector_id.clone().unwrap_or_else(|| "?".into()),
                 i.cause.to_string(),
                 i.attempts_total.to_string(),
-                duration_ms(now.saturating_sub(i.dead_lettered_at_unix_ms)),
+                duration_ms(now_ms.saturating_sub(i.dead_lettered_at_unix_ms)),
                 first_line(&i.error, 60),
             ]
         })
@@ -66,8 +71,7 @@ fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         "SINCE",
         "LAST ERROR",
     ];
-    print!("{}", table(&header, &rows));
-    Ok(Exit::Ok.into())
+    table(&header, &rows)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +92,9 @@ fn rewrite(config: &Config, selection: &Selection, action: Action) -> anyhow::Re
         Action::Purge => queue.purge(&selector),
     }
     .context("the dead-letter queue was not changed")?;
-    let (verb, done) = match action {
-        Action::Replay => ("replayed", &report.replayed),
-        Action::Purge => ("purged", &report.purged),
+    let done = match action {
+        Action::Replay => &report.replayed,
+        Action::Purge => &report.purged,
     };
     if let (Selector::Id(id), true) = (&selector, done.is_empty()) {
         return Err(UsageError::new(format!(
@@ -99,20 +103,31 @@ fn rewrite(config: &Config, selection: &Selection, action: Action) -> anyhow::Re
         ))
         .into());
     }
-    print_report(verb, done, &report);
+    print_report(action, done, &report);
     Ok(Exit::Ok.into())
 }
 
-fn print_report(verb: &str, done: &[DeadLetterId], report: &DeadLetterReport) {
+fn print_report(action: Action, done: &[DeadLetterId], report: &DeadLetterReport) {
+    let (verb, infinitive) = match action {
+        Action::Replay => ("replayed", "replay"),
+        Action::Purge => ("purged", "purge"),
+    };
     let ids: Vec<String> = done.iter().map(ToString::to_string).collect();
-    println!("{verb} {}: {}", ids.len(), ids.join(" "));
+    match ids.len() {
+        0 => println!("no dead letters to {infinitive}"),
+        n => println!(
+            "{verb} {}: {}",
+            count(n as u64, "dead letter"),
+            ids.join(" ")
+        ),
+    }
     if !report.expired.is_empty() {
         println!(
             "expired {} past the retention age (worker.retention_ms)",
-            report.expired.len()
+            count(report.expired.len() as u64, "dead letter")
         );
     }
-    println!("{} dead letters left", report.kept);
+    println!("{} left", count(report.kept, "dead letter"));
     tracing::info!(
         verb,
         count = ids.len(),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cli::InspectArgs;
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::render::{bytes, duration_ms, table};
+use crate::render::{bytes, count, duration_ms, table};
 
 use super::{existing_queue_dir, now_unix_ms, print_json};
 
@@ -228,10 +228,10 @@ fn print_verdict(v: &WalVerdict) {
     }
     let verdict = if v.clean { "clean" } else { "DAMAGED" };
     println!(
-        "{}: {verdict}: {} segments, {} records, {} of payload ({})",
+        "{}: {verdict}: {}, {}, {} of payload ({})",
         v.name,
-        v.segments,
-        v.records,
+        count(v.segments, "segment"),
+        count(v.records, "record"),
         bytes(v.payload_bytes),
         v.path
     );

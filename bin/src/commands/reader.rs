@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use escalation_queue::worker::RunEnd;
 use escalation_queue::{GroundlightClient, QueueError, RunSummary, Worker};
 
-use crate::config::Config;
+use crate::config::{Config, Origin};
 use crate::exit::{exit_for, Exit};
 use crate::progress::{Fallback, Progress};
-use crate::render::duration_ms;
+use crate::render::{count, duration_ms};
 use crate::shutdown::Shutdown;
 use crate::status_server::{ReaderState, StatusServer};
 
@@ -40,18 +40,32 @@ pub fn reader(config: &Config) -> anyhow::Result<ExitCode> {
         endpoint = %client.config().endpoint,
         "reader started; stop it with SIGTERM or SIGINT"
     );
+    let (state, server) = serve_status(dir, config, config.status.enabled)?;
+    let outcome = deliver_until_stopped(worker, &client, config, &state, &shutdown);
+    stop_serving(&state, server);
+    outcome
+}
+
+/// The reader's state, served on `status.addr` when `serve` is true.
+fn serve_status(
+    dir: &Path,
+    config: &Config,
+    serve: bool,
+) -> anyhow::Result<(Arc<ReaderState>, Option<StatusServer>)> {
     let free_min = config.queue.free_disk_bytes_min;
     let state = Arc::new(ReaderState::new(dir, config.status.clone(), free_min));
-    let server = match config.status.enabled {
+    let server = match serve {
         true => Some(StatusServer::start(config.status.addr, Arc::clone(&state))?),
         false => None,
     };
-    let outcome = deliver_until_stopped(worker, &client, config, &state, &shutdown);
+    Ok((state, server))
+}
+
+fn stop_serving(state: &ReaderState, server: Option<StatusServer>) {
     state.set_stopping();
     if let Some(server) = server {
         server.stop();
     }
-    outcome
 }
 
 /// Runs the worker; after an error (a poisoned writer, an I/O failure) the queue is
@@ -112,38 +126,49 @@ fn deliver_until_stopped(
 }
 
 /// `drain`: deliver until the queue is empty. Exit 0 if nothing was dead-lettered, 1 if
-/// something was or a signal stopped it first.
+/// something was or a signal stopped it first. Serves the status endpoints meanwhile when
+/// an address is given (`--status-addr` or `status.addr`), so that a batch job can be
+/// probed like the daemon.
 pub fn drain(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let client = GroundlightClient::new(config.client_config()?)?;
     let dir = writable_queue_dir(config)?;
     let shutdown = Shutdown::install().context("cannot install the signal handlers")?;
     let mut worker = open_worker(dir, config)?;
     shutdown.attach(worker.stop_handle());
+    let serve = config.status.enabled && config.origin("status.addr") != Origin::Default;
+    let (state, server) = serve_status(dir, config, serve)?;
+    state.set_running(&worker);
     tracing::info!(queue = %dir.display(), endpoint = %client.config().endpoint, "draining");
     // Best effort: the bar still works (growing as it goes) if the count fails.
     let expected = super::status::pending_total(dir, config).unwrap_or(0);
     let expected = Arc::new(AtomicU64::new(expected));
     let progress = Progress::start(worker.stats(), expected, Fallback::Quiet);
     let result = worker.drain(&client);
-    progress.finish();
+    // The worker's depth gauge lags; the last frame shows what is really left.
+    let left = match &result {
+        Ok(summary) if summary.ended == RunEnd::Empty => Some(0),
+        _ => super::status::pending_total(dir, config).ok(),
+    };
+    progress.finish(left);
+    stop_serving(&state, server);
     let summary = result.context("drain failed")?;
     if json {
         print_json(&summary)?;
     } else {
         println!(
-            "drained in {}: {} delivered, {} dead-lettered, {} expired, {} duplicates skipped, {} retries",
+            "drained in {}: {} delivered, {} dead-lettered, {} expired, {} skipped, {}",
             duration_ms(summary.elapsed_ms),
             summary.delivered,
             summary.dead_lettered,
             summary.expired,
-            summary.duplicates,
-            summary.retried
+            count(summary.duplicates, "duplicate"),
+            count(summary.retried, "retry")
         );
     }
     if summary.dead_lettered > 0 {
         eprintln!(
-            "{} escalation(s) dead-lettered: see `escalation-queue dlq list`",
-            summary.dead_lettered
+            "{} dead-lettered: see `escalation-queue dlq list`",
+            count(summary.dead_lettered, "escalation")
         );
         return Ok(Exit::WorkFailed.into());
     }

@@ -1,6 +1,7 @@
 //! `status`: what is in the queue and who is working on it, without changing anything
 //! (safe while writers and the reader run).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -80,7 +81,7 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
         .len();
     let now_ns = now_unix_ms().saturating_mul(1_000_000);
     let cursor = main.cursors.iter().find(|c| c.name == WORKER_CURSOR);
-    let lanes: Vec<LaneStatus> = main
+    let mut lanes: Vec<LaneStatus> = main
         .lanes
         .iter()
         .map(|lane| {
@@ -113,12 +114,24 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
             }
         })
         .collect();
+    // Lanes the worker's checkpoint says nothing about (no reader ever ran, or the lane is
+    // newer than its last checkpoint): their oldest pending record is their first one.
+    let unknown: BTreeSet<u16> = lanes
+        .iter()
+        .filter(|l| l.pending > 0 && l.oldest_pending_age_ms.is_none())
+        .map(|l| l.lane)
+        .collect();
+    if !unknown.is_empty() {
+        let firsts = first_pending_ns(&layout.wal_dir(), &wal_options, unknown)?;
+        for lane in &mut lanes {
+            if let Some(t) = firsts.get(&lane.lane) {
+                lane.oldest_pending_age_ms = Some(now_ns.saturating_sub(*t) / 1_000_000);
+            }
+        }
+    }
     let pending_total = lanes.iter().map(|l| l.pending).sum();
-    let oldest_pending_age_ms = match pending_total {
-        0 => None,
-        _ => oldest_pending_ns(&layout.wal_dir(), &wal_options)?
-            .map(|t| now_ns.saturating_sub(t) / 1_000_000),
-    };
+    // The header's age is the oldest of the lanes' ages, so the two always agree.
+    let oldest_pending_age_ms = lanes.iter().filter_map(|l| l.oldest_pending_age_ms).max();
     Ok(StatusReport {
         queue_dir: dir.display().to_string(),
         reader_running: cursor.is_some_and(|c| c.reader_active),
@@ -147,11 +160,24 @@ fn inspect_if_present(dir: &Path, options: &wal::Options) -> anyhow::Result<Insp
     wal::inspect(dir, options).with_context(|| format!("cannot inspect {}", dir.display()))
 }
 
-/// Enqueue time of the oldest record the worker has not finished (lanes merge by time).
-fn oldest_pending_ns(wal_dir: &Path, options: &wal::Options) -> anyhow::Result<Option<u64>> {
+/// Enqueue time of the first record the worker has not finished, for each of `lanes`:
+/// reads pending records from the worker's position (oldest first, lanes merged by time)
+/// until each of `lanes` has shown its first one.
+fn first_pending_ns(
+    wal_dir: &Path,
+    options: &wal::Options,
+    mut lanes: BTreeSet<u16>,
+) -> anyhow::Result<BTreeMap<u16, u64>> {
     let mut reader = Reader::browse(wal_dir, WORKER_CURSOR, options)
         .with_context(|| format!("cannot read {}", wal_dir.display()))?;
-    Ok(reader.next()?.map(|record| record.time_ns))
+    let mut firsts = BTreeMap::new();
+    while !lanes.is_empty() {
+        let Some(record) = reader.next()? else { break };
+        if lanes.remove(&record.id.lane.0) {
+            firsts.insert(record.id.lane.0, record.time_ns);
+        }
+    }
+    Ok(firsts)
 }
 
 /// Bytes of the files under `dir`, `depth` levels deep.

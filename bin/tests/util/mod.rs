@@ -399,3 +399,43 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether `tool` is on `PATH`. A test that needs a missing tool says `SKIPPED` and
+/// returns, except under CI (`CI=true`), where CI must run every test: there the missing
+/// tool fails the test (`.ci/run` installs what the tests need).
+#[track_caller]
+pub fn tool_or_skip(tool: &str, why: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "CI=true but `{tool}` is not installed ({why})");
+        println!("SKIPPED: `{tool}` is not installed ({why})");
+    }
+    found
+}
+
+/// Runs `cmd` (the binary and its arguments, none with spaces) on a pseudo-terminal
+/// through util-linux `script`, with `sandbox`'s environment plus `env`; returns
+/// everything the terminal showed and the exit code.
+pub fn run_on_terminal(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    assert!(args.iter().all(|a| !a.contains([' ', '\'', '"'])));
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", sandbox.root.path())
+        .env("ESCALATION_QUEUE_DIR", sandbox.queue_dir())
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    sandbox.run_with(cmd, None)
+}
