@@ -46,6 +46,18 @@ pub const DEFAULT_SLOTS: u32 = 1024;
 /// Largest file read on open, in slots (32 MiB): bounds memory on a damaged file.
 const SLOTS_READ_MAX: usize = 1 << 20;
 
+/// Whether a marker is `fdatasync`ed before its request goes out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MarkerDurability {
+    /// Synced: a marker survives a power loss. The default, with the queue's default
+    /// durability (`Durability::SyncEachAppend`).
+    #[default]
+    Synced,
+    /// Written to the OS only: it survives a crash or `kill -9` of the worker, not a power
+    /// loss. Used when the queue itself is opted out of syncing each append.
+    OsBuffered,
+}
+
 /// Where a needed marker stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -83,6 +95,7 @@ pub struct AttemptJournal {
     next_slot: u32,
     next_generation: u64,
     slots_min: u32,
+    durability: MarkerDurability,
     markers: BTreeMap<(u16, u64), Marker>,
     report: JournalReport,
     marks_written: u64,
@@ -92,7 +105,11 @@ pub struct AttemptJournal {
 impl AttemptJournal {
     /// Opens the journal at `path` (creating it, mode 0600), inherits the markers it holds
     /// and rewrites it with only those, in a fresh file of at least `slots_min` slots.
-    pub fn open(path: impl Into<PathBuf>, slots_min: u32) -> Result<Self, QueueError> {
+    pub fn open(
+        path: impl Into<PathBuf>,
+        slots_min: u32,
+        durability: MarkerDurability,
+    ) -> Result<Self, QueueError> {
         let path = path.into();
         let slots_min = slots_min.max(2);
         let (loaded, report) = match load(&path) {
@@ -128,6 +145,7 @@ impl AttemptJournal {
             next_slot: fresh.next_slot,
             next_generation,
             slots_min,
+            durability,
             markers,
             report,
             marks_written: 0,
@@ -207,10 +225,14 @@ impl AttemptJournal {
         let slot = encode_slot(self.next_generation, id.lane.0, id.seq.0, iq_key);
         let offset = slot_offset(self.next_slot);
         let started = Instant::now();
-        self.file
-            .write_all_at(&slot, offset)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| QueueError::io("write attempt marker", &self.path, e))?;
+        let synced = match self.durability {
+            MarkerDurability::Synced => self
+                .file
+                .write_all_at(&slot, offset)
+                .and_then(|()| self.file.sync_data()),
+            MarkerDurability::OsBuffered => self.file.write_all_at(&slot, offset),
+        };
+        synced.map_err(|e| QueueError::io("write attempt marker", &self.path, e))?;
         self.sync_time += started.elapsed();
         self.marks_written += 1;
         self.next_slot += 1;

@@ -14,13 +14,13 @@ mod window;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue_wal::{Error as WalError, Reader, Record, RecordId};
+use escalation_queue_wal::{Durability, Error as WalError, Reader, Record, RecordId};
 use serde::Serialize;
 
 pub use config::WorkerConfig;
 pub use stop::StopHandle;
 
-use crate::attempts::{AttemptJournal, DEFAULT_SLOTS};
+use crate::attempts::{AttemptJournal, MarkerDurability, DEFAULT_SLOTS};
 use crate::dead_letter::{now_unix_ms, DeadLetterSink};
 use crate::dedupe::{DedupeSet, InFlight};
 use crate::escalation::Escalation;
@@ -129,7 +129,15 @@ impl Worker {
             .checkpoint_acks_max
             .saturating_add(1)
             .saturating_mul(4);
-        let attempts = AttemptJournal::open(layout.attempts_path(), DEFAULT_SLOTS.max(window))?;
+        let marker_durability = match options.durability {
+            Durability::SyncEachAppend => MarkerDurability::Synced,
+            _ => MarkerDurability::OsBuffered,
+        };
+        let attempts = AttemptJournal::open(
+            layout.attempts_path(),
+            DEFAULT_SLOTS.max(window),
+            marker_durability,
+        )?;
         let incidents_path = layout.incidents_path();
         let incidents = Incidents::new(config.incidents.clone(), Some(incidents_path.clone()))
             .map_err(|e| QueueError::io("start incident webhook", incidents_path, e))?;

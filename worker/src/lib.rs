@@ -31,7 +31,7 @@ mod retry;
 mod stats;
 
 pub use {
-    attempts::{AttemptJournal, JournalReport},
+    attempts::{AttemptJournal, JournalReport, MarkerDurability},
     client::{
         normalize_endpoint, parse_retry_after, ApiToken, AttemptContext, ClientConfig, ConfigError,
         Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, Lookup, ProxyUrl,

@@ -31,7 +31,7 @@ impl Fixture {
     }
 
     fn open(&self, slots: u32) -> AttemptJournal {
-        AttemptJournal::open(&self.path, slots).expect("open journal")
+        AttemptJournal::open(&self.path, slots, MarkerDurability::Synced).expect("open journal")
     }
 
     fn sent(&self, journal: &AttemptJournal, lane: u16, seq: u64) -> bool {
