@@ -84,6 +84,25 @@ impl EscalationQueue {
     /// [`Error::QueueFull`] and [`Error::DiskFull`] (nothing written; retry later),
     /// [`Error::Poisoned`] (reopen). Storage failures also raise a CRITICAL incident in
     /// `<queue_dir>/incidents.jsonl`.
+    ///
+    /// A producer that first submits synchronously itself and falls back to the queue sets
+    /// [`Escalation::possibly_submitted`] when that submit failed *after* the request may
+    /// have reached the cloud (read timeout, reset, 5xx), so the reader treats a 400 for it
+    /// as a possible duplicate (`docs/SEMANTICS.md` §6):
+    ///
+    /// ```
+    /// use escalation_queue::{Escalation, EscalationQueue, ImageSource};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let queue = EscalationQueue::open(dir.path())?;
+    /// let jpeg = b"\xff\xd8\xff\xe0 a small image".to_vec();
+    /// let mut escalation = Escalation::new("det_123", ImageSource::Inline(jpeg.into()));
+    /// // Our own POST for this image query timed out while waiting for the answer.
+    /// escalation.possibly_submitted = true;
+    /// queue.enqueue(&escalation)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn enqueue(&self, escalation: &Escalation) -> Result<EnqueueReceipt> {
         let record = escalation
             .encode(&self.inner.limits)

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use escalation_queue::wal::Writer;
 use escalation_queue::worker::{
-    DeadLetterCause, FaultAction, ImageSource, MockOutcome, OutageMode, RecordedRequest, RunSummary,
+    AttemptContext, DeadLetterCause, Destination, FaultAction, ImageSource, MockOutcome,
+    OutageMode, RecordedRequest, RunSummary,
 };
 use worker_support::{escalation, fast_config, request_gaps_ms, Harness};
 
@@ -311,4 +312,44 @@ fn expired_items_are_counted_not_sent() {
     assert_eq!((summary.expired, summary.delivered), (1, 1));
     assert_eq!(h.mock.requests().len(), 1);
     assert_eq!(stats.snapshot().expired, 1);
+}
+
+#[test]
+fn a_producer_flagged_escalation_is_settled_by_asking_the_cloud() {
+    // Story: edge-endpoint's own synchronous submit timed out after sending, so it queued
+    // the escalation with `possibly_submitted`. The cloud has it: the worker's POST gets
+    // 400 "already exists", and without the flag that 400 dead-lettered a delivered
+    // escalation. With it, the worker asks the cloud and counts a delivered duplicate; a
+    // flagged escalation the cloud does not have is still a dead letter.
+    let h = Harness::rejecting("det_2rejected");
+    let mut sent = escalation();
+    sent.possibly_submitted = true;
+    h.client
+        .submit(&sent, AttemptContext::FIRST)
+        .expect("the producer's own submit reached the cloud");
+    h.queue.enqueue(&sent).expect("enqueue");
+    let mut rejected = escalation();
+    rejected.possibly_submitted = true;
+    rejected.detector_id = "det_2rejected".to_owned();
+    h.queue.enqueue(&rejected).expect("enqueue");
+    let (summary, _, _) = h.drain(fast_config());
+    assert_eq!(
+        (
+            summary.delivered,
+            summary.delivered_duplicates,
+            summary.dead_lettered
+        ),
+        (1, 1, 1),
+        "{summary:?}"
+    );
+    let requests = h.mock.requests();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "POST", "GET", "POST", "GET"]);
+    assert_lookup(&requests[2], 200);
+    assert_lookup(&requests[4], 404);
+    let letters = h.dead_letters().list().expect("list");
+    assert_eq!(
+        letters[0].info.image_query_id.as_deref(),
+        Some(rejected.image_query_id.as_str())
+    );
 }

@@ -142,7 +142,7 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "X")]
     pub confidence_threshold: Option<f64>,
 
-    /// Patience time in seconds (positive)
+    /// Patience time in seconds (0 or more)
     #[arg(long, value_name = "SECONDS")]
     pub patience_time: Option<f64>,
 
@@ -150,9 +150,14 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "MODE")]
     pub human_review: Option<String>,
 
-    /// Metadata, a JSON object
+    /// Metadata, a JSON object (at most 1024 characters as Python's json.dumps writes it)
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
+
+    /// Your own submit of this escalation failed after the request may have reached the
+    /// cloud (timeout, reset, 5xx): the reader then treats a 400 as a possible duplicate
+    #[arg(long)]
+    pub possibly_submitted: bool,
 
     /// Print the receipt (lane, seq, ids, size) as JSON instead of the image query id
     #[arg(long)]

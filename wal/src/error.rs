@@ -39,8 +39,8 @@ pub enum Error {
         /// The configured limit.
         queue_bytes_max: u64,
     },
-    /// The file system has no room for another segment; the append was not made.
-    #[error("no space for a new segment in {path}: {available_bytes} bytes free, {needed_bytes} needed (segment plus free_disk_bytes_min)")]
+    /// The file system has no room for the next allocation step; the append was not made.
+    #[error("no space to grow the queue in {path}: {available_bytes} bytes free, {needed_bytes} needed (the next segment allocation step plus free_disk_bytes_min)")]
     NoSpace {
         /// The queue directory.
         path: PathBuf,
@@ -48,6 +48,18 @@ pub enum Error {
         available_bytes: u64,
         /// Bytes needed.
         needed_bytes: u64,
+    },
+    /// A lane's newest segment has the largest possible id, so the lane cannot take
+    /// another segment. Nothing was appended or removed; the file is almost certainly
+    /// stray or damaged (ids grow by one per segment).
+    #[error("{lane} of {path} cannot start another segment: its newest segment file has id {newest}, the largest possible (a stray or damaged file name?); move that file away after checking it with `verify`")]
+    SegmentIdsExhausted {
+        /// The queue directory.
+        path: PathBuf,
+        /// The lane.
+        lane: LaneId,
+        /// The newest segment's id.
+        newest: u64,
     },
     /// A record was empty; empty records are not allowed.
     #[error("record is empty; records must hold at least one byte")]

@@ -21,14 +21,18 @@ pub const ALIGN: u64 = 8;
 //  16..24   segment id (u64)
 //  24..32   first sequence number stored in this segment (u64)
 //  32..40   creation time, unix nanoseconds (u64)
-//  40..48   preallocated segment size in bytes (u64)
+//  40..48   capacity: the most bytes the file may grow to (u64)
 //  48..60   reserved, zero
 //  60..64   crc32c of bytes 0..60
 // ---------------------------------------------------------------------------------------
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EQWALSG1";
-/// Version of the segment and record format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the segment and record format written by this build. Version 2 segments
+/// grow in steps up to their capacity; version 1 segments were preallocated whole. Both
+/// read the same (see [`FORMAT_VERSIONS_READ`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// Segment format versions this build reads.
+pub const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 const SH_MAGIC: usize = 0;
 const SH_VERSION: usize = SH_MAGIC + 8;
 const SH_LANE: usize = SH_VERSION + 4;
@@ -55,7 +59,8 @@ pub struct SegmentHeader {
     pub first_seq: Seq,
     /// Creation time, unix nanoseconds.
     pub created_ns: u64,
-    /// Preallocated size of the file.
+    /// Capacity: the most bytes the file may grow to (version 1 files were preallocated
+    /// to it whole; version 2 files are allocated in steps as records arrive).
     pub size_bytes: u64,
 }
 
@@ -105,7 +110,7 @@ impl SegmentHeader {
             return Err(BadSegmentHeader::Checksum { expected, actual });
         }
         if field::<SH_MAGIC, 8, _>(b) != SEGMENT_MAGIC
-            || u32_at::<SH_VERSION, _>(b) != FORMAT_VERSION
+            || !FORMAT_VERSIONS_READ.contains(&u32_at::<SH_VERSION, _>(b))
         {
             return Err(BadSegmentHeader::Foreign);
         }

@@ -343,7 +343,7 @@ fn record_time(
                 return Some(header.time_ns)
             }
             Frame::Record { .. } => {
-                seg = seg.next();
+                seg = seg.checked_next()?;
                 off = SEGMENT_HEADER_LEN as u64;
             }
             _ => return None,

@@ -71,7 +71,8 @@ pub mod layout {
     pub use crate::format::{
         decode_frame, encode_record, frame_len, BadRecord, BadSegmentHeader, BootId, FileName,
         Frame, RecordHeader, RecordKind, SegmentHeader, Watermark, ALIGN, FORMAT_VERSION,
-        RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, WATERMARK_LEN,
+        FORMAT_VERSIONS_READ, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+        WATERMARK_LEN,
     };
     pub use crate::sim::SECTOR;
 

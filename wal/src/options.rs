@@ -23,6 +23,7 @@ pub struct Options {
     pub(crate) lanes_max: u16,
     pub(crate) durability: Durability,
     pub(crate) batch_bytes_max: usize,
+    pub(crate) allocation_step_bytes: u64,
 }
 
 impl Default for Options {
@@ -36,6 +37,7 @@ impl Default for Options {
             lanes_max: 16,
             durability: Durability::SyncEachAppend,
             batch_bytes_max: 8 << 20,
+            allocation_step_bytes: 4 << 20,
         }
     }
 }
@@ -47,8 +49,10 @@ impl Options {
         self
     }
 
-    /// Size each segment file is preallocated to. Default 64 MiB; at least 64 KiB, at most
-    /// 1 GiB, and large enough for one record of `record_bytes_max` plus framing.
+    /// Most bytes a segment file holds before the lane continues in a new one (segments are
+    /// allocated in steps up to this, see [`Options::allocation_step_bytes`]). Default
+    /// 64 MiB; at least 64 KiB, at most 1 GiB, and large enough for one record of
+    /// `record_bytes_max` plus framing.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
         self
@@ -60,14 +64,15 @@ impl Options {
         self
     }
 
-    /// Most bytes all segments together may occupy; an append that needs a new segment
-    /// beyond it fails with `QueueFull`. Default 8 GiB; at least two segments.
+    /// Most bytes all segment files together may occupy (their allocated lengths); an append
+    /// that needs more allocated beyond it fails with `QueueFull`. Default 8 GiB; at least
+    /// two segments.
     pub fn queue_bytes_max(mut self, bytes: u64) -> Self {
         self.queue_bytes_max = bytes;
         self
     }
 
-    /// Free space to leave on the file system; a new segment that would eat into it fails
+    /// Free space to leave on the file system; an allocation that would eat into it fails
     /// with `NoSpace`. Default 64 MiB; 0 disables the check.
     pub fn free_disk_bytes_min(mut self, bytes: u64) -> Self {
         self.free_disk_bytes_min = bytes;
@@ -91,6 +96,27 @@ impl Options {
     pub fn batch_bytes_max(mut self, bytes: usize) -> Self {
         self.batch_bytes_max = bytes;
         self
+    }
+
+    /// Segment files are allocated (`fallocate`) in steps of this many bytes as records
+    /// arrive, the first when the segment is created, so a lane that holds little costs
+    /// little disk. Default 4 MiB; 4 KiB to 1 GiB, a multiple of 4 KiB. A step larger than
+    /// `segment_bytes` allocates the whole segment at once.
+    pub fn allocation_step_bytes(mut self, bytes: u64) -> Self {
+        self.allocation_step_bytes = bytes;
+        self
+    }
+
+    /// Length to allocate a segment of `capacity` bytes to so that it holds `room` bytes
+    /// (and at least its header and a seal): `room` rounded up to a whole step, at most
+    /// the capacity.
+    pub(crate) fn allocation_target(&self, room: u64, capacity: u64) -> u64 {
+        let want = room.max(SEGMENT_HEADER_LEN as u64 + SEAL_LEN);
+        let step = self.allocation_step_bytes.max(4096);
+        want.div_ceil(step)
+            .saturating_mul(step)
+            .min(capacity)
+            .max(want.min(capacity))
     }
 
     /// Checks every option against its bounds.
@@ -126,6 +152,19 @@ impl Options {
             4096..=(1 << 30),
             "4 KiB to 1 GiB",
         )?;
+        check(
+            "allocation_step_bytes",
+            self.allocation_step_bytes,
+            4096..=(1 << 30),
+            "4 KiB to 1 GiB",
+        )?;
+        if !self.allocation_step_bytes.is_multiple_of(4096) {
+            return Err(Error::Config {
+                key: "allocation_step_bytes",
+                value: self.allocation_step_bytes.to_string(),
+                allowed: "a multiple of 4096".into(),
+            });
+        }
         if let Durability::Interval(d) = self.durability {
             if d.is_zero() || d > Duration::from_secs(60) {
                 return Err(Error::Config {

@@ -605,8 +605,9 @@ fn lock_cursor(
     }
 }
 
-/// If no writer holds `lane` and its tail is not sealed, recovers it (so records a killed
-/// writer synced become readable, and a torn tail is cut off).
+/// If no writer holds `lane` and its tail is not settled (sealed, or exactly described by a
+/// watermark of this boot with nothing written after it), recovers it: records a killed
+/// writer synced become readable, and a torn tail is cut off.
 fn recover_if_abandoned(
     storage: &dyn crate::fs::Storage,
     dir: &Path,
@@ -624,9 +625,7 @@ fn recover_if_abandoned(
     let newest = segment::list(storage, dir)?
         .get(&lane)
         .and_then(|s| s.last().copied());
-    let sealed = recovery::read_watermark(storage, dir, lane)
-        .is_some_and(|w| Some(w.segment) == newest && recovery::sealed_at(storage, dir, lane, &w));
-    if !sealed {
+    if !recovery::is_settled(storage, dir, lane, newest) {
         recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, events)?;
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! Lane tail recovery: run by whoever holds a lane's lock (a writer claiming the lane, or
 //! the reader finding a lane with no writer). It makes what the OS holds durable, finds
-//! the valid end of the tail segment, cuts off a torn tail by writing a seal there, and
-//! publishes the lane's watermark. Only the tail segment is scanned, from the watermark
-//! on, so recovery time does not grow with the number of sealed segments.
+//! the valid end of the tail segment, and publishes the lane's watermark. A clean tail
+//! (no torn write, no damage, nothing valid after its end) stays open, so the next writer
+//! continues in it; any other tail is sealed at its valid end (this is how a torn tail is
+//! cut off). Only the tail segment is scanned, from the watermark on, so recovery time does
+//! not grow with the number of sealed segments.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,21 +12,39 @@ use std::sync::Arc;
 use crate::error::{Corruption, CorruptionKind, Error, Event, Result};
 use crate::format::{
     decode_frame, encode_record, BadSegmentHeader, BootId, FileName, Frame, RecordHeader,
-    RecordKind, Watermark, SEAL_LEN, SEGMENT_HEADER_LEN, WATERMARK_LEN,
+    RecordKind, Watermark, ALIGN, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, WATERMARK_LEN,
 };
 use crate::fs::{join, OpenMode, Storage, StorageFile};
 use crate::segment::{self, ScanContext};
 use crate::types::{now_ns, LaneId, Position, SegmentId, Seq};
 
 /// Where a recovered lane continues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct LaneEnd {
-    /// Id the lane's next segment takes.
-    pub next_segment: SegmentId,
+    /// Id the lane's next segment takes; `None` when the newest id is `u64::MAX` (a roll
+    /// is refused rather than wrapping to an id that may exist).
+    pub next_segment: Option<SegmentId>,
     /// Sequence number the lane's next record takes.
     pub next_seq: Seq,
     /// Time of the newest record (0 if unknown).
     pub last_time_ns: u64,
+    /// The unsealed, clean tail segment appends continue in (`None`: the next append
+    /// starts segment `next_segment`).
+    pub open_tail: Option<OpenTail>,
+}
+
+/// A lane's tail segment that appends may continue: everything in it up to `end` is
+/// durable and valid, and nothing valid lies after `end`.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenTail {
+    pub segment: SegmentId,
+    pub file: Arc<dyn StorageFile>,
+    /// Where the next record goes: just past the last valid one.
+    pub end: u64,
+    /// The most bytes the file may grow to (from its header).
+    pub capacity: u64,
+    /// The file's length now: bytes already allocated.
+    pub allocated: u64,
 }
 
 /// Reads a lane's watermark; `None` if missing, torn or unreadable.
@@ -95,6 +115,42 @@ pub(crate) fn sealed_at(storage: &dyn Storage, dir: &Path, lane: LaneId, wm: &Wa
     )
 }
 
+/// True when `lane` (whose lock the caller holds) needs no recovery: its watermark names
+/// the newest segment `newest` and either ends in a seal, or was written in this boot (so
+/// it is exact) and nothing was written after it. A reader checks this every second for
+/// each lane without a writer, so it must stay cheap: two small reads, no sync.
+pub(crate) fn is_settled(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+    newest: Option<SegmentId>,
+) -> bool {
+    let Some((wm, boot)) = read_watermark_and_boot(storage, dir, lane) else {
+        return false;
+    };
+    if Some(wm.segment) != newest {
+        return false;
+    }
+    if sealed_at(storage, dir, lane, &wm) {
+        return true;
+    }
+    if boot.is_unknown() || boot != storage.boot_id() {
+        return false;
+    }
+    let path = join(dir, &FileName::Segment(lane, wm.segment));
+    let Ok(file) = storage.open(&path, OpenMode::Read) else {
+        return false;
+    };
+    let mut after = [0u8; RECORD_HEADER_LEN];
+    match file.read_exact_at(&mut after, wm.offset) {
+        Ok(()) => after.iter().all(|&b| b == 0),
+        Err(e) => {
+            e.kind() == std::io::ErrorKind::UnexpectedEof
+                && file.size().is_ok_and(|len| len <= wm.offset)
+        }
+    }
+}
+
 /// Recovers the tail of `lane`, whose lock the caller holds. Appends what it found to
 /// `events` and returns where the lane continues.
 pub(crate) fn recover_lane(
@@ -143,14 +199,16 @@ pub(crate) fn recover_lane(
     // No segment at all: continue after whatever the watermark remembers.
     Ok(match hint {
         Some(w) => LaneEnd {
-            next_segment: w.segment.next(),
+            next_segment: w.segment.checked_next(),
             next_seq: w.next_seq,
             last_time_ns: 0,
+            open_tail: None,
         },
         None => LaneEnd {
-            next_segment: SegmentId(1),
+            next_segment: Some(SegmentId(1)),
             next_seq: Seq(0),
             last_time_ns: 0,
+            open_tail: None,
         },
     })
 }
@@ -229,9 +287,10 @@ fn recover_segment(
     if let Some(w) = hint.filter(|w| w.segment == tail && w.offset >= header_start + SEAL_LEN) {
         if sealed_at(storage, dir, lane, &w) {
             return Ok(LaneEnd {
-                next_segment: tail.next(),
+                next_segment: tail.checked_next(),
                 next_seq: w.next_seq,
                 last_time_ns: 0,
+                open_tail: None,
             });
         }
     }
@@ -253,10 +312,40 @@ fn recover_segment(
             records_lost: d.records_lost,
         });
     }
-    let end = match scan.seal {
-        Some(_) => scan.end,
-        None => {
-            if let Some(at) = scan.torn_at {
+    // A clean tail stays open for the next writer. Anything else is sealed: a torn tail
+    // is cut off there, and a damaged segment is not written to again.
+    let unsealed = scan.seal.is_none();
+    let leftovers =
+        unsealed && scan.torn_at.is_none() && !nothing_valid_after(&data, scan.end, &cx, lookahead);
+    let torn_at = scan.torn_at.or(leftovers.then_some(scan.end));
+    let capacity = header.as_ref().map_or(0, |h| h.size_bytes);
+    let end_here = Position {
+        segment: tail,
+        offset: scan.end,
+    };
+    let open_tail = match &header {
+        Ok(h)
+            if unsealed
+                && torn_at.is_none()
+                && scan.damage.is_empty()
+                && scan.end + SEAL_LEN <= h.size_bytes
+                && whole_segment_agrees(&data, from, &scan, &cx, h)
+                && !cursor_beyond(storage, dir, lane, end_here) =>
+        {
+            Some(OpenTail {
+                segment: tail,
+                file: file.clone(),
+                end: scan.end,
+                capacity: h.size_bytes,
+                allocated: data.len() as u64,
+            })
+        }
+        _ => None,
+    };
+    let end = match (unsealed, &open_tail) {
+        (false, _) | (true, Some(_)) => scan.end,
+        (true, None) => {
+            if let Some(at) = torn_at {
                 tracing::info!(%lane, segment = tail.0, offset = at, "cutting off torn tail left by a crash");
                 events.push(Event::TornTail {
                     lane,
@@ -269,17 +358,16 @@ fn recover_segment(
             write_seal(
                 file.as_ref(),
                 &path,
-                lane,
-                tail,
-                scan.end,
-                scan.next_seq,
-                scan.last_time_ns,
-                // A file cut short (by hand) may be extended up to its preallocated size
-                // to hold the seal, rather than leaving the lane unrecoverable.
-                header
-                    .as_ref()
-                    .map_or(0, |h| h.size_bytes)
-                    .max(data.len() as u64),
+                &SealAt {
+                    lane,
+                    segment: tail,
+                    at: scan.end,
+                    next_seq: scan.next_seq,
+                    last_time_ns: scan.last_time_ns,
+                },
+                // A file cut short (by hand) may be extended up to its capacity to hold
+                // the seal, rather than leaving the lane unrecoverable.
+                capacity.max(data.len() as u64),
             )?
         }
     };
@@ -291,10 +379,70 @@ fn recover_segment(
     let wm_file = open_watermark(storage, dir, lane)?;
     publish(storage, wm_file.as_ref(), &wm, dir)?;
     Ok(LaneEnd {
-        next_segment: tail.next(),
+        next_segment: tail.checked_next(),
         next_seq: scan.next_seq,
         last_time_ns: scan.last_time_ns,
+        open_tail,
     })
+}
+
+/// True when the whole segment, scanned from its header, ends where the scan from `from`
+/// (the watermark) ended, with the same next sequence number and nothing damaged on the
+/// way. New records may only follow records whose sequence numbers they continue: were
+/// the watermark wrong (a damaged or crafted file), a reader would take them for stale
+/// copies of older ones. The scan is over the tail segment only, once per open.
+fn whole_segment_agrees(
+    data: &[u8],
+    from: u64,
+    scan: &segment::Scan,
+    cx: &ScanContext,
+    header: &crate::format::SegmentHeader,
+) -> bool {
+    let header_start = SEGMENT_HEADER_LEN as u64;
+    if from == header_start && cx.first_seq == header.first_seq {
+        return true;
+    }
+    let whole = segment::scan(
+        data,
+        header_start,
+        &ScanContext {
+            first_seq: header.first_seq,
+            ..*cx
+        },
+    );
+    whole.end == scan.end
+        && whole.next_seq == scan.next_seq
+        && whole.seal.is_none()
+        && whole.torn_at.is_none()
+        && whole.damage.is_empty()
+}
+
+/// True when a cursor's checkpoint has this lane past `end`: records it consumed were
+/// lost (a disk that dropped durable data, a restored backup). New records must then not
+/// go where those were: the tail is sealed and the lane goes on in a new segment, so the
+/// reader reports the cursor past the end and delivers what comes next instead of
+/// skipping it or reading from the middle of a new record.
+fn cursor_beyond(storage: &dyn Storage, dir: &Path, lane: LaneId, end: Position) -> bool {
+    let Ok(names) = storage.list_dir(dir) else {
+        // Unknown: sealing is always safe.
+        return true;
+    };
+    names
+        .iter()
+        .filter_map(|n| match FileName::parse(n) {
+            Some(FileName::Checkpoint(name)) => crate::cursor::peek(storage, dir, &name),
+            _ => None,
+        })
+        .filter_map(|c| c.lanes.get(&lane).copied())
+        .any(|p| (p.position.segment, p.position.offset) > (end.segment, end.offset))
+}
+
+/// True when no valid frame of the segment lies after `end`. The scan already searched
+/// the rest of the file when it looked ahead; with an exact watermark it did not, and a
+/// frame found here (bytes an earlier write left behind) must not be appended in front
+/// of, so the tail is sealed instead.
+fn nothing_valid_after(data: &[u8], end: u64, cx: &ScanContext, looked_ahead: bool) -> bool {
+    looked_ahead || segment::find_next_valid(data, end + ALIGN, cx).is_none()
 }
 
 fn scan_cx(
@@ -315,18 +463,34 @@ fn scan_cx(
     }
 }
 
-/// Writes and syncs a seal at `at`; returns the offset after it.
-#[expect(clippy::too_many_arguments, reason = "the seal's fields")]
+/// Where a seal goes and what it carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SealAt {
+    pub lane: LaneId,
+    pub segment: SegmentId,
+    /// Offset of the seal: just past the segment's last valid record.
+    pub at: u64,
+    /// The lane's next unused sequence number.
+    pub next_seq: Seq,
+    /// Time of the newest record (0: unknown, the seal takes the current time).
+    pub last_time_ns: u64,
+}
+
+/// Writes and syncs a seal; returns the offset after it. `file_len` is how far the file
+/// may extend (the seal must fit within it).
 pub(crate) fn write_seal(
     file: &dyn StorageFile,
     path: &Path,
-    lane: LaneId,
-    segment: SegmentId,
-    at: u64,
-    next_seq: Seq,
-    last_time_ns: u64,
+    seal: &SealAt,
     file_len: u64,
 ) -> Result<u64> {
+    let &SealAt {
+        lane,
+        segment,
+        at,
+        next_seq,
+        last_time_ns,
+    } = seal;
     if at + SEAL_LEN > file_len {
         return Err(Error::Corrupt(Corruption {
             path: path.to_path_buf(),

@@ -19,24 +19,30 @@ pub(crate) struct SegmentFile {
     pub file: Arc<dyn StorageFile>,
 }
 
-/// Creates segment `id` of `lane`: preallocate, write and sync the header, sync the dir.
-/// On failure nothing is left behind (a half-made file is removed).
+/// How much of a new segment to allocate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allocation {
+    /// The most bytes the segment may grow to (written into its header).
+    pub capacity: u64,
+    /// Bytes allocated now; later steps are allocated as records arrive.
+    pub first: u64,
+}
+
+/// Creates segment `id` of `lane`: allocate its first step, write and sync the header,
+/// sync the dir. On failure nothing is left behind (a half-made file is removed).
 pub(crate) fn create(
     storage: &dyn Storage,
     dir: &Path,
     lane: LaneId,
     id: SegmentId,
     first_seq: Seq,
-    size_bytes: u64,
+    allocation: Allocation,
 ) -> Result<SegmentFile> {
     let path = dir.join(FileName::Segment(lane, id).render());
     let file = match storage.open(&path, OpenMode::CreateNew) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Left by an earlier failed attempt of ours; it never held a record.
-            storage
-                .remove_file(&path)
-                .map_err(|e| Error::io("remove", &path, e))?;
+            remove_if_never_used(storage, dir, lane, id, &path)?;
             storage
                 .open(&path, OpenMode::CreateNew)
                 .map_err(|e| Error::io("create", &path, e))?
@@ -48,8 +54,9 @@ pub(crate) fn create(
         segment: id,
         first_seq,
         created_ns: now_ns(),
-        size_bytes,
+        size_bytes: allocation.capacity,
     };
+    let size_bytes = allocation.first;
     let made = file
         .allocate(size_bytes)
         .map_err(|e| (e, "fallocate"))
@@ -76,6 +83,80 @@ pub(crate) fn create(
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync dir", dir, e))?;
     Ok(SegmentFile { file })
+}
+
+/// A file already named like the segment a writer is about to create. It may be left by an
+/// earlier failed creation of ours (no valid header, no record: removed), or it may hold
+/// records (a stray copy, or a lane whose ids were reused): then nothing is removed and the
+/// creation fails, because deleting it could delete acknowledged records.
+fn remove_if_never_used(
+    storage: &dyn Storage,
+    dir: &Path,
+    lane: LaneId,
+    id: SegmentId,
+    path: &Path,
+) -> Result<()> {
+    let (file, _, header) = open(storage, dir, lane, id, OpenMode::Read)?;
+    let data = file.map().map_err(|e| Error::io("map", path, e))?;
+    let cx = ScanContext {
+        lane,
+        segment: id,
+        len_max: u32::MAX,
+        durable_hint: 0,
+        first_seq: Seq(0),
+        lookahead: true,
+    };
+    let holds_records = find_next_valid(&data, SEGMENT_HEADER_LEN as u64, &cx).is_some();
+    if header.is_ok() || holds_records {
+        return Err(Error::io(
+            "create",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a segment with this id already exists and holds data; refusing to overwrite it",
+            ),
+        ));
+    }
+    storage
+        .remove_file(path)
+        .map_err(|e| Error::io("remove", path, e))
+}
+
+/// Maps a failed `fallocate` of `needed_bytes` more to the error an appender sees: no
+/// space is `NoSpace` (retryable), anything else an I/O error.
+pub(crate) fn allocation_error(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    e: std::io::Error,
+    needed_bytes: u64,
+) -> Error {
+    if e.raw_os_error() == Some(28) {
+        return Error::NoSpace {
+            path: dir.to_path_buf(),
+            available_bytes: storage.available_bytes(dir).unwrap_or(0),
+            needed_bytes,
+        };
+    }
+    Error::io("fallocate", path, e)
+}
+
+/// Bytes every segment file in `dir` occupies (their lengths: what was allocated), the
+/// figure `queue_bytes_max` limits. Files deleted while being counted count as 0.
+pub(crate) fn disk_bytes(storage: &dyn Storage, dir: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for (lane, segs) in list(storage, dir)? {
+        for id in segs {
+            let path = dir.join(FileName::Segment(lane, id).render());
+            let size = match storage.open(&path, OpenMode::Read) {
+                Ok(f) => f.size().map_err(|e| Error::io("stat", &path, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(Error::io("open", &path, e)),
+            };
+            total = total.saturating_add(size);
+        }
+    }
+    Ok(total)
 }
 
 /// An opened segment: its file, its path, and its header or why the header is bad.

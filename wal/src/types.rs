@@ -16,9 +16,10 @@ pub struct SegmentId(pub u64);
 pub struct Seq(pub u64);
 
 impl SegmentId {
-    /// The segment after this one.
-    pub fn next(self) -> Self {
-        Self(self.0 + 1)
+    /// The segment after this one; `None` for `u64::MAX` (ids never wrap: a wrapped id
+    /// would name a segment that exists or sort before the lane's oldest).
+    pub fn checked_next(self) -> Option<Self> {
+        self.0.checked_add(1).map(Self)
     }
 }
 

@@ -19,7 +19,7 @@ use crate::format::{
 };
 use crate::fs::{join, LockGuard, StorageFile};
 use crate::options::Options;
-use crate::recovery::{self, LaneEnd};
+use crate::recovery::{self, LaneEnd, OpenTail, SealAt};
 use crate::segment;
 use crate::types::{now_ns, Durability, LaneId, Position, RecordId, SegmentId, Seq};
 
@@ -53,14 +53,18 @@ struct Inner {
 struct Active {
     id: SegmentId,
     file: Arc<dyn StorageFile>,
+    /// The most bytes the segment may hold (its header's capacity).
     size: u64,
+    /// Bytes allocated so far (the file's length): a batch is written only within them.
+    allocated: u64,
 }
 
 #[derive(Debug)]
 struct State {
     /// The segment appends go to; `None` after a seal until the next one exists.
     active: Option<Active>,
-    next_segment: SegmentId,
+    /// Id of the lane's next segment; `None` when ids are exhausted.
+    next_segment: Option<SegmentId>,
     /// Encoded records waiting for the next leader; they will be written at `pending_start`.
     pending: Vec<u8>,
     spare: Vec<u8>,
@@ -116,13 +120,32 @@ impl Writer {
             next_segment,
             next_seq,
             last_time_ns,
+            open_tail,
         } = end;
-        let start = SEGMENT_HEADER_LEN as u64;
-        // The lane's next segment is created by the first append (a roll), which checks
-        // `queue_bytes_max` and `free_disk_bytes_min` first: a writer that restarts in a
-        // loop without appending must not leave a preallocated segment behind each time.
+        // Appends continue in the lane's clean tail segment. Without one, the next segment
+        // is created by the first append (a roll), which checks `queue_bytes_max` and
+        // `free_disk_bytes_min` first: a writer that restarts in a loop without appending
+        // must not leave a segment behind each time.
+        let (active, start) = match open_tail {
+            Some(OpenTail {
+                segment,
+                file,
+                end,
+                capacity,
+                allocated,
+            }) => (
+                Some(Active {
+                    id: segment,
+                    file,
+                    size: capacity,
+                    allocated,
+                }),
+                end,
+            ),
+            None => (None, SEGMENT_HEADER_LEN as u64),
+        };
         let state = State {
-            active: None,
+            active,
             next_segment,
             pending: Vec::new(),
             spare: Vec::new(),
@@ -302,13 +325,54 @@ impl Inner {
             let end = st.pending_start + st.pending.len() as u64;
             let batch_full = !st.pending.is_empty()
                 && st.pending.len() as u64 + need > self.opts.batch_bytes_max as u64;
+            let room = end + need + SEAL_LEN;
             match &st.active {
-                Some(a) if end + need + SEAL_LEN <= a.size && !batch_full => return Ok(st),
+                Some(a) if room <= a.allocated && !batch_full => return Ok(st),
                 Some(_) if batch_full => st = self.wait(st),
                 _ if st.leader || !st.pending.is_empty() => st = self.wait(st),
+                Some(a) if room <= a.size => st = self.grow(st, room)?,
                 _ => st = self.roll(st)?,
             }
         }
+    }
+
+    /// Allocates more of the active segment so that `room` bytes fit: the next step
+    /// (`allocation_step_bytes`) or more, up to its capacity. Called with no batch pending
+    /// and no leader; holds the leader role (not the mutex) while doing I/O. Nothing is
+    /// written, so a failure poisons nothing: the append gets `QueueFull`, `NoSpace` or
+    /// `Io` and may be retried.
+    fn grow<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        room: u64,
+    ) -> Result<MutexGuard<'a, State>> {
+        let Some(active) = &st.active else {
+            unreachable!("grow is called for the active segment");
+        };
+        let (file, id, from) = (active.file.clone(), active.id, active.allocated);
+        let to = self.opts.allocation_target(room, active.size);
+        st.leader = true;
+        drop(st);
+        let result = self.check_space(to.saturating_sub(from)).and_then(|()| {
+            let path = join(&self.dir, &FileName::Segment(self.lane, id));
+            file.allocate(to).map_err(|e| {
+                segment::allocation_error(
+                    self.opts.storage.as_ref(),
+                    &self.dir,
+                    &path,
+                    e,
+                    to - from,
+                )
+            })
+        });
+        let mut st = self.lock();
+        st.leader = false;
+        self.wake_all(&st);
+        result?;
+        if let Some(a) = st.active.as_mut().filter(|a| a.id == id) {
+            a.allocated = a.allocated.max(to);
+        }
+        Ok(st)
     }
 
     /// Seals the full segment and creates the next one. Called with no batch pending and
@@ -329,7 +393,7 @@ impl Inner {
         self.wake_all(&st);
         match result {
             Ok(active) => {
-                st.next_segment = active.id.next();
+                st.next_segment = active.id.checked_next();
                 st.pending_start = SEGMENT_HEADER_LEN as u64;
                 st.active = Some(active);
                 // Sealing synced the old segment and the roll published the new segment's
@@ -358,23 +422,32 @@ impl Inner {
         end: u64,
         next_seq: Seq,
         last_time: u64,
-        next_id: SegmentId,
+        next_id: Option<SegmentId>,
     ) -> std::result::Result<Active, (bool, Error, bool)> {
-        self.check_space().map_err(|e| (false, e, false))?;
+        let Some(next_id) = next_id else {
+            let newest = old.map_or(u64::MAX, |a| a.id.0);
+            let err = Error::SegmentIdsExhausted {
+                path: self.dir.clone(),
+                lane: self.lane,
+                newest,
+            };
+            return Err((false, err, false));
+        };
+        let first_step = self.opts.allocation_target(0, self.opts.segment_bytes);
+        self.check_space(first_step)
+            .map_err(|e| (false, e, false))?;
         let storage = self.opts.storage.as_ref();
         if let Some(a) = old {
             let path = join(&self.dir, &FileName::Segment(self.lane, a.id));
-            let sealed_end = recovery::write_seal(
-                a.file.as_ref(),
-                &path,
-                self.lane,
-                a.id,
-                end,
+            let seal = SealAt {
+                lane: self.lane,
+                segment: a.id,
+                at: end,
                 next_seq,
-                last_time,
-                a.size,
-            )
-            .map_err(|e| (false, e, true))?;
+                last_time_ns: last_time,
+            };
+            let sealed_end = recovery::write_seal(a.file.as_ref(), &path, &seal, a.allocated)
+                .map_err(|e| (false, e, true))?;
             let wm = Watermark {
                 segment: a.id,
                 offset: sealed_end,
@@ -394,7 +467,10 @@ impl Inner {
             self.lane,
             next_id,
             next_seq,
-            self.opts.segment_bytes,
+            segment::Allocation {
+                capacity: self.opts.segment_bytes,
+                first: first_step,
+            },
         )
         .map_err(|e| {
             // A failed sync poisons even here, where only an empty new segment is at stake
@@ -424,24 +500,22 @@ impl Inner {
             id: next_id,
             file: seg.file,
             size: self.opts.segment_bytes,
+            allocated: first_step,
         })
     }
 
-    /// `QueueFull` / `NoSpace` checks before a new segment is created.
-    fn check_space(&self) -> Result<()> {
+    /// `QueueFull` / `NoSpace` checks before `extra` bytes of segment are allocated (a new
+    /// segment's first step, or a further step of the active one).
+    fn check_space(&self, extra: u64) -> Result<()> {
         let storage = self.opts.storage.as_ref();
-        let segments: usize = segment::list(storage, &self.dir)?
-            .values()
-            .map(Vec::len)
-            .sum();
-        let queue_bytes = segments as u64 * self.opts.segment_bytes;
-        if queue_bytes + self.opts.segment_bytes > self.opts.queue_bytes_max {
+        let queue_bytes = segment::disk_bytes(storage, &self.dir)?;
+        if queue_bytes + extra > self.opts.queue_bytes_max {
             return Err(Error::QueueFull {
                 queue_bytes,
                 queue_bytes_max: self.opts.queue_bytes_max,
             });
         }
-        let needed_bytes = self.opts.segment_bytes + self.opts.free_disk_bytes_min;
+        let needed_bytes = extra + self.opts.free_disk_bytes_min;
         let available_bytes = storage
             .available_bytes(&self.dir)
             .map_err(|e| Error::io("statvfs", &self.dir, e))?;

@@ -41,6 +41,8 @@ use escalation_queue_wal::{
 };
 
 mod support;
+// Segments of 64 KiB allocated in 8 KiB steps: growing a segment (an `fallocate` between
+// batches) is among the crash points.
 use support::opts;
 
 const DIR: &str = "/queue";
@@ -226,6 +228,48 @@ fn sequential(sim: &SimDisk, book: &SharedBook, appends: u32) {
         }
     }
     let _ = c.consume(book);
+}
+
+/// Short-lived writers, as when every escalation is enqueued by a process of its own: each
+/// session opens the lane (recovering its tail and continuing in it), appends one to three
+/// records and goes away, closed or abandoned in turn; the reader consumes and checkpoints
+/// after every other session. The lane grows its segment step by step and rolls once.
+fn reopening(sim: &SimDisk, book: &SharedBook, appends: u32) {
+    let o = opts(sim);
+    book_lock(book).writers = 1;
+    let mut consumer: Option<Consumer> = None;
+    let mut i = 0;
+    let mut session = 0u32;
+    while i < appends {
+        let Ok(w) = Writer::open(DIR, &o) else { return };
+        for _ in 0..=session % 3 {
+            if i < appends && !append(&w, (0, i), book) {
+                return;
+            }
+            i += 1;
+        }
+        if session.is_multiple_of(2) {
+            if w.close().is_err() {
+                return;
+            }
+        } else {
+            drop(w);
+        }
+        let c = match consumer.as_mut() {
+            Some(c) => c,
+            None => match Consumer::open(sim) {
+                Some(c) => consumer.insert(c),
+                None => return,
+            },
+        };
+        if session % 2 == 1 && c.consume(book).is_none() {
+            return;
+        }
+        session += 1;
+    }
+    if let Some(c) = consumer.as_mut() {
+        let _ = c.consume(book);
+    }
 }
 
 /// Three threads appending through one writer (group commit) while the reader consumes.
@@ -576,6 +620,22 @@ fn sequential_workload_survives_a_crash_at_every_call_with_every_loss_pattern() 
     let f = explore(
         "sequential",
         &|sim, book| sequential(sim, book, appends),
+        nest,
+    );
+    assert_clean(&f);
+}
+
+/// Story: every escalation enqueued by its own short-lived process (issue 9). Each open
+/// recovers the lane's tail and continues in it instead of starting a new segment, and the
+/// segment grows in steps; a crash anywhere in open + recover + continue + grow + append,
+/// under every loss pattern, must keep every acknowledged record and invent none.
+#[test]
+fn short_lived_writers_continuing_the_tail_survive_a_crash_at_every_call() {
+    let appends = env("WAL_CRASH_APPENDS", 30) as u32;
+    let nest = env("WAL_CRASH_NEST_EVERY", 10).max(1);
+    let f = explore(
+        "reopening",
+        &|sim, book| reopening(sim, book, appends),
         nest,
     );
     assert_clean(&f);

@@ -21,9 +21,9 @@ pub use metadata::{Metadata, MetadataError, METADATA_SIZE_LIMIT_BYTES};
 pub use validate::{
     IdField, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES, ID_LEN_MAX_CHARS,
 };
-pub use wire::FORMAT_VERSION;
+pub use wire::{FORMAT_VERSION, FORMAT_VERSION_V1};
 
-use wire::{WireBytes, WireImage, WireV1};
+use wire::{WireBytes, WireImage, WireV1, WireV2};
 
 /// One escalation: an image query to submit to the cloud.
 ///
@@ -51,6 +51,12 @@ pub struct Escalation {
     pub metadata: Option<Metadata>,
     /// When the escalation was enqueued, in milliseconds since the Unix epoch.
     pub enqueued_at_unix_ms: u64,
+    /// The producer already tried to submit this escalation itself (a synchronous call) and
+    /// that call failed *after* the request may have reached the cloud (a read timeout, a
+    /// reset connection, a 5xx): the cloud may already hold this image query id. The worker
+    /// then treats the record as possibly submitted (`docs/SEMANTICS.md` §6). `false` for
+    /// records of format version 1, which had no such field.
+    pub possibly_submitted: bool,
 }
 
 /// The `human_review` parameter.
@@ -241,11 +247,11 @@ pub enum DecodeError {
     #[error("escalation record is empty (0 bytes)")]
     Empty,
     /// The version byte is one this code does not read.
-    #[error("escalation record has format version {found}; this build reads version {supported}")]
+    #[error("escalation record has format version {found}; this build reads versions {FORMAT_VERSION_V1} to {supported}")]
     UnsupportedVersion {
         /// The version byte found.
         found: u8,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every version from 1 up).
         supported: u8,
     },
     /// The body is not a valid postcard encoding of the record.
@@ -287,6 +293,7 @@ impl Escalation {
             human_review: None,
             metadata: None,
             enqueued_at_unix_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            possibly_submitted: false,
         }
     }
 
@@ -304,7 +311,7 @@ impl Escalation {
         validate::check_confidence_threshold(self.confidence_threshold)?;
         validate::check_patience_time(self.patience_time_s)?;
         if let Some(metadata) = &self.metadata {
-            validate::check_metadata_size(metadata.python_size_bytes())?;
+            validate::check_metadata_size(metadata.python_json_len())?;
         }
         match &self.image {
             ImageSource::Inline(bytes) => validate::check_image_size(bytes.len(), limits),
@@ -323,7 +330,8 @@ impl Escalation {
             .mime_type()
     }
 
-    /// Validates, then encodes: the version byte followed by the postcard body.
+    /// Validates, then encodes: the version byte ([`FORMAT_VERSION`]) followed by the
+    /// postcard body.
     pub fn encode(&self, limits: &RecordLimits) -> Result<Vec<u8>, EncodeError> {
         self.validate_with(limits)?;
         let image = match &self.image {
@@ -331,7 +339,7 @@ impl Escalation {
             // `validate_with` checked that the path is UTF-8.
             ImageSource::Path(path) => WireImage::Path(path.to_string_lossy()),
         };
-        let wire = WireV1 {
+        let v1 = WireV1 {
             detector_id: self.detector_id.as_str().into(),
             image,
             image_format: self.image_format,
@@ -342,6 +350,10 @@ impl Escalation {
             human_review: self.human_review,
             metadata_json: self.metadata.as_ref().map(|m| m.to_compact_json().into()),
             enqueued_at_unix_ms: self.enqueued_at_unix_ms,
+        };
+        let wire = WireV2 {
+            v1,
+            possibly_submitted: self.possibly_submitted,
         };
         let inline_len = match &self.image {
             ImageSource::Inline(bytes) => bytes.len(),
@@ -357,17 +369,19 @@ impl Escalation {
     /// [`validate_with`](Self::validate_with) to check it.
     pub fn decode(record: &Bytes) -> Result<Self, DecodeError> {
         let (&found, body) = record.split_first().ok_or(DecodeError::Empty)?;
-        if found != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let (wire, rest): (WireV1<'_>, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|source| DecodeError::Malformed { source })?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes { count: rest.len() });
-        }
+        let (wire, possibly_submitted) = match found {
+            FORMAT_VERSION_V1 => (take_whole::<WireV1<'_>>(body)?, false),
+            FORMAT_VERSION => {
+                let v2 = take_whole::<WireV2<'_>>(body)?;
+                (v2.v1, v2.possibly_submitted)
+            }
+            _ => {
+                return Err(DecodeError::UnsupportedVersion {
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            }
+        };
         let metadata = match wire.metadata_json {
             Some(text) => Some(
                 Metadata::from_json_str(&text)
@@ -390,6 +404,7 @@ impl Escalation {
             human_review: wire.human_review,
             metadata,
             enqueued_at_unix_ms: wire.enqueued_at_unix_ms,
+            possibly_submitted,
         })
     }
 
@@ -397,6 +412,16 @@ impl Escalation {
     pub fn age_ms(&self, now_unix_ms: u64) -> u64 {
         now_unix_ms.saturating_sub(self.enqueued_at_unix_ms)
     }
+}
+
+/// Decodes one postcard value that must span all of `body`.
+fn take_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|source| DecodeError::Malformed { source })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { count: rest.len() });
+    }
+    Ok(value)
 }
 
 /// `record.slice(..)` for a slice borrowed from `record`; copies if it somehow is not.

@@ -48,8 +48,8 @@ pub use {
         new_image_query_id, new_request_id, DecodeError, EncodeError, Escalation, HumanReview,
         IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
         ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
-        FORMAT_VERSION, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX, METADATA_SIZE_LIMIT_BYTES,
-        REQUEST_ID_PREFIX,
+        FORMAT_VERSION, FORMAT_VERSION_V1, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX,
+        METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,
     },
     incidents::{
         Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,

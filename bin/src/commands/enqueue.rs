@@ -32,6 +32,7 @@ pub fn enqueue(config: &Config, args: &EnqueueArgs) -> anyhow::Result<ExitCode> 
         detector_id = %escalation.detector_id,
         lane = receipt.lane,
         seq = receipt.seq,
+        possibly_submitted = escalation.possibly_submitted,
         "escalation enqueued (durable)"
     );
     if args.json {
@@ -41,6 +42,7 @@ pub fn enqueue(config: &Config, args: &EnqueueArgs) -> anyhow::Result<ExitCode> 
             "lane": receipt.lane,
             "seq": receipt.seq,
             "record_len_bytes": receipt.record_len_bytes,
+            "possibly_submitted": escalation.possibly_submitted,
         }))?;
     } else {
         println!("{}", receipt.image_query_id);
@@ -60,6 +62,7 @@ fn build(
     if let Some(id) = &args.request_id {
         esc.request_id = id.clone();
     }
+    esc.possibly_submitted = args.possibly_submitted;
     esc.confidence_threshold = args.confidence_threshold;
     esc.patience_time_s = args.patience_time;
     if let Some(review) = &args.human_review {

@@ -30,6 +30,8 @@ struct RecordView {
     image_query_id: Option<String>,
     request_id: Option<String>,
     image: Option<String>,
+    /// The producer's own submit may have reached the cloud (`enqueue --possibly-submitted`).
+    possibly_submitted: Option<bool>,
     /// Why the record does not decode (it will be dead-lettered).
     decode_error: Option<String>,
 }
@@ -85,6 +87,7 @@ fn view(record: &Record, now_ns: u64) -> RecordView {
         image_query_id: None,
         request_id: None,
         image: None,
+        possibly_submitted: None,
         decode_error: None,
     };
     match Escalation::decode(&record.payload) {
@@ -96,10 +99,20 @@ fn view(record: &Record, now_ns: u64) -> RecordView {
             view.detector_id = Some(esc.detector_id);
             view.image_query_id = Some(esc.image_query_id);
             view.request_id = Some(esc.request_id);
+            view.possibly_submitted = Some(esc.possibly_submitted);
         }
         Err(e) => view.decode_error = Some(e.to_string()),
     }
     view
+}
+
+/// The IMAGE column: where the image is, and whether it may already be in the cloud.
+fn image_note(r: &RecordView) -> String {
+    let image = r.image.clone().unwrap_or_default();
+    match r.possibly_submitted {
+        Some(true) => format!("{image}; possibly submitted"),
+        _ => image,
+    }
 }
 
 fn print_records(report: &InspectReport) {
@@ -118,10 +131,9 @@ fn print_records(report: &InspectReport) {
                 r.detector_id.clone().unwrap_or_else(unknown),
                 bytes(r.size_bytes as u64),
                 duration_ms(r.age_ms),
-                r.decode_error.as_ref().map_or_else(
-                    || r.image.clone().unwrap_or_default(),
-                    |e| format!("UNDECODABLE: {e}"),
-                ),
+                r.decode_error
+                    .as_ref()
+                    .map_or_else(|| image_note(r), |e| format!("UNDECODABLE: {e}")),
             ]
         })
         .collect();

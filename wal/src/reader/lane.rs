@@ -247,7 +247,10 @@ impl LaneReader {
             return Ok(None);
         }
         let (frame, span) = self.decode_in_window(off, seg, opts.record_bytes_max);
-        if frame != Frame::Bad(BadRecord::Truncated) || span.end >= span.file_len {
+        // A frame cut by the end of the file is truncated only if the file has not grown
+        // since it was mapped: what is durable now may lie past that end.
+        let grown = durable.is_some_and(|d| d > span.file_len);
+        if frame != Frame::Bad(BadRecord::Truncated) || (span.end >= span.file_len && !grown) {
             return Ok(Some((frame, span)));
         }
         // The frame runs past the window: map one that holds it. Its length field is not
@@ -317,9 +320,13 @@ impl LaneReader {
         events: &mut Vec<Event>,
     ) -> Result<bool> {
         if let Some(w) = &self.window {
+            // A window that reaches the end of the file as it was when mapped holds
+            // everything after `off` only if the file had already grown past what is
+            // durable now: segments are allocated in steps while they are being read.
+            let grown = durable.is_some_and(|d| d > w.file_len);
             let holds = w.segment == seg
                 && w.start <= off
-                && (off + need <= w.end() || w.end() >= w.file_len);
+                && (off + need <= w.end() || (w.end() >= w.file_len && !grown));
             let fresh = opts.storage.maps_are_live()
                 || match (w.covered, durable) {
                     (None, _) => true,

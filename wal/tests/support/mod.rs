@@ -8,10 +8,13 @@ use std::sync::Arc;
 use escalation_queue_wal::layout::FileName;
 use escalation_queue_wal::{LaneId, Options, SegmentId, SimDisk};
 
+/// Small segments (64 KiB) allocated in 8 KiB steps, as the default 64 MiB segments are
+/// in 4 MiB steps: lanes roll and segments grow within a few records.
 pub fn opts(sim: &SimDisk) -> Options {
     Options::default()
         .storage(Arc::new(sim.clone()))
         .segment_bytes(64 << 10)
+        .allocation_step_bytes(8 << 10)
         .record_bytes_max(4096)
         .free_disk_bytes_min(0)
 }

@@ -17,7 +17,7 @@ pub(super) fn possibly_submitted(journal: &AttemptJournal, id: RecordId, esc: &E
 }
 
 /// The producer's own flag: its synchronous submit failed after the request may have been
-/// sent (issue 9 §4). The record field does not exist yet; this is the one line to change.
-fn record_flag(_esc: &Escalation) -> bool {
-    false
+/// sent (`Escalation::possibly_submitted`).
+fn record_flag(esc: &Escalation) -> bool {
+    esc.possibly_submitted
 }

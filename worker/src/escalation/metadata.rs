@@ -1,24 +1,29 @@
 //! Escalation metadata and its exact Python-SDK wire encoding.
 //!
-//! The SDK sends metadata as `url_encode_dict(metadata, size_limit_bytes=1024)`
-//! (python-sdk `src/groundlight/encodings.py`):
+//! The SDK sends metadata as `url_encode_dict(metadata, size_limit_bytes=1024)`. Since SDK
+//! 0.14 (python-sdk PR #148, `bb542361`, 2024-01-18), including the 0.30.x that edge-endpoint
+//! pins and 1.x, `src/groundlight/encodings.py` is:
 //!
 //! ```python
 //! data_json = json.dumps(maybe_dict)                       # default separators, ensure_ascii
-//! if sys.getsizeof(data_json) > size_limit_bytes: raise ValueError(...)
+//! size_bytes = len(data_json)
+//! if size_bytes > size_limit_bytes: raise ValueError(...)
 //! return base64.urlsafe_b64encode(data_json.encode("utf-8")).decode("utf-8")
 //! ```
 //!
-//! Our reading of the 1 KiB limit: it applies to the **Python `str` object** holding the JSON
-//! text, not to the base64 text and not to the raw JSON length. `json.dumps` escapes every
-//! non-ASCII character (`ensure_ascii=True`), so the text is pure ASCII and
-//! `sys.getsizeof` is a fixed 49-byte object header plus one byte per character on 64-bit
-//! CPython 3.3–3.11 (41 bytes from 3.12 on). We use the larger, stricter 49, so a record we
-//! accept is also accepted by every SDK version: at most 975 bytes of JSON text, which is
-//! about 1.3 KiB once base64-encoded. We render the JSON exactly as `json.dumps` does
-//! (`", "` and `": "` separators, `\uXXXX` escapes, Python float `repr`), and send that same
-//! text, so the size we check is the size of what we send. Key order differs (serde_json
-//! sorts keys, Python keeps insertion order), which changes neither the size nor the meaning.
+//! (Up to 0.13.1 it compared `sys.getsizeof(data_json)`, 49 bytes more; no SDK the
+//! edge-endpoint uses does that.) So the limit is on the **length of the `json.dumps` text**,
+//! not on the base64 text. We render the JSON exactly as `json.dumps` does (`", "` and
+//! `": "` separators, `ensure_ascii`: every character outside `' '..='~'` as `\uXXXX`, a
+//! character beyond U+FFFF as a surrogate pair of two escapes; Python float `repr`), check
+//! its length against [`METADATA_SIZE_LIMIT_BYTES`] and send that same text. Key order
+//! differs (serde_json sorts keys, Python keeps insertion order), which changes neither the
+//! length nor the meaning. The text is pure ASCII, so its length in characters (Python's
+//! `len`) is its length in bytes.
+//!
+//! One value Python can hold and `serde_json::Value` cannot: an integer outside the 64-bit
+//! range (Python ints are unbounded; serde_json would silently turn it into a float, changing
+//! both the value sent and its length). [`Metadata::from_json_str`] refuses such text.
 
 use std::io;
 
@@ -26,11 +31,9 @@ use base64::Engine as _;
 use serde_json::ser::Formatter;
 use serde_json::{Map, Value};
 
-/// The SDK's metadata size limit in bytes, as measured by [`Metadata::python_size_bytes`].
+/// The SDK's metadata size limit: the most [`Metadata::python_json_len`] may be
+/// (`len(json.dumps(metadata)) <= 1024`).
 pub const METADATA_SIZE_LIMIT_BYTES: usize = 1024;
-
-/// `sys.getsizeof("")` on 64-bit CPython 3.3–3.11: the header of a compact ASCII `str`.
-const CPYTHON_ASCII_STR_OVERHEAD_BYTES: usize = 49;
 
 /// Metadata attached to an escalation: a JSON object, as the API requires.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,6 +56,13 @@ pub enum MetadataError {
         /// The JSON type found: "array", "string", "number", "bool" or "null".
         kind: &'static str,
     },
+    /// An integer literal outside `i64::MIN..=u64::MAX`: Python would send it digit for
+    /// digit, we could only send it rounded to a float.
+    #[error("metadata integer {literal} is outside the 64-bit range (-9223372036854775808 to 18446744073709551615) and cannot be sent unchanged; write it as a string or a float")]
+    IntegerOutOfRange {
+        /// The literal (its first 40 characters).
+        literal: String,
+    },
 }
 
 impl Metadata {
@@ -61,10 +71,18 @@ impl Metadata {
         Self(map)
     }
 
-    /// Parses JSON text that must hold an object.
+    /// Parses JSON text that must hold an object whose integers fit in 64 bits, reading
+    /// numbers as Python's `json.loads` does (the integer `-0` is the integer 0, floats are
+    /// correctly rounded).
     pub fn from_json_str(text: &str) -> Result<Self, MetadataError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|source| MetadataError::Json { source })?;
+        let parse = |text: &str| -> Result<Value, MetadataError> {
+            serde_json::from_str(text).map_err(|source| MetadataError::Json { source })
+        };
+        let value = parse(text)?;
+        let value = match python_integers(text)? {
+            Some(rewritten) => parse(&rewritten)?,
+            None => value,
+        };
         Self::try_from(value)
     }
 
@@ -95,10 +113,10 @@ impl Metadata {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// The size the SDK compares with [`METADATA_SIZE_LIMIT_BYTES`]: `sys.getsizeof` of the
-    /// `json.dumps` text (see the module docs for why this is 49 + the text length).
-    pub fn python_size_bytes(&self) -> usize {
-        CPYTHON_ASCII_STR_OVERHEAD_BYTES + self.to_python_json().len()
+    /// What the SDK compares with [`METADATA_SIZE_LIMIT_BYTES`]: `len(json.dumps(metadata))`,
+    /// the length of [`to_python_json`](Self::to_python_json) (ASCII, so characters = bytes).
+    pub fn python_json_len(&self) -> usize {
+        self.to_python_json().len()
     }
 
     /// The `metadata` query parameter: URL-safe base64 **with padding** of the Python JSON text,
@@ -127,6 +145,68 @@ impl From<Map<String, Value>> for Metadata {
     fn from(map: Map<String, Value>) -> Self {
         Self(map)
     }
+}
+
+/// Reads the integer literals (outside strings) of `text`, which is valid JSON, as Python
+/// does: refuses those that fit neither `i64` nor `u64`, and returns the text with each
+/// integer `-0` rewritten to `0` (serde_json would read it as the float `-0.0`, which
+/// `json.dumps` writes as `-0.0`; Python's int `-0` is `0`). `None`: nothing to rewrite.
+/// A number token is `-`? digits, then an optional fraction and exponent; an integer
+/// literal is one with neither.
+fn python_integers(text: &str) -> Result<Option<String>, MetadataError> {
+    let mut negative_zeros = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1, // skip the escaped character
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len()
+                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let token = &text[start..i];
+            if token.contains(['.', 'e', 'E']) {
+                continue;
+            }
+            if token == "-0" {
+                negative_zeros.push(start);
+            } else if token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                return Err(MetadataError::IntegerOutOfRange {
+                    literal: token.chars().take(40).collect(),
+                });
+            }
+            continue;
+        }
+        i += 1;
+    }
+    if negative_zeros.is_empty() {
+        return Ok(None);
+    }
+    let mut rewritten = String::with_capacity(text.len());
+    let mut copied = 0;
+    for start in negative_zeros {
+        rewritten.push_str(&text[copied..start]);
+        copied = start + 1; // drop the '-'
+    }
+    rewritten.push_str(&text[copied..]);
+    Ok(Some(rewritten))
 }
 
 /// A serde_json formatter that writes what CPython's `json.dumps` writes by default.
@@ -295,10 +375,44 @@ mod tests {
         assert_eq!(m.to_query_value(), "eyJpc19lZGdlX2F1ZGl0IjogdHJ1ZX0=");
     }
 
+    /// The SDK measures `len(json.dumps(md))` (since 0.14), not `sys.getsizeof`.
     #[test]
-    fn size_is_cpython_str_size() {
-        let m = meta(json!({}));
-        assert_eq!(m.python_size_bytes(), 49 + 2);
+    fn python_json_len_is_the_length_of_the_json_dumps_text() {
+        assert_eq!(meta(json!({})).python_json_len(), 2);
+        assert_eq!(
+            meta(json!({"k": "\u{e9}"})).python_json_len(),
+            r#"{"k": "\u00e9"}"#.len()
+        );
+    }
+
+    /// Python ints are unbounded; ours are 64-bit. Text beyond that is refused, not rounded.
+    #[test]
+    fn integers_beyond_64_bits_are_refused_not_rounded() {
+        for ok in [
+            r#"{"a": 18446744073709551615, "b": -9223372036854775808}"#,
+            r#"{"a": 1e300, "b": 12345678901234567890e5, "s": "99999999999999999999999"}"#,
+            r#"{"a": 123456789012345678901234567890.5, "s": "\"99999999999999999999999"}"#,
+        ] {
+            let parsed = Metadata::from_json_str(ok);
+            assert!(
+                !matches!(parsed, Err(MetadataError::IntegerOutOfRange { .. })),
+                "{ok}: {parsed:?}"
+            );
+        }
+        for bad in [
+            r#"{"a": 18446744073709551616}"#,
+            r#"{"a": [1, {"b": -9223372036854775809}]}"#,
+        ] {
+            let err = Metadata::from_json_str(bad).expect_err(bad);
+            assert!(
+                matches!(err, MetadataError::IntegerOutOfRange { .. }),
+                "{bad}: {err}"
+            );
+            assert!(
+                err.to_string().contains("outside the 64-bit range"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -67,19 +67,94 @@ fn decode_rejects_empty() {
 #[test]
 fn decode_rejects_unknown_version() {
     let mut bytes = encode(&full_record()).to_vec();
-    bytes[0] = 2;
-    let err = Escalation::decode(&Bytes::from(bytes)).expect_err("version 2");
+    for found in [0, 3, 255] {
+        bytes[0] = found;
+        let err = Escalation::decode(&Bytes::from(bytes.clone())).expect_err("unknown version");
+        assert!(
+            matches!(
+                err,
+                DecodeError::UnsupportedVersion {
+                    found: f,
+                    supported: 2
+                } if f == found
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("version {found};")),
+            "{err}"
+        );
+    }
+}
+
+/// Records written by the version-1 encoder (before `possibly_submitted` existed), byte for
+/// byte as that encoder wrote them (generated with the code at f006b9c). A queue written by
+/// an older build must still drain after an upgrade.
+const GOLDEN_V1_FULL: &str = "010a6465745f6162633132330012ffd8ffe066616b652d6a7065672d626f647901010a69715f676f6c64656e310d7265715f7575676f6c64656e31010000000000003e4001cdccccccccccec3f010101377b22656467655f726573756c74223a7b22636f6e666964656e6365223a302e357d2c2269735f656467655f6175646974223a747275657dfbe0d9dafe32";
+const GOLDEN_V1_MINIMAL_PATH: &str = "01056465745f78011f2f6f70742f67726f756e646c696768742f71756575652f696d616765732f78000a69715f676f6c64656e320d7265715f7575676f6c64656e320000000007";
+
+fn unhex(hex: &str) -> Bytes {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    Bytes::from(bytes)
+}
+
+#[test]
+fn version_1_records_still_decode_as_not_possibly_submitted() {
+    let mut full = full_record();
+    full.image_query_id = "iq_golden1".into();
+    full.request_id = "req_uugolden1".into();
+    full.enqueued_at_unix_ms = 1_752_000_000_123;
+    let mut minimal = Escalation::new(
+        "det_x",
+        ImageSource::Path("/opt/groundlight/queue/images/x".into()),
+    );
+    minimal.image_query_id = "iq_golden2".into();
+    minimal.request_id = "req_uugolden2".into();
+    minimal.enqueued_at_unix_ms = 7;
+    for (golden, expected) in [(GOLDEN_V1_FULL, full), (GOLDEN_V1_MINIMAL_PATH, minimal)] {
+        let record = unhex(golden);
+        assert_eq!(record[0], FORMAT_VERSION_V1);
+        let decoded = Escalation::decode(&record).expect("a version-1 record decodes");
+        assert!(!decoded.possibly_submitted);
+        assert_eq!(decoded, expected);
+        // Re-encoding writes version 2: the same body plus one `false` byte.
+        let reencoded = encode(&decoded);
+        assert_eq!(reencoded[0], FORMAT_VERSION);
+        assert_eq!(&reencoded[1..reencoded.len() - 1], &record[1..]);
+        assert_eq!(reencoded[reencoded.len() - 1], 0);
+    }
+}
+
+/// A version-1 record with a byte appended is not silently read as version 2.
+#[test]
+fn version_1_record_with_a_trailing_flag_byte_is_rejected() {
+    let mut bytes = unhex(GOLDEN_V1_FULL).to_vec();
+    bytes.push(1);
+    let err = Escalation::decode(&Bytes::from(bytes)).expect_err("trailing");
     assert!(
-        matches!(
-            err,
-            DecodeError::UnsupportedVersion {
-                found: 2,
-                supported: 1
-            }
-        ),
+        matches!(err, DecodeError::TrailingBytes { count: 1 }),
         "{err}"
     );
-    assert!(err.to_string().contains("version 2"));
+}
+
+/// `possibly_submitted` (set by a producer whose own submit may have reached the cloud)
+/// survives the record; any byte other than 0 or 1 in its place is malformed.
+#[test]
+fn possibly_submitted_round_trips_and_only_0_or_1_decodes() {
+    for flag in [false, true] {
+        let mut esc = full_record();
+        esc.possibly_submitted = flag;
+        let record = encode(&esc);
+        assert_eq!(record[record.len() - 1], u8::from(flag));
+        assert_eq!(Escalation::decode(&record).expect("decode"), esc);
+    }
+    let mut bytes = encode(&full_record()).to_vec();
+    *bytes.last_mut().expect("non-empty") = 2;
+    let err = Escalation::decode(&Bytes::from(bytes)).expect_err("flag 2");
+    assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
 }
 
 #[test]
@@ -206,9 +281,16 @@ fn validate_confidence_threshold_range() {
     }
 }
 
+/// edge-endpoint's route allows `patience_time >= 0` and the SDK sends `0.0`; the API spec
+/// has no minimum. Negative, NaN and infinite values are still refused.
 #[test]
-fn validate_patience_time() {
-    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+fn validate_patience_time_allows_zero_and_refuses_negative_and_non_finite() {
+    for ok in [0.0, -0.0, 0.001, 30.0, 86_400.0 * 365.0, f64::MAX] {
+        let mut esc = full_record();
+        esc.patience_time_s = Some(ok);
+        assert_eq!(esc.validate(), Ok(()), "{ok}");
+    }
+    for bad in [-1e-9, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let mut esc = full_record();
         esc.patience_time_s = Some(bad);
         let err = esc.validate().expect_err("bad patience");
@@ -216,16 +298,34 @@ fn validate_patience_time() {
             matches!(err, ValidationError::PatienceTimeOutOfRange { .. }),
             "{bad}: {err}"
         );
+        assert!(err.to_string().contains(">= 0"), "{err}");
     }
 }
 
+/// The SDK (>= 0.14) accepts `len(json.dumps(md)) <= 1024`; edge-endpoint fills metadata up
+/// to exactly that. We used to stop at 975 (a `sys.getsizeof` reading of SDK 0.13).
 #[test]
 fn validate_metadata_limit_is_the_sdk_limit() {
-    // 49 (CPython str header) + len('{"k": "' + x*n + '"}') = 49 + 9 + n <= 1024 → n <= 966.
+    // len('{"k": "' + x*n + '"}') = 9 + n <= 1024 → n <= 1015.
     let mut esc = full_record();
-    esc.metadata = Some(Metadata::try_from(json!({"k": "x".repeat(966)})).expect("object"));
+    esc.metadata = Some(Metadata::try_from(json!({"k": "x".repeat(1015)})).expect("object"));
     assert_eq!(esc.validate(), Ok(()));
-    esc.metadata = Some(Metadata::try_from(json!({"k": "x".repeat(967)})).expect("object"));
+    // A non-ASCII character counts as its \uXXXX escape: 6 characters (12 beyond U+FFFF).
+    esc.metadata = Some(
+        Metadata::try_from(json!({"k": format!("{}\u{1F600}", "x".repeat(1003))})).expect("object"),
+    );
+    assert_eq!(esc.validate(), Ok(()));
+    esc.metadata = Some(
+        Metadata::try_from(json!({"k": format!("{}\u{1F600}", "x".repeat(1004))})).expect("object"),
+    );
+    assert!(matches!(
+        esc.validate(),
+        Err(ValidationError::MetadataTooLarge {
+            size_bytes: 1025,
+            ..
+        })
+    ));
+    esc.metadata = Some(Metadata::try_from(json!({"k": "x".repeat(1016)})).expect("object"));
     assert_eq!(
         esc.validate(),
         Err(ValidationError::MetadataTooLarge {

@@ -90,16 +90,16 @@ pub enum ValidationError {
         /// The value.
         value: f64,
     },
-    /// `patience_time` is not a finite number of seconds above 0.
-    #[error("patience_time is {value_s} s; allowed: a finite number of seconds > 0")]
+    /// `patience_time` is negative, NaN or infinite.
+    #[error("patience_time is {value_s} s; allowed: a finite number of seconds >= 0")]
     PatienceTimeOutOfRange {
         /// The value in seconds.
         value_s: f64,
     },
     /// The metadata is larger than the SDK accepts.
-    #[error("metadata is {size_bytes} bytes as measured by the Python SDK (sys.getsizeof of json.dumps); allowed: at most {max_bytes}")]
+    #[error("metadata is {size_bytes} characters as Python's json.dumps writes it; allowed: at most {max_bytes} (the Groundlight SDK's len(json.dumps(metadata)) limit)")]
     MetadataTooLarge {
-        /// The SDK-measured size.
+        /// `len(json.dumps(metadata))`, in characters (= bytes: the text is ASCII).
         size_bytes: usize,
         /// The limit, [`METADATA_SIZE_LIMIT_BYTES`].
         max_bytes: usize,
@@ -165,17 +165,19 @@ pub(super) fn check_confidence_threshold(value: Option<f64>) -> Result<(), Valid
     }
 }
 
-/// Checks `patience_time`.
+/// Checks `patience_time`: finite and `>= 0`, like edge-endpoint's route (`ge=0`). The API
+/// spec has no bound (`type: number, format: float`); NaN and infinities cannot be sent as
+/// JSON-compatible numbers and mean nothing as a patience.
 pub(super) fn check_patience_time(value_s: Option<f64>) -> Result<(), ValidationError> {
     match value_s {
-        Some(v) if !(v.is_finite() && v > 0.0) => {
+        Some(v) if !(v.is_finite() && v >= 0.0) => {
             Err(ValidationError::PatienceTimeOutOfRange { value_s: v })
         }
         _ => Ok(()),
     }
 }
 
-/// Checks the SDK-measured metadata size.
+/// Checks `len(json.dumps(metadata))` against the SDK's limit.
 pub(super) fn check_metadata_size(size_bytes: usize) -> Result<(), ValidationError> {
     if size_bytes > METADATA_SIZE_LIMIT_BYTES {
         return Err(ValidationError::MetadataTooLarge {

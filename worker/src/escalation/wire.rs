@@ -1,8 +1,10 @@
 //! The versioned binary encoding of an [`Escalation`](super::Escalation).
 //!
-//! Layout: one format-version byte ([`FORMAT_VERSION`]), then the postcard encoding of
-//! [`WireV1`]. Nothing may follow. The field order of `WireV1` and the variant order of every
-//! enum it holds are part of the format: change them only by adding a new version.
+//! Layout: one format-version byte, then the postcard body of that version. Nothing may
+//! follow. Version 1 ([`FORMAT_VERSION_V1`]) is [`WireV1`]; version 2 ([`FORMAT_VERSION`],
+//! written since `possibly_submitted` exists) is [`WireV2`]: the version-1 fields followed by
+//! one postcard `bool`. Both are read. The field order of each version and the variant order
+//! of every enum it holds are part of the format: change them only by adding a new version.
 //! Inline images are written as one postcard byte string, so decoding borrows them from the
 //! record (zero copy) instead of copying.
 
@@ -16,9 +18,22 @@ use serde::{Deserialize, Serialize};
 use super::{HumanReview, ImageFormat};
 
 /// The version byte written in front of every record this code encodes.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
-/// Version 1 of the record body.
+/// The version byte of records written before `possibly_submitted` existed; still read.
+pub const FORMAT_VERSION_V1: u8 = 1;
+
+/// Version 2 of the record body: version 1, then `possibly_submitted`. Postcard writes a
+/// nested struct as its fields in order with no framing, so the bytes are exactly a
+/// version-1 body followed by one byte (0 or 1).
+#[derive(Serialize, Deserialize)]
+pub(super) struct WireV2<'a> {
+    #[serde(borrow)]
+    pub v1: WireV1<'a>,
+    pub possibly_submitted: bool,
+}
+
+/// Version 1 of the record body (also the first part of version 2).
 #[derive(Serialize, Deserialize)]
 pub(super) struct WireV1<'a> {
     #[serde(borrow)]

@@ -156,8 +156,9 @@ impl Params {
             return Err("confidence_threshold must be between 0 and 1".to_owned());
         }
         let patience_time = number("patience_time")?;
-        if patience_time.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
-            return Err("patience_time must be a positive number".to_owned());
+        // The spec has no minimum and edge-endpoint sends 0 (its route allows `ge=0`).
+        if patience_time.is_some_and(|p| !(p >= 0.0 && p.is_finite())) {
+            return Err("patience_time must be a finite number >= 0".to_owned());
         }
         if let Some(review) = request.param("human_review") {
             if !matches!(review, "DEFAULT" | "ALWAYS" | "NEVER") {
