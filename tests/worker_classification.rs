@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use escalation_queue::wal::Writer;
 use escalation_queue::worker::{
-    DeadLetterCause, FaultAction, ImageSource, MockOutcome, OutageMode, RunSummary,
+    AttemptContext, DeadLetterCause, Destination, FaultAction, ImageSource, MockOutcome,
+    OutageMode, RecordedRequest, RunSummary,
 };
 use worker_support::{escalation, fast_config, request_gaps_ms, Harness};
 
@@ -92,11 +93,12 @@ fn read_timeout_is_retried_and_the_duplicate_400_counts_as_delivered() {
     // recorded it as a failure.
     let (h, summary) = one_item(vec![FaultAction::Delay { delay_ms: 800 }]);
     let requests = h.mock.requests();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3);
     assert!(matches!(
         requests[1].outcome,
         MockOutcome::Responded { status: 400, .. }
     ));
+    assert_lookup(&requests[2], 200);
     assert_eq!((summary.delivered, summary.delivered_duplicates), (1, 1));
     assert_eq!(summary.dead_lettered, 0);
     assert_eq!(h.mock.image_query_ids().len(), 1);
@@ -107,9 +109,68 @@ fn lost_response_then_400_is_delivered_not_dead_lettered() {
     // Story: the cloud accepted the request and the connection died before the answer; the
     // original dead-lettered the retry's 400.
     let (h, summary) = one_item(vec![FaultAction::DropResponse]);
-    assert_eq!(h.mock.requests().len(), 2);
+    let requests = h.mock.requests();
+    assert_eq!(requests.len(), 3, "POST, POST (400), GET (200)");
+    assert_lookup(&requests[2], 200);
     assert_eq!((summary.delivered, summary.delivered_duplicates), (1, 1));
     assert!(h.dead_letters().list().expect("list").is_empty());
+}
+
+/// `request` is the worker's lookup of the item: a GET of its image query, answered `status`.
+fn assert_lookup(request: &RecordedRequest, status: u16) {
+    assert_eq!(request.method, "GET");
+    let iq = request.path.rsplit('/').next().unwrap_or_default();
+    assert!(iq.starts_with("iq_"), "{}", request.path);
+    assert!(
+        matches!(request.outcome, MockOutcome::Responded { status: s, .. } if s == status),
+        "{:?}",
+        request.outcome
+    );
+}
+
+#[test]
+fn a_400_after_a_reset_is_dead_lettered_when_the_cloud_says_it_never_had_it() {
+    // Story: the first attempt's connection was reset before the cloud processed it, and
+    // the retry got 400 because the detector is rejected. The worker used to count that 400
+    // as "already exists" (delivered) and the bad escalation vanished. Now it asks the
+    // cloud, which has no such image query: a dead letter with the 400's body.
+    let h = Harness::rejecting("det_2workertests");
+    h.enqueue(1);
+    h.mock.push_faults([FaultAction::Reset]);
+    let (summary, _, _) = h.drain(fast_config());
+    let requests = h.mock.requests();
+    assert_eq!(requests.len(), 3, "POST (reset), POST (400), GET (404)");
+    assert_lookup(&requests[2], 404);
+    assert_eq!(
+        (summary.delivered, summary.dead_lettered),
+        (0, 1),
+        "{summary:?}"
+    );
+    let letters = h.dead_letters().list().expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].info.http_status, Some(400));
+    assert!(letters[0]
+        .info
+        .response_excerpt
+        .contains("rejects submissions"));
+}
+
+#[test]
+fn a_failed_lookup_is_asked_again_never_guessed() {
+    // Story: the lookup that settles a 400 can fail too (503, a reset). Guessing either way
+    // would lose a bad escalation or dead-letter a delivered one: the worker asks again.
+    let (h, summary) = one_item(vec![
+        FaultAction::DropResponse,
+        FaultAction::Pass,
+        respond(503),
+        FaultAction::Reset,
+    ]);
+    let requests = h.mock.requests();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "POST", "GET", "GET", "GET"]);
+    assert_lookup(&requests[4], 200);
+    assert_eq!((summary.delivered, summary.delivered_duplicates), (1, 1));
+    assert_eq!(summary.dead_lettered, 0);
 }
 
 #[test]
@@ -251,4 +312,44 @@ fn expired_items_are_counted_not_sent() {
     assert_eq!((summary.expired, summary.delivered), (1, 1));
     assert_eq!(h.mock.requests().len(), 1);
     assert_eq!(stats.snapshot().expired, 1);
+}
+
+#[test]
+fn a_producer_flagged_escalation_is_settled_by_asking_the_cloud() {
+    // Story: edge-endpoint's own synchronous submit timed out after sending, so it queued
+    // the escalation with `possibly_submitted`. The cloud has it: the worker's POST gets
+    // 400 "already exists", and without the flag that 400 dead-lettered a delivered
+    // escalation. With it, the worker asks the cloud and counts a delivered duplicate; a
+    // flagged escalation the cloud does not have is still a dead letter.
+    let h = Harness::rejecting("det_2rejected");
+    let mut sent = escalation();
+    sent.possibly_submitted = true;
+    h.client
+        .submit(&sent, AttemptContext::FIRST)
+        .expect("the producer's own submit reached the cloud");
+    h.queue.enqueue(&sent).expect("enqueue");
+    let mut rejected = escalation();
+    rejected.possibly_submitted = true;
+    rejected.detector_id = "det_2rejected".to_owned();
+    h.queue.enqueue(&rejected).expect("enqueue");
+    let (summary, _, _) = h.drain(fast_config());
+    assert_eq!(
+        (
+            summary.delivered,
+            summary.delivered_duplicates,
+            summary.dead_lettered
+        ),
+        (1, 1, 1),
+        "{summary:?}"
+    );
+    let requests = h.mock.requests();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "POST", "GET", "POST", "GET"]);
+    assert_lookup(&requests[2], 200);
+    assert_lookup(&requests[4], 404);
+    let letters = h.dead_letters().list().expect("list");
+    assert_eq!(
+        letters[0].info.image_query_id.as_deref(),
+        Some(rejected.image_query_id.as_str())
+    );
 }

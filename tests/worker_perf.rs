@@ -6,6 +6,9 @@
 //!
 //! * `throughput_1kib`: one worker thread delivers 1 KiB-image escalations to the mock
 //!   cloud answering at once over keep-alive. Target ≥ 5,000/s. `EQ_PERF_ITEMS` (20000).
+//! * `attempt_marker_cost`: deliveries/s as in `throughput_1kib` with the attempt marker
+//!   synced (default) and unsynced (`Durability::None`), same run, and the marker alone
+//!   (µs per pwrite + fdatasync). `EQ_PERF_ITEMS` (20000).
 //! * `rss_while_draining_2gib`: the worker process's resident memory while draining a 2 GiB
 //!   backlog of 256 KiB records (the backlog is written first, the worker runs in a child
 //!   process, the mock cloud in this one). Target ≤ 32 MiB. `EQ_PERF_BACKLOG_MIB` (2048),
@@ -22,9 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue::wal::Durability;
+use escalation_queue::wal::{Durability, LaneId, Position, RecordId, SegmentId, Seq};
 use escalation_queue::worker::{
-    Escalation, ImageSource, MockCloud, MockCloudConfig, QueueOptions, Worker, WorkerConfig,
+    AttemptJournal, Escalation, ImageSource, MarkerDurability, MockCloud, MockCloudConfig,
+    QueueOptions, Worker, WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
 use worker_support::{client, TOKEN};
@@ -89,6 +93,66 @@ fn throughput_1kib() {
     println!(
         "worker throughput: {items} escalations of 1 KiB in {:.2} s = {per_s:.0}/s (one worker thread, mock cloud over keep-alive, {checkpoints} checkpoints)",
         elapsed.as_secs_f64()
+    );
+}
+
+/// Drains `items` 1 KiB escalations from a fresh queue with `options`; deliveries per second.
+fn drain_rate(options: &QueueOptions, items: usize) -> f64 {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("queue");
+    fill(&dir, options, items, 1024);
+    let mock = quiet_mock();
+    let client = client(&mock.endpoint(), TOKEN);
+    let mut worker = Worker::open(&dir, options, WorkerConfig::default()).expect("worker");
+    let started = Instant::now();
+    let summary = worker.drain(&client).expect("drain");
+    assert_eq!(summary.delivered, items as u64);
+    items as f64 / started.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "performance measurement; run in release"]
+fn attempt_marker_cost() {
+    // What the durable attempt marker (one 32-byte pwrite + fdatasync before each item's
+    // first request) costs: deliveries/s with it synced (the default) and with it only
+    // written to the OS (the queue's `Durability::None`), same run, same mock; and the
+    // marker alone.
+    let items = usize::try_from(env_u64("EQ_PERF_ITEMS", 20_000)).unwrap_or(20_000);
+    let synced = QueueOptions {
+        free_disk_bytes_min: 0,
+        ..QueueOptions::default()
+    };
+    let buffered = QueueOptions {
+        durability: Durability::None,
+        ..synced.clone()
+    };
+    let with_marker = drain_rate(&synced, items);
+    let without_sync = drain_rate(&buffered, items);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("attempts.log");
+    let mut journal = AttemptJournal::open(&path, 1024, MarkerDurability::Synced).expect("journal");
+    let marks = 5_000_u64;
+    let started = Instant::now();
+    for seq in 0..marks {
+        let id = RecordId {
+            lane: LaneId(0),
+            seq: Seq(seq),
+            position: Position {
+                segment: SegmentId(0),
+                offset: 0,
+            },
+        };
+        journal.mark(id, &format!("iq_perf{seq}")).expect("mark");
+        journal.settled(id);
+        journal.checkpointed();
+    }
+    let per_mark_us = started.elapsed().as_secs_f64() * 1e6 / marks as f64;
+    let (written, sync_time) = journal.marks_written();
+    let sync_us = sync_time.as_secs_f64() * 1e6 / written.max(1) as f64;
+    println!(
+        "attempt marker: {with_marker:.0} deliveries/s with the synced marker, {without_sync:.0}/s with it unsynced ({:.2}x); marker alone {per_mark_us:.1} µs (pwrite + fdatasync {sync_us:.1} µs, {} compactions' worth included); {items} items of 1 KiB",
+        with_marker / without_sync,
+        marks - written
     );
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use escalation_queue::worker::{
     AttemptContext, BackoffConfig, Delivered, DeliveryError, Destination, Escalation, FaultAction,
-    GroundlightClient, MockOutcome, WorkerConfig,
+    GroundlightClient, Lookup, MockOutcome, WorkerConfig,
 };
 use worker_support::{escalation, fast_config, Harness};
 
@@ -83,13 +83,22 @@ impl Destination for Crashing {
         }
         self.inner.submit(esc, attempt)
     }
+
+    fn lookup(&self, image_query_id: &str) -> Result<Lookup, DeliveryError> {
+        self.inner.lookup(image_query_id)
+    }
 }
 
-/// Runs a worker that crashes on its 11th submission over 20 queued items, then a clean
-/// one; returns the second run's summary and the requests the second run made.
-fn crash_then_restart(checkpoint_acks_max: u32) -> (Harness, escalation_queue::RunSummary, usize) {
-    let h = Harness::new();
-    h.enqueue(20);
+/// Runs a worker that crashes on its 11th submission over the 20 queued `items`, then a
+/// clean one; returns the second run's summary and the requests the first run made.
+fn crash_then_restart_with(
+    h: &Harness,
+    items: &[Escalation],
+    checkpoint_acks_max: u32,
+) -> (escalation_queue::RunSummary, usize) {
+    for esc in items {
+        h.queue.enqueue(esc).expect("enqueue");
+    }
     let config = WorkerConfig {
         checkpoint_acks_max,
         checkpoint_interval_ms: 60_000,
@@ -106,26 +115,83 @@ fn crash_then_restart(checkpoint_acks_max: u32) -> (Harness, escalation_queue::R
     let before = h.mock.requests().len();
     assert_eq!(before, 10);
     let (summary, _, _) = h.drain(config);
+    (summary, before)
+}
+
+fn crash_then_restart(checkpoint_acks_max: u32) -> (Harness, escalation_queue::RunSummary, usize) {
+    let h = Harness::new();
+    let items: Vec<Escalation> = (0..20).map(|_| escalation()).collect();
+    let (summary, before) = crash_then_restart_with(&h, &items, checkpoint_acks_max);
     (h, summary, before)
+}
+
+/// The methods of the requests the mock received from index `from` on, counted.
+fn methods_since(h: &Harness, from: usize) -> (usize, usize) {
+    let requests = h.mock.requests();
+    let later = &requests[from..];
+    let posts = later.iter().filter(|r| r.method == "POST").count();
+    (posts, later.len() - posts)
 }
 
 #[test]
 fn crash_redelivers_only_after_the_last_checkpoint_and_their_400s_count_as_delivered() {
     // Story: acknowledgements after the last checkpoint are lost in a crash, so those
-    // records come again; the cloud already has them and answers 400. They were delivered:
-    // not dead letters, not lost. (The original recorded them as failures.)
+    // records come again; the cloud already has them and answers 400, and confirms it
+    // has them when asked (GET). They were delivered: not dead letters, not lost. (The
+    // original recorded them as failures.)
     let (h, summary, before) = crash_then_restart(64);
     assert_eq!(summary.delivered, 20);
     assert_eq!(summary.delivered_duplicates, 10, "{summary:?}");
     assert_eq!(summary.dead_lettered, 0);
-    assert_eq!(h.mock.requests().len() - before, 20);
+    assert_eq!(methods_since(&h, before), (20, 10), "20 POSTs, 10 lookups");
     assert_eq!(h.mock.image_query_ids().len(), 20);
 
     // With a checkpoint every 4 acks, only the 2 records after the last one come again.
     let (h, summary, before) = crash_then_restart(4);
     assert_eq!((summary.delivered, summary.delivered_duplicates), (12, 2));
-    assert_eq!(h.mock.requests().len() - before, 12);
+    assert_eq!(methods_since(&h, before), (12, 2));
     assert_eq!(h.mock.image_query_ids().len(), 20);
+}
+
+#[test]
+fn after_a_crash_a_rejected_escalation_that_was_never_sent_is_a_dead_letter() {
+    // Story (issue 9 §3): after a kill -9, an escalation that had never been sent got HTTP
+    // 400 (its detector is rejected) and was counted as a delivered duplicate, because
+    // every record in the first `checkpoint_acks_max + 1` of a lane was "possibly
+    // submitted". It vanished from the operator's view. Now only records with a durable
+    // attempt marker are, and their 400 is settled by asking the cloud.
+    let h = Harness::rejecting("det_2rejected");
+    let items: Vec<Escalation> = (0..20)
+        .map(|i| {
+            let mut esc = escalation();
+            if [5, 10, 15].contains(&i) {
+                esc.detector_id = "det_2rejected".to_owned();
+            }
+            esc
+        })
+        .collect();
+    // Item 5 is rejected before the crash (and comes again), item 10 is marked when the
+    // crash hits before its request goes out, item 15 was never attempted.
+    let (summary, before) = crash_then_restart_with(&h, &items, 64);
+    assert_eq!(summary.dead_lettered, 3, "{summary:?}");
+    assert_eq!((summary.delivered, summary.delivered_duplicates), (17, 9));
+    // Lookups: the 10 records attempted before the crash and the one marked at it; none
+    // for the never-attempted one.
+    assert_eq!(methods_since(&h, before), (20, 11));
+    let letters = h.dead_letters().list().expect("list");
+    let mut rejected: Vec<&str> = letters
+        .iter()
+        .filter_map(|l| l.info.image_query_id.as_deref())
+        .collect();
+    rejected.sort_unstable();
+    let mut expected: Vec<&str> = [5, 10, 15]
+        .iter()
+        .map(|&i| items[i].image_query_id.as_str())
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(rejected, expected);
+    assert!(letters.iter().all(|l| l.info.http_status == Some(400)));
+    assert_eq!(h.mock.image_query_ids().len(), 17);
 }
 
 #[test]

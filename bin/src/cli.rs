@@ -344,6 +344,11 @@ pub struct FaultArgs {
     /// How the outage fails requests
     #[arg(long, value_enum, default_value_t = OutageArg::Unavailable)]
     pub outage_mode: OutageArg,
+
+    /// Answer HTTP 400 to every submission for this detector (nothing is created);
+    /// repeatable
+    #[arg(long, value_name = "DETECTOR_ID")]
+    pub reject_detector: Vec<String>,
 }
 
 /// `--outage-mode`.

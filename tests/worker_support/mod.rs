@@ -28,8 +28,19 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_mock(MockCloudConfig::new(TOKEN))
+    }
+
+    /// A harness whose mock cloud answers 400 to every submission for `detector`.
+    pub fn rejecting(detector: &str) -> Self {
+        let mut config = MockCloudConfig::new(TOKEN);
+        config.rejected_detectors = vec![detector.to_owned()];
+        Self::with_mock(config)
+    }
+
+    fn with_mock(config: MockCloudConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mock = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
+        let mock = MockCloud::start(config).expect("mock cloud");
         let client = Arc::new(client(&mock.endpoint(), TOKEN));
         let queue = EscalationQueue::open_with(dir.path().join("queue"), options()).expect("queue");
         Self {

@@ -20,6 +20,9 @@ pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX
 
 use crate::escalation::{python_float_repr, Escalation};
 
+/// The path of the image-query collection, after the endpoint.
+const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";
+
 /// Where escalations are delivered. The worker loop calls [`submit`](Self::submit) once per
 /// attempt and classifies the result; implementations do no retrying of their own.
 pub trait Destination: Send + Sync {
@@ -32,6 +35,20 @@ pub trait Destination: Send + Sync {
         escalation: &Escalation,
         attempt: AttemptContext,
     ) -> Result<Delivered, DeliveryError>;
+
+    /// Asks whether the cloud has the image query `image_query_id` (one request, no
+    /// retrying): how the worker settles a 400 for an escalation that may have been
+    /// submitted before.
+    fn lookup(&self, image_query_id: &str) -> Result<Lookup, DeliveryError>;
+}
+
+/// What [`Destination::lookup`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// The cloud has it (HTTP 200 with an ImageQuery).
+    Found(Box<ImageQuery>),
+    /// The cloud does not have it (HTTP 404).
+    NotFound,
 }
 
 /// Which attempt of an item this is (1-based); retries use shorter connect timeouts.
@@ -83,7 +100,8 @@ pub struct Delivered {
     pub elapsed: Duration,
 }
 
-/// The ImageQuery the API returns. Only `id` is required; unknown fields are ignored.
+/// The ImageQuery the API returns. Only `id` is required (a body without one is not an
+/// ImageQuery); unknown fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[non_exhaustive]
 pub struct ImageQuery {
@@ -167,7 +185,7 @@ impl GroundlightClient {
             .proxy(proxy)
             .build()
             .new_agent();
-        let url = format!("{}/v1/image-queries", config.endpoint);
+        let url = format!("{}{}", config.endpoint, IMAGE_QUERIES_PATH);
         let token = RwLock::new(config.api_token.clone());
         Ok(Self {
             config,
@@ -239,6 +257,53 @@ impl GroundlightClient {
         if !(200..300).contains(&status) {
             return Err(http_error(&mut response, status));
         }
+        let image_query = self.read_image_query(&mut response, status)?;
+        if image_query.id != escalation.image_query_id {
+            return Err(DeliveryError::WrongImageQuery {
+                status,
+                sent: escalation.image_query_id.clone(),
+                got: image_query.id,
+            });
+        }
+        Ok(Delivered {
+            image_query,
+            status,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// `GET {endpoint}/v1/image-queries/{id}` with the token: 200 is found, 404 is not.
+    fn get(&self, image_query_id: &str) -> Result<Lookup, DeliveryError> {
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let url = format!("{}/{}", self.url, path_segment(image_query_id));
+        let request = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_connect(Some(self.config.connect_timeout(true)))
+            .build()
+            .header("x-api-token", token.expose());
+        let mut response = request.call().map_err(DeliveryError::from_ureq)?;
+        let status = response.status().as_u16();
+        match status {
+            200 => self
+                .read_image_query(&mut response, status)
+                .map(|iq| Lookup::Found(Box::new(iq))),
+            404 => Ok(Lookup::NotFound),
+            _ => Err(http_error(&mut response, status)),
+        }
+    }
+
+    /// Reads a 2xx body (bounded) as an ImageQuery.
+    fn read_image_query(
+        &self,
+        response: &mut ureq::http::Response<ureq::Body>,
+        status: u16,
+    ) -> Result<ImageQuery, DeliveryError> {
         let body = response
             .body_mut()
             .with_config()
@@ -252,19 +317,26 @@ impl GroundlightClient {
                 },
                 other => DeliveryError::from_ureq(other),
             })?;
-        let image_query = serde_json::from_slice::<ImageQuery>(&body).map_err(|e| {
-            DeliveryError::BadResponse {
-                status,
-                detail: e.to_string(),
-                body_excerpt: error::body_excerpt(&body),
-            }
-        })?;
-        Ok(Delivered {
-            image_query,
+        serde_json::from_slice::<ImageQuery>(&body).map_err(|e| DeliveryError::BadResponse {
             status,
-            elapsed: started.elapsed(),
+            detail: e.to_string(),
+            body_excerpt: error::body_excerpt(&body),
         })
     }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (ids are printable ASCII,
+/// but a `/` or `?` in one must not change the URL's meaning).
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Builds the error for a non-2xx answer, keeping `Retry-After` and a body excerpt.
@@ -316,5 +388,22 @@ impl Destination for GroundlightClient {
             ),
         }
         result
+    }
+
+    fn lookup(&self, image_query_id: &str) -> Result<Lookup, DeliveryError> {
+        let result = self.get(image_query_id);
+        tracing::debug!(image_query_id, ?result, "image query lookup");
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_a_path_segment_cannot_change_the_url() {
+        assert_eq!(path_segment("iq_2zZb3hW0"), "iq_2zZb3hW0");
+        assert_eq!(path_segment("iq_a/b?c d"), "iq_a%2Fb%3Fc%20d");
     }
 }

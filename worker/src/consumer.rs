@@ -7,6 +7,7 @@
 mod alerts;
 mod config;
 mod deliver;
+mod lookup;
 mod stop;
 mod systemic;
 mod waits;
@@ -15,12 +16,13 @@ mod window;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue_wal::{Error as WalError, Reader, Record, RecordId};
+use escalation_queue_wal::{Durability, Error as WalError, Reader, Record, RecordId};
 use serde::Serialize;
 
 pub use config::{WorkerConfig, BREAKER_COOL_DOWN_MAX_MS};
 pub use stop::StopHandle;
 
+use crate::attempts::{AttemptJournal, MarkerDurability, DEFAULT_SLOTS};
 use crate::dead_letter::{now_unix_ms, DeadLetterSink};
 use crate::dedupe::{DedupeSet, InFlight};
 use crate::escalation::Escalation;
@@ -31,7 +33,6 @@ use crate::stats::Stats;
 use crate::Destination;
 
 use deliver::{Failure, Outcome};
-use window::RestartWindow;
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -49,7 +50,7 @@ pub enum RunEnd {
 pub struct RunSummary {
     /// Items the cloud accepted (duplicates included).
     pub delivered: u64,
-    /// Of `delivered`: a 400 after a possibly lost response.
+    /// Of `delivered`: a 400 for a possibly submitted item that the cloud, asked, has.
     pub delivered_duplicates: u64,
     /// Items moved to the dead-letter queue.
     pub dead_lettered: u64,
@@ -89,7 +90,7 @@ pub struct Worker {
     breaker: CircuitBreaker,
     backoff: Backoff,
     systemic: SystemicRejects,
-    window: RestartWindow,
+    attempts: AttemptJournal,
     spike: SpikeDetector,
     acks_since_checkpoint: u32,
     last_checkpoint: Instant,
@@ -127,6 +128,19 @@ impl Worker {
             other => other?,
         };
         let dedupe = DedupeSet::open(layout.dedupe_path(), config.dedupe_items_max)?;
+        let window = config
+            .checkpoint_acks_max
+            .saturating_add(1)
+            .saturating_mul(4);
+        let marker_durability = match options.durability {
+            Durability::SyncEachAppend => MarkerDurability::Synced,
+            _ => MarkerDurability::OsBuffered,
+        };
+        let attempts = AttemptJournal::open(
+            layout.attempts_path(),
+            DEFAULT_SLOTS.max(window),
+            marker_durability,
+        )?;
         let incidents_path = layout.incidents_path();
         let incidents = Incidents::new(config.incidents.clone(), Some(incidents_path.clone()))
             .map_err(|e| QueueError::io("start incident webhook", incidents_path, e))?;
@@ -134,10 +148,10 @@ impl Worker {
             Some(seed) => Backoff::with_seed(config.backoff, seed),
             None => Backoff::new(config.backoff),
         };
-        tracing::info!(queue = %layout.root().display(), previous_run = ?dedupe.previous_run(), "worker opened");
+        tracing::info!(queue = %layout.root().display(), previous_run = ?dedupe.previous_run(), attempts = ?attempts.report(), "worker opened");
         Ok(Self {
             dead_letters: DeadLetterSink::new(&layout, options),
-            window: RestartWindow::new(dedupe.previous_run()),
+            attempts,
             config_view: config.incident_view(),
             breaker: CircuitBreaker::new(config.breaker),
             systemic: SystemicRejects::new(config.systemic_reject_threshold),
@@ -242,6 +256,7 @@ impl Worker {
             let record = match self.reader.next()? {
                 Some(record) => record,
                 None => {
+                    self.attempts.caught_up();
                     self.checkpoint()?;
                     self.report_wal_events();
                     Stats::set(&self.stats.oldest_pending_age_ms, 0);
@@ -254,15 +269,16 @@ impl Worker {
                     }
                 }
             };
-            let possibly_submitted = self.window.possibly_submitted(record.id);
-            if !self.process(record, possibly_submitted, dest)? {
+            self.attempts.seen(record.id);
+            if !self.process(record, false, dest)? {
                 return Ok(RunEnd::Stopped);
             }
         }
     }
 
     /// Finishes one record; false when a stop left it in flight (not acknowledged, held
-    /// for the next run). `possibly_submitted`: an earlier attempt may have reached the cloud.
+    /// for the next run). `possibly_submitted`: an attempt of this worker may have reached
+    /// the cloud (the attempt journal and the record's flag are consulted too).
     fn process(
         &mut self,
         record: Record,
@@ -314,6 +330,8 @@ impl Worker {
             self.summary.duplicates += 1;
             return Ok(Outcome::Duplicate);
         }
+        let possibly_submitted =
+            possibly_submitted || window::possibly_submitted(&self.attempts, record.id, esc);
         let outcome = self.deliver(record, esc, dest, possibly_submitted)?;
         if outcome == Outcome::Delivered {
             self.dedupe.insert(esc);
@@ -330,6 +348,7 @@ impl Worker {
 
     fn ack(&mut self, id: RecordId) -> Result<(), QueueError> {
         self.reader.ack(id)?;
+        self.attempts.settled(id);
         self.held = None;
         self.current = None;
         self.acks_since_checkpoint += 1;
@@ -347,6 +366,7 @@ impl Worker {
             self.raise_storage_failure("cursor checkpoint failed", &e);
             return Err(e.into());
         }
+        self.attempts.checkpointed();
         if self.acks_since_checkpoint > 0 {
             Stats::add(&self.stats.checkpoints, 1);
         }

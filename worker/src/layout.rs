@@ -26,6 +26,8 @@ pub const WAL_DIR: &str = "wal";
 pub const DEAD_LETTER_DIR: &str = "dead-letter";
 /// The dedupe log file.
 pub const DEDUPE_FILE: &str = "dedupe.log";
+/// The worker's attempt journal (markers written before each first request).
+pub const ATTEMPTS_FILE: &str = "attempts.log";
 /// The incident log file.
 pub const INCIDENTS_FILE: &str = "incidents.jsonl";
 /// The worker's cursor on the main wal.
@@ -67,6 +69,11 @@ impl QueueLayout {
     /// `<root>/dedupe.log`.
     pub fn dedupe_path(&self) -> PathBuf {
         self.root.join(DEDUPE_FILE)
+    }
+
+    /// `<root>/attempts.log`.
+    pub fn attempts_path(&self) -> PathBuf {
+        self.root.join(ATTEMPTS_FILE)
     }
 
     /// `<root>/incidents.jsonl`.

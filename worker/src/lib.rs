@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attempts;
 mod client;
 mod consumer;
 mod dead_letter;
@@ -30,9 +31,10 @@ mod retry;
 mod stats;
 
 pub use {
+    attempts::{AttemptJournal, JournalReport, MarkerDurability},
     client::{
         normalize_endpoint, parse_retry_after, ApiToken, AttemptContext, ClientConfig, ConfigError,
-        Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, ProxyUrl,
+        Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, Lookup, ProxyUrl,
         TimeoutPhase, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
     },
     consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},
@@ -54,9 +56,9 @@ pub use {
         Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
     },
     layout::{
-        QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CONTEXT_MAX_BYTES, DEAD_LETTER_CURSOR,
-        DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE, RECORD_OVERHEAD_MAX_BYTES, WAL_DIR,
-        WORKER_CURSOR,
+        QueueError, QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
+        DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE,
+        RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
     },
     mock_cloud::{
         FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,

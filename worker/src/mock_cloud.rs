@@ -45,6 +45,8 @@ pub struct MockCloudConfig {
     pub idle_timeout_ms: u64,
     /// Requests kept for [`MockCloud::requests`]; older ones are dropped. Default 100000.
     pub recorded_requests_max: usize,
+    /// Detectors whose submissions get HTTP 400 (nothing is created). Default none.
+    pub rejected_detectors: Vec<String>,
 }
 
 impl MockCloudConfig {
@@ -57,6 +59,7 @@ impl MockCloudConfig {
             body_size_max_bytes: 32 * 1024 * 1024,
             idle_timeout_ms: 30_000,
             recorded_requests_max: 100_000,
+            rejected_detectors: Vec::new(),
         }
     }
 }
@@ -334,8 +337,12 @@ fn respond(stream: &mut TcpStream, connection_id: u64, request: Request, shared:
         }
         FaultAction::Reset => (None, None),
         FaultAction::Pass | FaultAction::Delay { .. } | FaultAction::DropResponse => {
-            let token = state.token.clone();
-            let handled = api::handle(&request, &token, &mut state.store);
+            let state = &mut *state;
+            let rules = api::Rules {
+                token: &state.token,
+                rejected_detectors: &shared.config.rejected_detectors,
+            };
+            let handled = api::handle(&request, &rules, &mut state.store);
             (Some(handled.response), handled.created_id)
         }
     };

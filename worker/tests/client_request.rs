@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use escalation_queue_worker::{
-    ApiToken, Classification, DeadLetterReason, DeliveryError, ErrorClass, Escalation, FaultAction,
-    ImageSource,
+    ApiToken, Classification, DeadLetterReason, DeliveryError, Destination, ErrorClass, Escalation,
+    FaultAction, ImageSource, Lookup, MockCloud, MockCloudConfig,
 };
 
 use support::{classify, client, escalation, start_mock, submit, PNG};
@@ -228,5 +228,123 @@ fn mock_shutdown_is_bounded_even_mid_delay() {
     assert!(
         after.is_err(),
         "nothing may answer after shutdown: {after:?}"
+    );
+}
+
+/// A one-request HTTP server on loopback that answers `status` with the JSON `body`.
+fn answer_once(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}/device-api", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut request = Vec::new();
+        let mut buf = [0_u8; 4096];
+        // Headers, then the declared body (the PNG fixture is small).
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0, "client closed early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&request).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("length"));
+        let head_len = request
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end")
+            + 4;
+        while request.len() < head_len + length {
+            let n = stream.read(&mut buf).expect("read body");
+            assert!(n > 0, "client closed early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).expect("answer");
+    });
+    (endpoint, server)
+}
+
+#[test]
+fn a_success_naming_another_or_an_empty_image_query_is_not_a_delivery() {
+    // Story: a 2xx whose ImageQuery is not the one sent (a proxy's cache, a misrouted
+    // endpoint, an API that ignored our id) was acknowledged as delivered: the escalation
+    // vanished while the cloud had something else. It is an error now, dead-lettered by
+    // default (resending could create yet another image query), with an incident.
+    for body in [r#"{"id": "iq_somethingelse"}"#, r#"{"id": ""}"#] {
+        let (endpoint, server) = answer_once(201, body);
+        let esc = escalation();
+        let result = submit(&client(&endpoint), &esc, 1);
+        server.join().expect("server");
+        let error = result.as_ref().expect_err("not a delivery");
+        assert!(
+            matches!(error, DeliveryError::WrongImageQuery { status: 201, sent, .. } if *sent == esc.image_query_id),
+            "{error:?}"
+        );
+        assert_eq!(
+            classify(&result, false),
+            Classification::DeadLetter {
+                reason: DeadLetterReason::Rejected {
+                    class: ErrorClass::WrongImageQuery,
+                    status: Some(201)
+                }
+            }
+        );
+    }
+}
+
+#[test]
+fn lookup_finds_what_the_mock_accepted_and_nothing_else() {
+    // Story: a 400 for an escalation that may have been sent before is settled by asking
+    // the cloud; the mock must answer that GET like the API: the ImageQuery it returned on
+    // the POST, 404 for what it never accepted, 401 for a wrong token.
+    let mock = start_mock();
+    let client = client(&mock.endpoint());
+    let esc = escalation();
+    let delivered = submit(&client, &esc, 1).expect("delivered");
+    assert_eq!(
+        client.lookup(&esc.image_query_id).expect("lookup"),
+        Lookup::Found(Box::new(delivered.image_query.clone()))
+    );
+    assert_eq!(
+        client.lookup("iq_neveraccepted").expect("lookup"),
+        Lookup::NotFound
+    );
+    let get = mock.requests().pop().expect("recorded");
+    assert_eq!(get.method, "GET");
+    assert_eq!(get.path, "/device-api/v1/image-queries/iq_neveraccepted");
+    assert!(get.token_matched, "the lookup carries the token");
+    client.set_api_token(ApiToken::new("api_2wrongtoken").expect("token"));
+    assert!(matches!(
+        client.lookup(&esc.image_query_id),
+        Err(DeliveryError::Http { status: 401, .. })
+    ));
+}
+
+#[test]
+fn the_mock_rejects_a_configured_detector_with_400_and_creates_nothing() {
+    // Story: the field report's cloud rejected one detector; tests need that cloud.
+    let mut config = MockCloudConfig::new(support::TOKEN);
+    config.rejected_detectors = vec!["det_2testdetector".to_owned()];
+    let mock = MockCloud::start(config).expect("mock");
+    let client = client(&mock.endpoint());
+    let esc = escalation();
+    let result = submit(&client, &esc, 1);
+    assert!(
+        matches!(&result, Err(DeliveryError::Http { status: 400, body_excerpt, .. }) if body_excerpt.contains("det_2testdetector")),
+        "{result:?}"
+    );
+    assert!(mock.image_query_ids().is_empty());
+    assert_eq!(
+        client.lookup(&esc.image_query_id).expect("lookup"),
+        Lookup::NotFound
     );
 }

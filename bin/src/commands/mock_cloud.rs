@@ -27,6 +27,7 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
     let mut config = MockCloudConfig::new(token);
     config.bind_addr = args.listen;
     config.faults = fault_plan(&args.faults)?;
+    config.rejected_detectors = args.faults.reject_detector.clone();
     let shutdown = Shutdown::install()?;
     let mut cloud = MockCloud::start(config).map_err(|e| {
         UsageError::new(format!("cannot listen on {} (--listen): {e}", args.listen))
@@ -53,9 +54,28 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
         "requests": requests.len(),
         "token_mismatches": requests.iter().filter(|r| !r.token_matched).count(),
         "image_query_ids": cloud.image_query_ids(),
+        "resubmissions": resubmissions(&requests),
+        "lookups": requests.iter().filter(|r| r.method == "GET").count(),
     });
     println!("{summary}");
     Ok(Exit::Ok.into())
+}
+
+/// Submissions of an image query id the mock had already created (duplicates it received).
+fn resubmissions(requests: &[escalation_queue::worker::RecordedRequest]) -> usize {
+    let mut created = std::collections::HashSet::new();
+    let mut again = 0;
+    for r in requests.iter().filter(|r| r.method == "POST") {
+        if r.param("image_query_id")
+            .is_some_and(|id| created.contains(id))
+        {
+            again += 1;
+        }
+        if let Some(id) = &r.created_image_query_id {
+            created.insert(id.clone());
+        }
+    }
+    again
 }
 
 fn fault_plan(f: &FaultArgs) -> Result<FaultPlan, UsageError> {

@@ -107,6 +107,17 @@ pub enum DeliveryError {
         /// The start of the body.
         body_excerpt: String,
     },
+    /// A 2xx whose ImageQuery id is not the one sent (or is empty): the cloud did not
+    /// confirm this escalation, so it is not delivered.
+    #[error("cloud answered HTTP {status} with image query id {got:?} for {sent:?}")]
+    WrongImageQuery {
+        /// The status code.
+        status: u16,
+        /// The image query id sent.
+        sent: String,
+        /// The id in the answer.
+        got: String,
+    },
     /// The image file is missing, unreadable, empty or too large.
     #[error("image unavailable: {source}")]
     ImageUnavailable {
@@ -140,7 +151,8 @@ impl DeliveryError {
             Self::Reset { .. }
             | Self::Io { .. }
             | Self::Protocol { .. }
-            | Self::BadResponse { .. } => true,
+            | Self::BadResponse { .. }
+            | Self::WrongImageQuery { .. } => true,
             Self::Http { .. }
             | Self::Connect { .. }
             | Self::Tls { .. }
@@ -153,7 +165,9 @@ impl DeliveryError {
     /// The HTTP status, for `Http` and `BadResponse`.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Http { status, .. } | Self::BadResponse { status, .. } => Some(*status),
+            Self::Http { status, .. }
+            | Self::BadResponse { status, .. }
+            | Self::WrongImageQuery { status, .. } => Some(*status),
             _ => None,
         }
     }

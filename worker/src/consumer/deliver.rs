@@ -50,7 +50,7 @@ impl Failure {
         }
     }
 
-    fn delivery(error: &DeliveryError) -> Self {
+    pub(super) fn delivery(error: &DeliveryError) -> Self {
         let excerpt = match error {
             DeliveryError::Http { body_excerpt, .. }
             | DeliveryError::BadResponse { body_excerpt, .. } => body_excerpt.clone(),
@@ -66,17 +66,19 @@ impl Failure {
 }
 
 /// Per-item state across attempts.
-struct Item {
+pub(super) struct Item {
     budget: ItemBudget,
-    log: AttemptLog,
-    retries: u32,
+    pub(super) log: AttemptLog,
+    pub(super) retries: u32,
     previous_lost: bool,
     had_retryable_failure: bool,
 }
 
 impl Worker {
     /// Delivers `esc` (the head item) until it is delivered, dead-lettered, expired, or a
-    /// stop comes. `possibly_submitted`: an earlier run may have sent it (restart rule).
+    /// stop comes. `possibly_submitted`: an earlier request for it may have reached the
+    /// cloud (the restart rule, `window.rs`). Before the first request of this run the
+    /// attempt is made durable in the attempt journal.
     pub(super) fn deliver(
         &mut self,
         record: &Record,
@@ -110,10 +112,23 @@ impl Worker {
                     continue;
                 }
             };
+            // IMPORTANT: durable before the request goes out, or a crash could hide that it
+            // may have been sent (a no-op after the item's first attempt in this run).
+            self.attempts.mark(record.id, &esc.image_query_id)?;
             let result = self.attempt(record, esc, dest, &mut item, probe, now_ms);
             let classification = self.classify(&result, &mut item, probe, age_ms);
-            if let Some(outcome) = self.settle(record, esc, result, classification, &mut item)? {
-                return Ok(outcome);
+            match (result, classification) {
+                // "Already exists" is only believed once the cloud confirms it has the item.
+                (Err(rejection), Classification::DeliveredDuplicate) => {
+                    return self.settle_by_lookup(record, esc, dest, &rejection, &mut item);
+                }
+                (result, classification) => {
+                    if let Some(outcome) =
+                        self.settle(record, esc, result, classification, &mut item)?
+                    {
+                        return Ok(outcome);
+                    }
+                }
             }
         }
     }
@@ -244,14 +259,14 @@ impl Worker {
         }
     }
 
-    fn on_delivered(&mut self, esc: &Escalation, duplicate: bool, item: &Item) {
+    pub(super) fn on_delivered(&mut self, esc: &Escalation, duplicate: bool, item: &Item) {
         self.end_systemic_run();
         Stats::add(&self.stats.delivered, 1);
         self.summary.delivered += 1;
         if duplicate {
             Stats::add(&self.stats.delivered_duplicates, 1);
             self.summary.delivered_duplicates += 1;
-            tracing::info!(image_query_id = %esc.image_query_id, "HTTP 400 after a possibly lost response: counted as delivered earlier");
+            tracing::info!(image_query_id = %esc.image_query_id, "HTTP 400, and the cloud has this image query: delivered by an earlier attempt");
         }
         let latency_ms = esc.age_ms(now_unix_ms());
         self.stats.delivery_latency.observe_ms(latency_ms);
@@ -276,7 +291,7 @@ impl Worker {
         }
     }
 
-    fn on_answered(&mut self) {
+    pub(super) fn on_answered(&mut self) {
         if self.breaker.state() != crate::retry::CircuitState::Closed {
             tracing::info!("the cloud answers again: circuit breaker closed");
         }
@@ -285,7 +300,7 @@ impl Worker {
         self.stats.set_circuit_state(self.breaker.state());
     }
 
-    fn on_retryable_failure(&mut self, error: &DeliveryError) {
+    pub(super) fn on_retryable_failure(&mut self, error: &DeliveryError) {
         let now = Instant::now();
         let before = self.breaker.state();
         self.breaker.record_failure(now);
@@ -356,7 +371,7 @@ impl Worker {
         Ok(Outcome::DeadLettered)
     }
 
-    fn pause_for_auth(&mut self, esc: &Escalation, error: &DeliveryError) {
+    pub(super) fn pause_for_auth(&mut self, esc: &Escalation, error: &DeliveryError) {
         let was_paused = self
             .stats
             .paused_for_auth

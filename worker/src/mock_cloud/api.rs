@@ -1,4 +1,5 @@
-//! The mock's `POST …/v1/image-queries`, validating like the cloud API is documented to.
+//! The mock's `POST …/v1/image-queries`, validating like the cloud API is documented to,
+//! and `GET …/v1/image-queries/{id}`, answering from what it accepted.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +12,8 @@ use crate::escalation::new_image_query_id;
 
 /// The path suffix served; any prefix (such as `/device-api`) is accepted.
 pub(super) const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";
+/// What precedes the id in a lookup's path.
+const ITEM_PREFIX: &str = "/v1/image-queries/";
 
 /// The image queries the mock has created, by id.
 #[derive(Debug, Default)]
@@ -32,24 +35,66 @@ fn error(status: u16, detail: impl Into<String>) -> Handled {
     }
 }
 
-/// Validates and creates an image query, as the real API does for a `want_async` submission.
-pub(super) fn handle(request: &Request, token: &str, store: &mut Store) -> Handled {
-    if !request.path.ends_with(IMAGE_QUERIES_PATH) {
+/// What the mock accepts, besides the request itself.
+pub(super) struct Rules<'a> {
+    /// The token in force.
+    pub token: &'a str,
+    /// Detectors whose submissions are answered 400 (nothing is created).
+    pub rejected_detectors: &'a [String],
+}
+
+/// Routes a request: a submission or a lookup.
+pub(super) fn handle(request: &Request, rules: &Rules<'_>, store: &mut Store) -> Handled {
+    let item = request
+        .path
+        .find(ITEM_PREFIX)
+        .map(|at| &request.path[at + ITEM_PREFIX.len()..]);
+    let route_found = item.is_some() || request.path.ends_with(IMAGE_QUERIES_PATH);
+    if !route_found {
         return error(404, format!("no route for {}", request.path));
     }
-    if request.method != "POST" {
+    let allowed = if item.is_some() { "GET" } else { "POST" };
+    if request.method != allowed {
         return error(405, format!("method {} not allowed", request.method));
     }
-    if request.header("x-api-token") != Some(token) {
+    if request.header("x-api-token") != Some(rules.token) {
         return error(
             401,
             "Invalid token header. No credentials provided or token invalid.",
         );
     }
+    match item {
+        Some(id) => lookup(id, store),
+        None => submit(request, rules, store),
+    }
+}
+
+/// `GET …/v1/image-queries/{id}`: the ImageQuery returned when it was created, or 404.
+fn lookup(id: &str, store: &Store) -> Handled {
+    match store.by_id.get(id) {
+        Some(image_query) => Handled {
+            response: Response::json(200, image_query),
+            created_id: None,
+        },
+        None => error(404, "Not found."),
+    }
+}
+
+/// Validates and creates an image query, as the real API does for a `want_async` submission.
+fn submit(request: &Request, rules: &Rules<'_>, store: &mut Store) -> Handled {
     let params = match Params::parse(request) {
         Ok(params) => params,
         Err(detail) => return error(400, detail),
     };
+    if rules.rejected_detectors.contains(&params.detector_id) {
+        return error(
+            400,
+            format!(
+                "detector {} rejects submissions (mock --reject-detector)",
+                params.detector_id
+            ),
+        );
+    }
     if request.body.is_empty() {
         return error(400, "image body is empty");
     }

@@ -32,6 +32,8 @@ pub enum ErrorClass {
     UnexpectedStatus,
     /// A 2xx whose body is not an ImageQuery.
     BadResponse,
+    /// A 2xx whose ImageQuery id is not the one sent (or is empty).
+    WrongImageQuery,
     /// The image file is missing, unreadable, empty or too large.
     ImageUnavailable,
     /// The request could not be built.
@@ -45,6 +47,7 @@ impl ErrorClass {
             DeliveryError::Http { status, .. } => Self::of_status(*status),
             DeliveryError::Timeout { .. } => Self::Timeout,
             DeliveryError::BadResponse { .. } => Self::BadResponse,
+            DeliveryError::WrongImageQuery { .. } => Self::WrongImageQuery,
             DeliveryError::ImageUnavailable { .. } => Self::ImageUnavailable,
             DeliveryError::Request { .. } => Self::RequestBuild,
             _ => Self::Network,
@@ -78,6 +81,7 @@ impl fmt::Display for ErrorClass {
             Self::ClientError => "client_error",
             Self::UnexpectedStatus => "unexpected_status",
             Self::BadResponse => "bad_response",
+            Self::WrongImageQuery => "wrong_image_query",
             Self::ImageUnavailable => "image_unavailable",
             Self::RequestBuild => "request_build",
         })
@@ -183,6 +187,10 @@ pub struct ClassificationPolicy {
     /// 2xx with a body that is not an ImageQuery. Default `Retry`: if the cloud did create
     /// it, the retry's 400 is then recognised as a duplicate.
     pub bad_response: PolicyAction,
+    /// 2xx with an ImageQuery whose id is not the one sent, or empty. Default `DeadLetter`:
+    /// the cloud did not confirm this escalation, and resending could create yet another
+    /// image query; the dead letter keeps it visible (with an incident) and replayable.
+    pub wrong_image_query: PolicyAction,
     /// Image missing or unreadable. Default `DeadLetter`.
     pub image_unavailable: PolicyAction,
     /// The request could not be built. Default `Retry` (keeps the item; needs a fix).
@@ -204,6 +212,7 @@ impl Default for ClassificationPolicy {
             client_error: DeadLetter,
             unexpected_status: Retry,
             bad_response: Retry,
+            wrong_image_query: DeadLetter,
             image_unavailable: DeadLetter,
             request_build: Retry,
         }
@@ -227,6 +236,7 @@ impl ClassificationPolicy {
             ErrorClass::ClientError => self.client_error,
             ErrorClass::UnexpectedStatus => self.unexpected_status,
             ErrorClass::BadResponse => self.bad_response,
+            ErrorClass::WrongImageQuery => self.wrong_image_query,
             ErrorClass::ImageUnavailable => self.image_unavailable,
             ErrorClass::RequestBuild => self.request_build,
         }
