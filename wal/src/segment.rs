@@ -481,6 +481,29 @@ mod tests {
         buf
     }
 
+    /// Story: a file already carries the name of the segment a writer creates (a stray
+    /// copy, ids reused). If this fails, creation deletes it and the records in it.
+    #[test]
+    fn create_never_removes_an_existing_segment_that_holds_data() {
+        use crate::fs::Storage;
+        let disk = crate::sim::SimDisk::new(1);
+        let dir = Path::new("/q");
+        let alloc = Allocation {
+            capacity: 64 << 10,
+            first: 8 << 10,
+        };
+        create(&disk, dir, LANE, SEG, Seq(0), alloc).expect("first creation");
+        let path = dir.join(FileName::Segment(LANE, SEG).render());
+        let before = disk.read_file(&path).expect("file");
+        let err = create(&disk, dir, LANE, SEG, Seq(0), alloc).expect_err("refused");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(disk.read_file(&path), Some(before));
+        // A file left by a failed creation (no header, no record) is replaced.
+        disk.write_file(&path, &[0u8; 100]);
+        create(&disk, dir, LANE, SEG, Seq(0), alloc).expect("replaces an empty leftover");
+        assert!(disk.list_dir(dir).expect("list").len() == 1);
+    }
+
     #[test]
     fn clean_end_is_neither_torn_nor_corrupt() {
         let s = scan(&three_batches(), 64, &cx(0));

@@ -321,8 +321,8 @@ impl LaneReader {
     ) -> Result<bool> {
         if let Some(w) = &self.window {
             // A window that reaches the end of the file as it was when mapped holds
-            // everything after `off` only if the file had already grown past what is
-            // durable now: segments are allocated in steps while they are being read.
+            // everything after `off` only if nothing durable lies past that end: segments
+            // are allocated in steps while they are being read.
             let grown = durable.is_some_and(|d| d > w.file_len);
             let holds = w.segment == seg
                 && w.start <= off
