@@ -185,11 +185,11 @@ pub struct EnqueueArgs {
     pub request_id: Option<String>,
 
     /// Confidence threshold, 0 to 1
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub confidence_threshold: Option<f64>,
 
     /// Patience time in seconds (0 or more)
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub patience_time: Option<f64>,
 
     /// DEFAULT, ALWAYS or NEVER
@@ -208,6 +208,11 @@ pub struct EnqueueArgs {
     /// Print the receipt (lane, seq, ids, size) as JSON instead of the image query id
     #[arg(long)]
     pub json: bool,
+
+    /// When every writer lane is taken by other processes, wait this long for one to free
+    /// up before failing with exit 4 (0: fail at once)
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub lane_wait_ms: u64,
 }
 
 /// Options of `status` and `verify`.

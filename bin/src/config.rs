@@ -5,15 +5,15 @@
 
 mod file;
 mod layers;
+mod secrets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use escalation_queue::wal::{Durability, Error as WalError};
-use escalation_queue::worker::{ConfigError, ProxyUrl};
+use escalation_queue::worker::{ConfigError, ProxyRoute, ProxyUrl};
 use escalation_queue::{ApiToken, ClientConfig, QueueError, QueueOptions, WorkerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -42,16 +42,31 @@ pub mod env_vars {
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    /// Names of variables whose value is not UTF-8 (kept so that they are refused, not
+    /// silently treated as unset: probe F15).
+    not_utf8: BTreeSet<String>,
 }
 
 impl Env {
-    /// The process environment (variables that are not UTF-8 are ignored).
+    /// The process environment. A variable whose name is not UTF-8 cannot be one of ours
+    /// and is skipped; one whose value is not UTF-8 is remembered, so that reading it is
+    /// an error rather than a silent fallback.
     pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
+        let mut env = Self::default();
+        for (name, value) in std::env::vars_os() {
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    env.vars.insert(name, value);
+                }
+                Err(_) => {
+                    env.not_utf8.insert(name);
+                }
+            }
         }
+        env
     }
 
     /// An environment of exactly these variables.
@@ -61,7 +76,15 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            not_utf8: BTreeSet::new(),
         }
+    }
+
+    /// Marks `name` as set to a value that is not UTF-8 (for tests).
+    pub fn with_non_utf8(mut self, name: &str) -> Self {
+        self.vars.remove(name);
+        self.not_utf8.insert(name.to_owned());
+        self
     }
 
     /// A variable, if set and not empty.
@@ -70,6 +93,44 @@ impl Env {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// A variable the configuration reads: unset is `None`; a value that is not UTF-8
+    /// (or, when `empty_is_error`, an empty one) is an error naming the variable, never a
+    /// silent fallback to a default somewhere else.
+    fn checked(&self, name: &str, empty_is_error: bool) -> Result<Option<&str>, UsageError> {
+        if self.not_utf8.contains(name) {
+            return Err(UsageError::new(format!(
+                "environment variable {name} is not valid UTF-8; set it to a UTF-8 value \
+                 or unset it"
+            )));
+        }
+        match self.vars.get(name).map(String::as_str) {
+            Some("") if empty_is_error => Err(UsageError::new(format!(
+                "environment variable {name} is set but empty; set it to a value or unset it"
+            ))),
+            Some("") | None => Ok(None),
+            Some(value) => Ok(Some(value)),
+        }
+    }
+
+    /// A variable as the proxy rule reads it (set, UTF-8; empty counts as unset there).
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    /// The variables [`ProxyRoute::resolve`] reads.
+    fn proxy_vars(&self) -> BTreeMap<String, String> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| k.to_ascii_uppercase().ends_with("_PROXY"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Names of `ESCALATION_QUEUE__*` variables whose value is not UTF-8.
+    fn not_utf8_keys(&self) -> impl Iterator<Item = &String> {
+        self.not_utf8.iter().filter(|n| n.starts_with(ENV_PREFIX))
     }
 }
 
@@ -90,6 +151,8 @@ pub struct Config {
     /// Things to log once logging is up (for example a token in a world-readable file).
     pub warnings: Vec<String>,
     origins: BTreeMap<&'static str, Origin>,
+    /// The proxy variables of the environment, for the cloud client's route.
+    cloud_route_env: BTreeMap<String, String>,
 }
 
 /// Validated logging settings.
@@ -123,10 +186,16 @@ impl Config {
     pub fn resolve(raw: &RawArgs, env: &Env) -> Result<Self, UsageError> {
         let layers = layer(raw, env)?;
         let file: FileConfig = deserialize(&layers)?;
-        let mut warnings = Vec::new();
-        if let Some(path) = config_path(raw, env) {
-            warn_if_secret_is_exposed(&path, &file, &mut warnings);
-        }
+        let warnings = secrets::exposed_in_file(
+            &layers,
+            &[
+                "cloud.api_token",
+                "cloud.proxy_url",
+                "worker.incidents.webhook.url",
+            ],
+        );
+        let mut file = file;
+        let proxy = proxy_url(&file.cloud, &layers)?;
         let queue_dir = match &file.queue_dir {
             Some(dir) if dir.as_os_str().is_empty() => {
                 return Err(invalid(&layers, "queue_dir", "a directory path"))
@@ -138,6 +207,10 @@ impl Config {
         file.worker
             .validate()
             .map_err(|e| qualify(e, "worker", &layers))?;
+        if let Some(webhook) = file.worker.incidents.webhook.as_mut() {
+            webhook.proxy = ProxyRoute::resolve(&webhook.url, proxy.as_ref(), |n| env.lookup(n))
+                .map_err(|e| UsageError::new(format!("incident webhook: {e}")))?;
+        }
         let status = status_config(&file.status, &layers)?;
         let log = log_config(&file, &layers)?;
         let origins = [
@@ -149,7 +222,9 @@ impl Config {
         .into_iter()
         .map(|k| (k, layers.origin(k)))
         .collect();
+        let cloud_route_env = env.proxy_vars();
         Ok(Self {
+            cloud_route_env,
             queue_dir,
             log,
             queue,
@@ -197,9 +272,15 @@ impl Config {
         config.send_timeout_ms = cloud.send_timeout_ms;
         config.response_size_max_bytes = cloud.response_size_max_bytes;
         config.image_limits = self.queue.record_limits();
-        if let Some(proxy) = &cloud.proxy_url {
-            config.proxy_url = Some(ProxyUrl::new(proxy.expose()).map_err(cloud_error)?);
-        }
+        let proxy = match &cloud.proxy_url {
+            Some(url) => Some(ProxyUrl::new(url.expose()).map_err(|e| {
+                UsageError::new(format!(
+                    "invalid configuration: cloud.proxy_url = <redacted> (from {}): {e}",
+                    self.origin("cloud.proxy_url")
+                ))
+            })?),
+            None => None,
+        };
         if cloud.response_size_max_bytes == 0 {
             return Err(UsageError::new(
                 "invalid configuration: cloud.response_size_max_bytes = 0; allowed: at least 1",
@@ -212,41 +293,70 @@ impl Config {
             )),
             other => cloud_error(other),
         })?;
+        let env = &self.cloud_route_env;
+        config.proxy =
+            ProxyRoute::resolve(&config.endpoint, proxy.as_ref(), |n| env.get(n).cloned())
+                .map_err(cloud_error)?;
         Ok(config)
     }
 }
 
 fn cloud_error(error: ConfigError) -> UsageError {
-    UsageError::new(format!("invalid configuration: cloud.{error}"))
+    match error {
+        ConfigError::InvalidEnvProxy { .. } => UsageError::new(format!("cloud client: {error}")),
+        ConfigError::InvalidTimeout { .. } => {
+            UsageError::new(format!("invalid configuration: cloud.{error}"))
+        }
+        other => UsageError::new(format!("invalid configuration: {other}")),
+    }
+}
+
+/// `cloud.proxy_url`, checked (the value is never repeated: it may hold a password).
+fn proxy_url(cloud: &CloudSection, layers: &Layers) -> Result<Option<ProxyUrl>, UsageError> {
+    let Some(url) = &cloud.proxy_url else {
+        return Ok(None);
+    };
+    ProxyUrl::new(url.expose()).map(Some).map_err(|e| {
+        UsageError::new(format!(
+            "invalid configuration: cloud.proxy_url = <redacted> (from {}): {e}",
+            layers.origin("cloud.proxy_url")
+        ))
+    })
 }
 
 /// The configuration file; commands that take no queue (`mock-cloud`, `demo`) read none.
-fn config_path(raw: &RawArgs, env: &Env) -> Option<PathBuf> {
-    let queue = raw.queue_args()?;
-    queue
-        .config
-        .clone()
-        .or_else(|| env.get(env_vars::CONFIG).map(PathBuf::from))
+fn config_path(raw: &RawArgs, env: &Env) -> Result<Option<PathBuf>, UsageError> {
+    let Some(queue) = raw.queue_args() else {
+        return Ok(None);
+    };
+    if let Some(path) = &queue.config {
+        return Ok(Some(path.clone()));
+    }
+    Ok(env.checked(env_vars::CONFIG, true)?.map(PathBuf::from))
 }
 
 /// File, then environment, then flags.
 fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
-    let mut layers = match config_path(raw, env) {
+    let mut layers = match config_path(raw, env)? {
         Some(path) => Layers::from_file(&path)?,
         None => Layers::default(),
     };
+    // (variable, key, whether an empty value is a mistake rather than "unset").
     let aliases = [
-        (env_vars::QUEUE_DIR, "queue_dir"),
-        (env_vars::API_TOKEN, "cloud.api_token"),
-        (env_vars::ENDPOINT, "cloud.endpoint"),
-        (env_vars::RUST_LOG, "log.level"),
+        (env_vars::QUEUE_DIR, "queue_dir", true),
+        (env_vars::API_TOKEN, "cloud.api_token", false),
+        (env_vars::ENDPOINT, "cloud.endpoint", false),
+        (env_vars::RUST_LOG, "log.level", false),
     ];
-    for (var, key) in aliases {
-        if let Some(value) = env.get(var) {
+    for (var, key, empty_is_error) in aliases {
+        if let Some(value) = env.checked(var, empty_is_error)? {
             // Taken verbatim: a path, a token or a URL is never TOML syntax.
             let value = toml::Value::String(value.to_owned());
             layers.set(key, value, Origin::Env(var.to_owned()))?;
         }
+    }
+    if let Some(var) = env.not_utf8_keys().next() {
+        env.checked(var, false)?;
     }
     for (var, value) in &env.vars {
         if let Some(key) = layers::env_var_key(var) {
@@ -261,6 +371,7 @@ fn layer(raw: &RawArgs, env: &Env) -> Result<Layers, UsageError> {
                 "--set {item:?}: expected KEY=VALUE, e.g. --set worker.retention_ms=3600000"
             ))
         })?;
+        secrets::refuse_on_command_line(key.trim(), value)?;
         layers.set_text(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
     }
     let flag = |name: &str| Origin::Flag(name.to_owned());
@@ -449,23 +560,6 @@ fn default_queue_dir(env: &Env) -> Result<PathBuf, String> {
     }
 }
 
-fn warn_if_secret_is_exposed(path: &Path, file: &FileConfig, warnings: &mut Vec<String>) {
-    if file.cloud.api_token.is_none() {
-        return;
-    }
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            warnings.push(format!(
-                "config file {} holds cloud.api_token but is readable by others (mode {:o}); \
-                 run chmod 600 on it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,8 +680,110 @@ mod tests {
             .expect_err("no token")
             .to_string()
             .contains("GROUNDLIGHT_API_TOKEN"));
-        let config = resolve(&["drain", "--set", "cloud.api_token=12345"], &[]).expect("config");
-        let client = config.client_config().expect("client");
-        assert_eq!(client.api_token.expose(), "12345");
+        // Probe F18: a token on the command line shows in ps; it is refused, unrepeated.
+        let msg = resolve(&["drain", "--set", "cloud.api_token=12345"], &[])
+            .expect_err("token on the command line")
+            .to_string();
+        assert!(
+            msg.contains("GROUNDLIGHT_API_TOKEN") && !msg.contains("12345"),
+            "{msg}"
+        );
+        let env = [("ESCALATION_QUEUE__CLOUD__API_TOKEN", "12345")];
+        let config = resolve(&["drain"], &env).expect("config");
+        assert_eq!(
+            config.client_config().expect("client").api_token.expose(),
+            "12345"
+        );
+    }
+
+    /// Probe F15: a queue directory variable that is empty or not UTF-8 fell back to
+    /// `~/.local/state` silently.
+    #[test]
+    fn an_empty_or_non_utf8_queue_dir_variable_is_refused() {
+        let raw = RawArgs::try_parse_from(["escalation-queue", "status"]).expect("parse");
+        let env = Env::from_pairs([("HOME", "/h")]).with_non_utf8("ESCALATION_QUEUE_DIR");
+        let msg = Config::resolve(&raw, &env)
+            .expect_err("non-utf8")
+            .to_string();
+        assert!(
+            msg.contains("ESCALATION_QUEUE_DIR is not valid UTF-8"),
+            "{msg}"
+        );
+        let msg = resolve(&["status"], &[("HOME", "/h"), ("ESCALATION_QUEUE_DIR", "")])
+            .expect_err("empty")
+            .to_string();
+        assert!(
+            msg.contains("ESCALATION_QUEUE_DIR is set but empty"),
+            "{msg}"
+        );
+        let msg = resolve(&["status"], &[("ESCALATION_QUEUE_CONFIG", "")])
+            .expect_err("empty config")
+            .to_string();
+        assert!(msg.contains("ESCALATION_QUEUE_CONFIG"), "{msg}");
+    }
+
+    /// Probe F20: values the worker clamps silently are rejected at load, by key.
+    #[test]
+    fn documented_minimums_are_enforced() {
+        let cases = [
+            (
+                "worker.backoff.delay_base_ms=0",
+                "worker.backoff.delay_base_ms = 0",
+            ),
+            (
+                "worker.backoff.delay_max_ms=100",
+                "worker.backoff.delay_max_ms = 100",
+            ),
+            (
+                "worker.breaker.failure_threshold=0",
+                "worker.breaker.failure_threshold = 0",
+            ),
+            (
+                "worker.breaker.cool_down_max_ms=10",
+                "worker.breaker.cool_down_max_ms = 10",
+            ),
+            (
+                "worker.incidents.jsonl_max_bytes=1",
+                "worker.incidents.jsonl_max_bytes = 1",
+            ),
+            (
+                "worker.incidents.spike.bucket_ms=0",
+                "worker.incidents.spike.bucket_ms = 0",
+            ),
+            (
+                "worker.incidents.webhook.url=notaurl",
+                "worker.incidents.webhook.url",
+            ),
+            (
+                "worker.incidents.webhook.url=ftp://x",
+                "worker.incidents.webhook.url",
+            ),
+        ];
+        for (set, needle) in cases {
+            let msg = resolve(&["reader", "--set", set], &[])
+                .expect_err(set)
+                .to_string();
+            assert!(
+                msg.contains(needle) && msg.contains("--set"),
+                "{set}: {msg}"
+            );
+        }
+    }
+
+    /// Probe F27: an unknown key under an unknown section named "the default" as origin.
+    #[test]
+    fn an_unknown_section_names_the_flag_that_set_it() {
+        let msg = resolve(&["status", "--set", "foo.bar=1"], &[])
+            .expect_err("unknown")
+            .to_string();
+        assert!(!msg.contains("the default"), "{msg}");
+        let msg = resolve(&["status", "--set", "cloud.proxy_url=ftp://p:1"], &[])
+            .expect_err("bad proxy")
+            .to_string();
+        assert!(
+            msg.contains("cloud.proxy_url = <redacted> (from flag --set"),
+            "{msg}"
+        );
+        assert!(!msg.contains("cloud.invalid"), "{msg}");
     }
 }

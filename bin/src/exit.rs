@@ -56,7 +56,8 @@ pub const EXIT_CODES: [(u8, &str); 6] = [
     (
         4,
         "another process holds the queue: a second reader (one reader per queue), a \
-         dead-letter replay/purge in progress, or every writer lane taken",
+         dead-letter replay/purge in progress, or every writer lane taken (for longer than \
+         `enqueue --lane-wait-ms`)",
     ),
     (
         130,

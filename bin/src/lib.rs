@@ -28,6 +28,7 @@ pub use {
     cli::{Command, RawArgs},
     config::{Config, Env, Origin, ENV_PREFIX},
     exit::{exit_codes_help, exit_for, Exit, UsageError, EXIT_CODES},
+    render::error_chain,
     status_server::{Health, ReaderState, StatusServer},
 };
 

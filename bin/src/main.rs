@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     match escalation_queue_cli::run(std::env::args_os()) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", escalation_queue_cli::error_chain(&error));
             escalation_queue_cli::exit_for(&error).into()
         }
     }

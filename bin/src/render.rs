@@ -67,9 +67,52 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose
+/// text the line already holds: many errors include their source in their own message,
+/// and printing the chain repeated the OS error up to three times (probe F27).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot create {path}: {source}")]
+    struct Create {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    /// Probe F27: `…: File exists (os error 17): …: File exists (os error 17): File exists
+    /// (os error 17)`; each cause now appears once.
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(17);
+        let error = anyhow::Error::new(Create {
+            path: "/q/x",
+            source: io,
+        })
+        .context("cannot open the queue /q");
+        let line = error_chain(&error);
+        assert_eq!(line.matches("os error 17").count(), 1, "{line}");
+        assert!(
+            line.starts_with("cannot open the queue /q: cannot create /q/x"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn sizes_durations_and_tables_read_well() {

@@ -171,15 +171,9 @@ fn second_reader_exits_4() {
         "another worker is already running",
         queue.to_str().expect("utf-8"),
     ]);
-    sandbox
-        .run(&[
-            "drain",
-            "--endpoint",
-            "http://127.0.0.1:9/",
-            "--set",
-            "cloud.api_token=x",
-        ])
-        .expect_code(4);
+    let mut drain = sandbox.command(&["drain", "--endpoint", "http://127.0.0.1:9/"]);
+    drain.env("GROUNDLIGHT_API_TOKEN", "x");
+    sandbox.run_with(drain, None).expect_code(4);
     assert!(sandbox.status()["reader_running"].as_bool().expect("bool"));
 }
 

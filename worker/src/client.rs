@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod proxy;
 
 use std::fmt;
 use std::io::Read;
@@ -13,10 +14,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    normalize_endpoint, ApiToken, ClientConfig, ConfigError, ProxyUrl, DEFAULT_ENDPOINT,
-    ENV_API_TOKEN, ENV_ENDPOINT,
+    normalize_endpoint, redact_url, url_has_credentials, ApiToken, ClientConfig, ConfigError,
+    ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
+pub use proxy::{ProxyRoute, ProxySource};
 
 use crate::escalation::{python_float_repr, Escalation};
 
@@ -166,12 +168,12 @@ impl GroundlightClient {
     /// Validates `config` and builds the agent.
     pub fn new(mut config: ClientConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let proxy = match &config.proxy_url {
-            Some(url) => {
-                Some(ureq::Proxy::new(url.expose()).map_err(|_| ConfigError::InvalidProxy)?)
-            }
-            None => None,
-        };
+        let proxy = config.proxy.to_ureq()?;
+        tracing::info!(
+            endpoint = %config.endpoint,
+            route = %config.proxy,
+            "cloud client ready"
+        );
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are reported, never followed: the token must not travel elsewhere.
@@ -354,9 +356,15 @@ fn http_error(response: &mut ureq::http::Response<ureq::Body>, status: u16) -> D
         .as_reader()
         .take(limit)
         .read_to_end(&mut head);
+    let location = (300..400)
+        .contains(&status)
+        .then(|| response.headers().get("location"))
+        .flatten()
+        .map(|v| error::shown_location(v.as_bytes()));
     DeliveryError::Http {
         status,
         retry_after,
+        location,
         body_excerpt: error::body_excerpt(&head),
     }
 }

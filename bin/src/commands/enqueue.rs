@@ -4,10 +4,13 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use escalation_queue::worker::{Metadata, RecordLimits};
-use escalation_queue::{Escalation, EscalationQueue, HumanReview, ImageSource};
+use escalation_queue::{
+    Error as QueueHandleError, Escalation, EscalationQueue, HumanReview, ImageSource,
+};
 
 use crate::cli::EnqueueArgs;
 use crate::config::Config;
@@ -21,7 +24,7 @@ pub fn enqueue(config: &Config, args: &EnqueueArgs) -> anyhow::Result<ExitCode> 
     let image = read_image(&args.image, limit)?;
     let escalation = build(args, image, &config.queue.record_limits())?;
     let dir = writable_queue_dir(config)?;
-    let queue = EscalationQueue::open_with(dir, config.queue.clone())
+    let queue = open_waiting_for_a_lane(config, dir, args.lane_wait_ms)
         .with_context(|| format!("cannot open the queue {}", dir.display()))?;
     let receipt = queue
         .enqueue(&escalation)
@@ -48,6 +51,64 @@ pub fn enqueue(config: &Config, args: &EnqueueArgs) -> anyhow::Result<ExitCode> 
         println!("{}", receipt.image_query_id);
     }
     Ok(Exit::Ok.into())
+}
+
+/// Longest `--lane-wait-ms` accepted: 10 minutes.
+const LANE_WAIT_MS_MAX: u64 = 600_000;
+
+/// Opens the queue, waiting up to `wait_ms` for a writer lane when other processes hold
+/// every one (probe F27: 40 concurrent enqueues with 16 lanes failed 11 at once). A lane
+/// frees up as soon as its process exits, so short-lived `enqueue` processes queue up
+/// behind each other instead of failing; after `wait_ms` it is still exit 4.
+fn open_waiting_for_a_lane(
+    config: &Config,
+    dir: &Path,
+    wait_ms: u64,
+) -> anyhow::Result<EscalationQueue> {
+    if wait_ms > LANE_WAIT_MS_MAX {
+        return Err(UsageError::new(format!(
+            "--lane-wait-ms {wait_ms}: allowed: 0 to {LANE_WAIT_MS_MAX}"
+        ))
+        .into());
+    }
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut pause = Duration::from_millis(5);
+    let mut logged = false;
+    loop {
+        match EscalationQueue::open_with(dir, config.queue.clone()) {
+            Err(QueueHandleError::NoFreeLane { lanes_max, .. }) if Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(
+                        lanes_max,
+                        wait_ms,
+                        "every writer lane is taken; waiting for one to free up"
+                    );
+                    logged = true;
+                }
+                // Jittered (by pid and clock), so that waiting processes do not retry in
+                // lockstep.
+                let jitter = jitter_up_to(pause);
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep((pause + jitter).min(left));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e @ QueueHandleError::NoFreeLane { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "no writer lane became free within --lane-wait-ms {wait_ms}"
+                )))
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn jitter_up_to(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = u64::from(nanos ^ std::process::id().wrapping_mul(2_654_435_761));
+    let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(seed % max_us)
 }
 
 fn build(
@@ -89,7 +150,13 @@ fn read_image(path: &Path, limit: usize) -> Result<Vec<u8>, UsageError> {
         let read = std::io::stdin().lock().take(cap).read_to_end(&mut image);
         ("stdin".to_owned(), read)
     } else {
-        let read = std::fs::File::open(path).and_then(|f| f.take(cap).read_to_end(&mut image));
+        let read = std::fs::File::open(path).and_then(|f| {
+            // Sized once from the file's length: growing by doubling would hold up to
+            // twice the image while it is read (probe F27, enqueue RSS).
+            let len = f.metadata().map_or(0, |m| m.len()).min(cap);
+            image.reserve_exact(usize::try_from(len).unwrap_or(0).saturating_add(1));
+            f.take(cap).read_to_end(&mut image)
+        });
         (path.display().to_string(), read)
     };
     read.map_err(|e| UsageError::new(format!("cannot read image {name} (--image): {e}")))?;

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
@@ -12,6 +14,89 @@ use crate::exit::UsageError;
 /// Prefix of the environment variables that set any key: `ESCALATION_QUEUE__WORKER__RETENTION_MS`
 /// sets `worker.retention_ms`.
 pub const ENV_PREFIX: &str = "ESCALATION_QUEUE__";
+
+/// Largest configuration file read: 1 MiB (the full example in OPERATIONS.md is 500 bytes).
+pub const CONFIG_FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// The file's text. Opened without blocking (a FIFO with no writer would hang), then
+/// refused unless it is a regular file of at most [`CONFIG_FILE_MAX_BYTES`]; the read is
+/// bounded too, in case the file grows meanwhile.
+fn read_bounded(path: &Path) -> Result<String, UsageError> {
+    let cannot = |what: String| {
+        UsageError::new(format!(
+            "cannot read config file {}: {what}",
+            path.display()
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nonblock())
+        .open(path)
+        .map_err(|e| cannot(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta.file_type());
+        return Err(cannot(format!("it is {kind}, not a regular file")));
+    }
+    if meta.len() > CONFIG_FILE_MAX_BYTES {
+        return Err(cannot(format!(
+            "it is {} bytes; a config file may hold at most {CONFIG_FILE_MAX_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(CONFIG_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > CONFIG_FILE_MAX_BYTES {
+        return Err(cannot(format!(
+            "it grew past {CONFIG_FILE_MAX_BYTES} bytes while being read"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        cannot(format!(
+            "not valid UTF-8 (first bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// `O_NONBLOCK`, as `OpenOptionsExt::custom_flags` takes it.
+fn libc_o_nonblock() -> i32 {
+    i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0)
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// At most 8 lines of at most 200 characters each of a parser message (it quotes the
+/// offending line, which may be megabytes long).
+fn excerpt(message: &str) -> String {
+    const LINE_CHARS_MAX: usize = 200;
+    let mut out: Vec<String> = Vec::new();
+    for line in message.lines().take(8) {
+        let mut shown: String = line.chars().take(LINE_CHARS_MAX).collect();
+        if line.chars().nth(LINE_CHARS_MAX).is_some() {
+            shown.push_str(" …");
+        }
+        out.push(shown);
+    }
+    out.join("\n")
+}
 
 /// Where a key's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,16 +130,16 @@ pub struct Layers {
 }
 
 impl Layers {
-    /// Reads and parses the configuration file (the lowest layer).
+    /// Reads and parses the configuration file (the lowest layer): a regular file of at
+    /// most [`CONFIG_FILE_MAX_BYTES`] (probe F22: `/dev/zero` grew without bound, and a
+    /// 50 MB invalid file came back as a 100 MB error).
     pub fn from_file(path: &Path) -> Result<Self, UsageError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            UsageError::new(format!("cannot read config file {}: {e}", path.display()))
-        })?;
+        let text = read_bounded(path)?;
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             UsageError::new(format!(
                 "config file {} is not valid TOML: {}",
                 path.display(),
-                e.to_string().trim_end()
+                excerpt(e.to_string().trim_end())
             ))
         })?;
         let mut layers = Self::default();
@@ -104,9 +189,18 @@ impl Layers {
         self.set(key, value, origin)
     }
 
-    /// Where `key` came from.
+    /// Where `key` came from; for a section, where a key inside it came from (so that an
+    /// unknown `--set foo.bar=1` names the flag, not "the default").
     pub fn origin(&self, key: &str) -> Origin {
-        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+        if let Some(origin) = self.origins.get(key) {
+            return origin.clone();
+        }
+        let prefix = format!("{key}.");
+        self.origins
+            .iter()
+            .rev()
+            .find(|(k, _)| k.starts_with(&prefix))
+            .map_or(Origin::Default, |(_, o)| o.clone())
     }
 
     /// The value at `key`, if set.

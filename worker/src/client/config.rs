@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::proxy::ProxyRoute;
 use crate::escalation::RecordLimits;
 
 /// Environment variable holding the API token.
@@ -53,9 +54,18 @@ impl fmt::Debug for ApiToken {
 pub struct ProxyUrl(String);
 
 impl ProxyUrl {
-    /// Checks that ureq accepts `url` as a proxy.
+    /// Checks that `url` is an `http://` or `https://` proxy URL that ureq accepts (a
+    /// missing scheme means `http://`; SOCKS is not built in, so it is refused here rather
+    /// than failing at the first request).
     pub fn new(url: impl Into<String>) -> Result<Self, ConfigError> {
         let url = url.into();
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), None | Some("http" | "https")) {
+            return Err(ConfigError::InvalidProxy);
+        }
+        if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::InvalidProxy);
+        }
         ureq::Proxy::new(&url).map_err(|_| ConfigError::InvalidProxy)?;
         Ok(Self(url))
     }
@@ -63,6 +73,16 @@ impl ProxyUrl {
     /// The URL, credentials included.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The URL with any credentials replaced by `<redacted>`, for logs.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+
+    /// Whether the URL holds credentials (`user:password@`).
+    pub fn has_credentials(&self) -> bool {
+        url_has_credentials(&self.0)
     }
 }
 
@@ -72,6 +92,43 @@ impl fmt::Debug for ProxyUrl {
         let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
         write!(f, "ProxyUrl({scheme}://{host})")
     }
+}
+
+/// The authority of `url` (after `scheme://`, before the path), and where it starts.
+fn authority(url: &str) -> (usize, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (start, &rest[..end])
+}
+
+/// Whether `url` carries credentials (`user[:password]@host`).
+pub fn url_has_credentials(url: &str) -> bool {
+    authority(url).1.contains('@')
+}
+
+/// `url` as it may be shown in a log line or an error: credentials (`user:password@`)
+/// become `<redacted>@` and a query string becomes `?<redacted>` (tokens travel in both).
+pub fn redact_url(url: &str) -> String {
+    let (start, auth) = authority(url);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start]);
+    match auth.rsplit_once('@') {
+        Some((_, host)) => {
+            out.push_str("<redacted>@");
+            out.push_str(host);
+        }
+        None => out.push_str(auth),
+    }
+    let rest = &url[start + auth.len()..];
+    match rest.split_once('?') {
+        Some((path, _)) => {
+            out.push_str(path);
+            out.push_str("?<redacted>");
+        }
+        None => out.push_str(rest),
+    }
+    out
 }
 
 /// Why a client configuration is unusable.
@@ -90,10 +147,10 @@ pub enum ConfigError {
         /// What is wrong (the token itself is never included).
         reason: &'static str,
     },
-    /// The endpoint is not an http(s) URL without query or fragment.
+    /// The endpoint is not an http(s) URL without credentials, query or fragment.
     #[error("invalid API endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {
-        /// The endpoint as given.
+        /// The endpoint as given, credentials and query redacted ([`redact_url`]).
         endpoint: String,
         /// What is wrong.
         reason: &'static str,
@@ -101,6 +158,15 @@ pub enum ConfigError {
     /// The proxy URL is not one ureq accepts (the URL is not repeated: it may hold a password).
     #[error("invalid proxy URL: expected http://[user:password@]host:port")]
     InvalidProxy,
+    /// A proxy environment variable is set to something that is not a usable proxy URL.
+    #[error(
+        "environment variable {var} is not a usable proxy URL (expected \
+         http://[user:password@]host:port); fix or unset it"
+    )]
+    InvalidEnvProxy {
+        /// The variable.
+        var: &'static str,
+    },
     /// A timeout is below its minimum.
     #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
     InvalidTimeout {
@@ -134,9 +200,11 @@ pub struct ClientConfig {
     pub image_limits: RecordLimits,
     /// Sent as `User-Agent`. Default `escalation-queue/<crate version>`.
     pub user_agent: String,
-    /// Proxy for every request. Default `None`: connect directly, ignoring `HTTP(S)_PROXY`
-    /// like the Python SDK does, so behaviour does not change with the environment.
-    pub proxy_url: Option<ProxyUrl>,
+    /// How requests reach the endpoint. [`new`](Self::new) connects directly;
+    /// [`from_lookup`](Self::from_lookup) and the binary resolve it with
+    /// [`ProxyRoute::resolve`] (`cloud.proxy_url`, else `HTTPS_PROXY`/`HTTP_PROXY`/
+    /// `ALL_PROXY`, with `NO_PROXY` exemptions), the same rule the incident webhook uses.
+    pub proxy: ProxyRoute,
 }
 
 impl ClientConfig {
@@ -152,12 +220,12 @@ impl ClientConfig {
             response_size_max_bytes: 1024 * 1024,
             image_limits: RecordLimits::DEFAULT,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
-            proxy_url: None,
+            proxy: ProxyRoute::Direct,
         }
     }
 
     /// Reads [`ENV_API_TOKEN`] (required) and [`ENV_ENDPOINT`] (optional) from the process
-    /// environment.
+    /// environment, and routes through the environment's proxy ([`ProxyRoute::resolve`]).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -170,6 +238,7 @@ impl ClientConfig {
         if let Some(endpoint) = lookup(ENV_ENDPOINT).filter(|e| !e.trim().is_empty()) {
             config.endpoint = normalize_endpoint(&endpoint)?;
         }
+        config.proxy = ProxyRoute::resolve(&config.endpoint, None, lookup)?;
         Ok(config)
     }
 
@@ -210,7 +279,7 @@ impl ClientConfig {
 /// no query or fragment, an empty path becomes `/device-api`, trailing slashes are removed.
 pub fn normalize_endpoint(raw: &str) -> Result<String, ConfigError> {
     let invalid = |reason| ConfigError::InvalidEndpoint {
-        endpoint: raw.to_owned(),
+        endpoint: redact_url(raw.trim()),
         reason,
     };
     let trimmed = raw.trim();
@@ -218,6 +287,12 @@ pub fn normalize_endpoint(raw: &str) -> Result<String, ConfigError> {
         .strip_prefix("https://")
         .or_else(|| trimmed.strip_prefix("http://"))
         .ok_or_else(|| invalid("the scheme must be http:// or https://"))?;
+    if url_has_credentials(trimmed) {
+        return Err(invalid(
+            "an endpoint cannot hold credentials (user:password@): they would never be \
+             sent; the token goes in GROUNDLIGHT_API_TOKEN",
+        ));
+    }
     if trimmed.contains(['?', '#']) {
         return Err(invalid("an endpoint cannot have a query or fragment"));
     }
@@ -285,6 +360,32 @@ mod tests {
             ClientConfig::from_lookup(|_| None).err(),
             Some(ConfigError::MissingToken { var: ENV_API_TOKEN })
         );
+    }
+
+    /// Probe F19: credentials in the endpoint were accepted, logged and never used; a
+    /// query string (refused) was echoed with its `token=…`.
+    #[test]
+    fn endpoint_credentials_are_refused_and_errors_redact_them() {
+        let err = normalize_endpoint("http://user:SEKRITPW@127.0.0.1:1").expect_err("creds");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("credentials") && !msg.contains("SEKRITPW"),
+            "{msg}"
+        );
+        let msg = normalize_endpoint("https://h/x?token=SEKRIT#f")
+            .expect_err("q")
+            .to_string();
+        assert!(
+            msg.contains("?<redacted>") && !msg.contains("SEKRIT"),
+            "{msg}"
+        );
+        assert_eq!(
+            redact_url("http://a:b@h:1/p?q=1"),
+            "http://<redacted>@h:1/p?<redacted>"
+        );
+        assert_eq!(redact_url("http://h/p"), "http://h/p");
+        assert!(ProxyUrl::new("socks5://h:1").is_err());
+        assert!(ProxyUrl::new("h:3128").is_ok());
     }
 
     #[test]

@@ -46,12 +46,19 @@ impl fmt::Display for TimeoutPhase {
 pub enum DeliveryError {
     /// The cloud answered with a status other than 2xx (3xx included: redirects are never
     /// followed, so the token is never sent to another host).
-    #[error("cloud answered HTTP {status}{}: {body_excerpt}", retry_after_text(*retry_after))]
+    #[error(
+        "cloud answered HTTP {status}{}{}: {body_excerpt}",
+        retry_after_text(*retry_after),
+        location_text(location.as_deref())
+    )]
     Http {
         /// The status code.
         status: u16,
         /// The `Retry-After` delay, when the header was present and valid.
         retry_after: Option<Duration>,
+        /// The `Location` header of a 3xx (what an http→https redirect points at), at most
+        /// 256 characters, credentials and query redacted.
+        location: Option<String>,
         /// The start of the body, at most [`BODY_EXCERPT_MAX_BYTES`], lossy UTF-8.
         body_excerpt: String,
     },
@@ -133,6 +140,28 @@ pub enum DeliveryError {
     },
 }
 
+/// Longest `Location` kept in a [`DeliveryError::Http`], in characters.
+pub(crate) const LOCATION_MAX_CHARS: usize = 256;
+
+fn location_text(location: Option<&str>) -> String {
+    location
+        .map(|l| format!(" (redirect to {l}, not followed: fix cloud.endpoint if it is right)"))
+        .unwrap_or_default()
+}
+
+/// A `Location` header value as it may be shown: control characters escaped, credentials
+/// and query redacted, bounded.
+pub(crate) fn shown_location(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let text: String = text.chars().flat_map(char::escape_default).collect();
+    let text = super::config::redact_url(&text);
+    let mut out: String = text.chars().take(LOCATION_MAX_CHARS).collect();
+    if text.chars().nth(LOCATION_MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn retry_after_text(retry_after: Option<Duration>) -> String {
     retry_after
         .map(|d| format!(" (Retry-After {} s)", d.as_secs()))
@@ -179,6 +208,7 @@ impl DeliveryError {
             U::StatusCode(status) => Self::Http {
                 status,
                 retry_after: None,
+                location: None,
                 body_excerpt: String::new(),
             },
             U::Io(source) => Self::from_io(source),

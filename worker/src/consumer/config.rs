@@ -116,6 +116,9 @@ impl WorkerConfig {
                 "0 (off) or 2 to 10000",
             ));
         }
+        self.backoff.validate()?;
+        self.breaker.validate()?;
+        self.incidents_validate()?;
         if self.breaker.cool_down_max_ms > BREAKER_COOL_DOWN_MAX_MS {
             let value = self.breaker.cool_down_max_ms;
             let allowed =
@@ -123,6 +126,19 @@ impl WorkerConfig {
             return Err(invalid("breaker.cool_down_max_ms", value, &allowed));
         }
         Ok(())
+    }
+
+    /// The documented minimums of `[worker.incidents]` (probe F20: they were clamped).
+    fn incidents_validate(&self) -> Result<(), QueueError> {
+        let incidents = &self.incidents;
+        if incidents.jsonl_max_bytes < 4096 {
+            let value = incidents.jsonl_max_bytes;
+            return Err(invalid("incidents.jsonl_max_bytes", value, "at least 4096"));
+        }
+        if incidents.spike.bucket_ms == 0 {
+            return Err(invalid("incidents.spike.bucket_ms", 0, "at least 1"));
+        }
+        incidents.webhook.as_ref().map_or(Ok(()), |w| w.validate())
     }
 
     /// The settings an incident's context shows (no URLs: they may hold credentials).

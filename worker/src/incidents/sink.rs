@@ -13,6 +13,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
 use super::Incident;
+use crate::client::{redact_url, ProxyRoute};
+use crate::layout::QueueError;
 
 /// The bounded incident file: one JSON object per line. When a line would take the file
 /// past `max_bytes`, the file is renamed to `<name>.1` (replacing an older one) and a new
@@ -91,6 +93,11 @@ pub struct WebhookConfig {
     /// Incidents waiting to be sent; beyond it new ones are dropped. Default 64.
     #[serde(default = "default_queue_max")]
     pub queue_max: usize,
+    /// How POSTs reach `url`: not a key of its own (the binary resolves it from
+    /// `cloud.proxy_url` and the proxy environment, like the cloud client's route). Default
+    /// direct.
+    #[serde(skip)]
+    pub proxy: ProxyRoute,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -111,7 +118,34 @@ impl WebhookConfig {
             timeout_ms: default_timeout_ms(),
             per_minute_max: default_per_minute_max(),
             queue_max: default_queue_max(),
+            proxy: ProxyRoute::Direct,
         }
+    }
+
+    /// Checks the URL (http or https with a host) and the timeout (at least 1 ms); the
+    /// error names the key, the value (credentials and query redacted) and what is allowed.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let url = self.url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+        let host = host.map(|h| h.rsplit_once('@').map_or(h, |(_, h)| h));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+            return Err(QueueError::Config {
+                key: "incidents.webhook.url",
+                value: format!("{:?}", redact_url(&self.url)),
+                allowed: "an http:// or https:// URL with a host".to_owned(),
+            });
+        }
+        if self.timeout_ms == 0 {
+            return Err(QueueError::Config {
+                key: "incidents.webhook.timeout_ms",
+                value: "0".to_owned(),
+                allowed: "at least 1".to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -131,10 +165,21 @@ impl Webhook {
         thread::Builder::new()
             .name("incident-webhook".into())
             .spawn(move || {
+                tracing::info!(
+                    url = %redact_url(&config.url),
+                    route = %config.proxy,
+                    "incident webhook ready"
+                );
+                let proxy = config.proxy.to_ureq().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "incident webhook proxy unusable; posting directly");
+                    None
+                });
                 let agent = ureq::Agent::config_builder()
                     .timeout_global(Some(Duration::from_millis(config.timeout_ms.max(1))))
                     .http_status_as_error(false)
                     .max_redirects(0)
+                    // Always set: ureq's default would read the environment on its own.
+                    .proxy(proxy)
                     .build()
                     .new_agent();
                 let mut limiter = RateLimiter::new(config.per_minute_max);

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::wait::{Wait, WaitCause};
+use crate::layout::QueueError;
 
 /// Backoff settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,29 @@ impl Default for BackoffConfig {
 }
 
 impl BackoffConfig {
-    /// Clamps every field to its minimum.
+    /// Rejects what [`validated`](Self::validated) would clamp: configuration loading calls
+    /// this, so a bad value stops the start (probe F20) instead of being changed silently.
+    /// Keys are named relative to `worker`.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if self.delay_base_ms == 0 {
+            return Err(QueueError::Config {
+                key: "backoff.delay_base_ms",
+                value: "0".to_owned(),
+                allowed: "at least 1".to_owned(),
+            });
+        }
+        if self.delay_max_ms < self.delay_base_ms {
+            return Err(QueueError::Config {
+                key: "backoff.delay_max_ms",
+                value: self.delay_max_ms.to_string(),
+                allowed: format!("at least delay_base_ms ({})", self.delay_base_ms),
+            });
+        }
+        Ok(())
+    }
+
+    /// Clamps every field to its minimum (the worker's own defence; configuration loading
+    /// rejects these values first with [`validate`](Self::validate)).
     #[must_use]
     pub fn validated(mut self) -> Self {
         self.delay_base_ms = self.delay_base_ms.max(1);
@@ -160,6 +183,29 @@ mod tests {
             .collect();
         assert!(delays.iter().all(|d| *d >= Duration::from_millis(5)));
         assert!(delays.iter().any(|d| *d > Duration::from_secs(1)));
+    }
+
+    /// Probe F20: `delay_base_ms = 0` and `delay_max_ms < delay_base_ms` started without
+    /// complaint; they are rejected, naming the key and the bound.
+    #[test]
+    fn validate_rejects_what_validated_clamps() {
+        BackoffConfig::default().validate().expect("defaults");
+        let zero = BackoffConfig {
+            delay_base_ms: 0,
+            ..BackoffConfig::default()
+        };
+        let msg = zero.validate().expect_err("zero").to_string();
+        assert!(msg.contains("backoff.delay_base_ms = 0"), "{msg}");
+        let inverted = BackoffConfig {
+            delay_base_ms: 500,
+            delay_max_ms: 100,
+            ..BackoffConfig::default()
+        };
+        let msg = inverted.validate().expect_err("inverted").to_string();
+        assert!(
+            msg.contains("delay_max_ms = 100") && msg.contains("500"),
+            "{msg}"
+        );
     }
 
     #[test]

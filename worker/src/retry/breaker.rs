@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::QueueError;
+
 /// Circuit breaker settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,7 +37,34 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
-    /// Clamps every field to its minimum.
+    /// Rejects what [`validated`](Self::validated) would clamp (probe F20); keys are named
+    /// relative to `worker`. The upper bound of `cool_down_max_ms` is checked by
+    /// [`WorkerConfig::validate`](crate::WorkerConfig::validate).
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let invalid = |key, value: u64, allowed: String| QueueError::Config {
+            key,
+            value: value.to_string(),
+            allowed,
+        };
+        if self.failure_threshold == 0 {
+            return Err(invalid("breaker.failure_threshold", 0, "at least 1".into()));
+        }
+        if self.cool_down_base_ms == 0 {
+            return Err(invalid("breaker.cool_down_base_ms", 0, "at least 1".into()));
+        }
+        if self.cool_down_max_ms < self.cool_down_base_ms {
+            let allowed = format!("at least cool_down_base_ms ({})", self.cool_down_base_ms);
+            return Err(invalid(
+                "breaker.cool_down_max_ms",
+                self.cool_down_max_ms,
+                allowed,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Clamps every field to its minimum (the worker's own defence; configuration loading
+    /// rejects these values first with [`validate`](Self::validate)).
     #[must_use]
     pub fn validated(mut self) -> Self {
         self.failure_threshold = self.failure_threshold.max(1);

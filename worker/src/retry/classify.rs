@@ -282,6 +282,7 @@ mod tests {
         Err(DeliveryError::Http {
             status,
             retry_after: None,
+            location: None,
             body_excerpt: String::new(),
         })
     }
@@ -326,6 +327,7 @@ mod tests {
         let err = Err(DeliveryError::Http {
             status: 429,
             retry_after: Some(Duration::from_secs(7)),
+            location: None,
             body_excerpt: String::new(),
         });
         let class = ClassificationPolicy::default().classify(&err, false);
