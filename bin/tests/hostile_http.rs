@@ -141,16 +141,25 @@ fn health_answers(addr: SocketAddr) -> bool {
     sent && matches!(read_status(&mut stream), Reply::Status(200 | 503))
 }
 
-/// Lets this test process open the thousands of client sockets the attack needs.
+/// Lets this test process open the thousands of client sockets the attack needs: the
+/// soft limit up to at least 4,096 (raising the hard limit too where allowed, as root).
 fn raise_own_fd_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(65_536).min(65_536);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let wanted = hard.clamp(4_096, 65_536);
     let raised = Rlimit {
-        current: Some(hard),
+        current: Some(wanted),
+        maximum: Some(hard.max(wanted)),
+    };
+    if setrlimit(Resource::Nofile, raised).is_ok() {
+        return wanted;
+    }
+    let soft = Rlimit {
+        current: limit.maximum,
         maximum: limit.maximum,
     };
-    setrlimit(Resource::Nofile, raised).expect("raise RLIMIT_NOFILE to the hard limit");
+    setrlimit(Resource::Nofile, soft).expect("raise RLIMIT_NOFILE to the hard limit");
     hard
 }
 
@@ -396,7 +405,7 @@ fn idle_connection_floods_leave_the_worker_its_descriptors() {
     }
     let connected = held.len();
     assert!(
-        connected >= 1_000,
+        connected >= wanted / 2,
         "only {connected} of {wanted} connections were made"
     );
     sandbox.enqueue_many(10);
@@ -431,7 +440,7 @@ fn idle_connection_floods_leave_the_worker_its_descriptors() {
     );
     let counters = &stats["status_server"]["counters"];
     assert!(
-        counters["connections_refused_total"].as_u64().unwrap_or(0) >= 900,
+        counters["connections_refused_total"].as_u64().unwrap_or(0) >= connected as u64 / 2,
         "{stats:#}"
     );
     assert_eq!(

@@ -161,14 +161,14 @@ pub fn spawn(
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("status-server".into())
-        .spawn(move || supervise(&listener, &app, &stopping))
+        .spawn(move || supervise(&app, &stopping, || serve(&listener, &app, &stopping)))
 }
 
-/// Serves until stopped; after a panic or a runtime that would not start (no
-/// descriptors left for its epoll), logs it, pauses and serves again.
-fn supervise(listener: &StdListener, app: &Arc<App>, stopping: &AtomicBool) {
+/// Runs `serve` until it returns `Ok` (stopped); after a panic or an error (a runtime
+/// that would not start for want of descriptors), logs it, pauses and runs it again.
+fn supervise(app: &App, stopping: &AtomicBool, mut serve: impl FnMut() -> io::Result<()>) {
     while !stopping.load(Ordering::Acquire) {
-        let run = catch_unwind(AssertUnwindSafe(|| serve(listener, app, stopping)));
+        let run = catch_unwind(AssertUnwindSafe(&mut serve));
         let failure = match run {
             Ok(Ok(())) => return,
             Ok(Err(e)) => format!("{e}"),
@@ -364,6 +364,36 @@ mod tests {
         assert_eq!(max(Some(1_048_576)), 64);
         assert_eq!(max(Some(20)), 4);
         assert_eq!(max(None), 64);
+    }
+
+    /// A panic that escapes the server loop itself is caught, counted and logged, and the
+    /// server runs again (probe F1: nothing in the status server may end the reader).
+    #[test]
+    fn the_server_is_restarted_after_a_panic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = Arc::new(crate::status_server::ReaderState::new(
+            dir.path(),
+            crate::config::StatusConfig {
+                enabled: true,
+                addr: "127.0.0.1:0".parse().expect("addr"),
+                oldest_pending_degraded_ms: 1,
+                disk_free_degraded_bytes: 0,
+                critical_incident_degraded_ms: 0,
+            },
+            0,
+        ));
+        let app = App::new(state, Limits::for_fd_limit(None));
+        let mut runs = 0;
+        supervise(&app, &AtomicBool::new(false), || {
+            runs += 1;
+            match runs {
+                1 => panic!("a bug in the accept loop"),
+                2 => Err(io::Error::other("no descriptors for the runtime")),
+                _ => Ok(()),
+            }
+        });
+        assert_eq!(runs, 3);
+        assert_eq!(app.counters.snapshot().panics_total, 1);
     }
 
     #[test]
