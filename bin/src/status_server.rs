@@ -1,31 +1,53 @@
 //! The reader's status server: `GET /health`, `GET /stats` (JSON) and `GET /metrics`
-//! (Prometheus text). Anything else gets 404, other methods 405. One thread, blocking
-//! `tiny_http`; every answer is computed from in-memory state (plus one `statvfs`), so a
-//! scrape never touches the queue's files.
+//! (Prometheus text). Anything else gets 404, other methods 405, a request with a body
+//! 413. Every answer is computed from in-memory state (plus one `statvfs`), so a scrape
+//! never touches the queue's files. The network side (`serve`) is hyper's HTTP/1 server on
+//! a single-threaded tokio runtime in one thread, with every client-controlled cost
+//! bounded and panics caught, so that no client can end the reader or take the worker's
+//! file descriptors.
 
 mod health;
 mod metrics;
+mod serve;
 mod state;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tiny_http::{Header, Request, Response, Server};
 
 pub use health::Health;
 pub use state::ReaderState;
 
 use health::evaluate;
+use serve::{Counters, Limits};
 
 use crate::exit::UsageError;
 
-/// How often the server thread checks whether it should stop.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const JSON: &str = "application/json";
+
+/// What a request is answered from.
+#[derive(Debug)]
+pub struct App {
+    state: Arc<ReaderState>,
+    registry: Registry,
+    limits: Limits,
+    counters: Counters,
+}
+
+impl App {
+    fn new(state: Arc<ReaderState>, limits: Limits) -> Self {
+        Self {
+            registry: metrics::registry(Arc::clone(&state)),
+            state,
+            limits,
+            counters: Counters::default(),
+        }
+    }
+}
 
 /// A running status server; [`stop`](Self::stop) or drop ends it.
 #[derive(Debug)]
@@ -36,23 +58,29 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Binds `addr` and serves `state`.
+    /// Binds `addr` and serves `state`. Binding happens here, before the caller goes on,
+    /// so an address in use is a clear error at start-up.
     pub fn start(addr: SocketAddr, state: Arc<ReaderState>) -> Result<Self, UsageError> {
-        let server = Server::http(addr).map_err(|e| {
-            UsageError::new(format!("cannot serve status on {addr} (status.addr): {e}"))
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            UsageError::new(format!(
+                "cannot serve status on {addr} (status.addr): {e}; if another process listens there, \
+                 choose another address with --status-addr or turn the server off with --set status.enabled=false"
+            ))
         })?;
-        let bound = server.server_addr().to_ip().unwrap_or(addr);
+        let bound = listener.local_addr().unwrap_or(addr);
         if !bound.ip().is_loopback() {
             tracing::warn!(addr = %bound, "the status server listens beyond loopback: anyone who can reach it sees queue statistics");
         }
-        tracing::info!(addr = %bound, "status server listening (/health, /stats, /metrics)");
+        let limits = Limits::for_this_process();
+        let app = Arc::new(App::new(state, limits));
         let stopping = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stopping);
-        let registry = metrics::registry(Arc::clone(&state));
-        let thread = std::thread::Builder::new()
-            .name("status-server".into())
-            .spawn(move || serve(&server, &state, &registry, &flag))
+        let thread = serve::spawn(listener, app, Arc::clone(&stopping))
             .map_err(|e| UsageError::new(format!("cannot start the status server: {e}")))?;
+        tracing::info!(
+            addr = %bound,
+            connections_max = limits.connections_max,
+            "status server listening (/health, /stats, /metrics)"
+        );
         Ok(Self {
             addr: bound,
             stopping,
@@ -84,27 +112,9 @@ impl Drop for StatusServer {
     }
 }
 
-fn serve(server: &Server, state: &ReaderState, registry: &Registry, stopping: &AtomicBool) {
-    while !stopping.load(Ordering::Acquire) {
-        match server.recv_timeout(POLL_INTERVAL) {
-            Ok(Some(request)) => respond(request, state, registry),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "status server: receiving a request failed");
-                std::thread::sleep(POLL_INTERVAL);
-            }
-        }
-    }
-}
-
 /// What one request gets: status, content type, body.
-pub fn route(
-    method: &str,
-    path: &str,
-    state: &ReaderState,
-    registry: &Registry,
-) -> (u16, &'static str, String) {
-    const JSON: &str = "application/json";
+fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
+    let state = &app.state;
     let path = path.split('?').next().unwrap_or("");
     if !matches!(path, "/health" | "/stats" | "/metrics") {
         let body =
@@ -129,10 +139,14 @@ pub fn route(
                 "reader": { "wal": snap.wal, "restarts": snap.restarts },
                 "health": evaluate(state).status,
                 "worker": snap.stats.snapshot(),
+                "status_server": {
+                    "limits": app.limits,
+                    "counters": app.counters.snapshot(),
+                },
             });
             (200, JSON, body.to_string())
         }
-        _ => match metrics::encode(registry) {
+        _ => match metrics::encode(&app.registry) {
             Ok(text) => (200, metrics::CONTENT_TYPE, text),
             Err(_) => (
                 500,
@@ -140,24 +154,6 @@ pub fn route(
                 json!({ "error": "encoding metrics failed" }).to_string(),
             ),
         },
-    }
-}
-
-fn respond(request: Request, state: &ReaderState, registry: &Registry) {
-    let method = request.method().as_str().to_owned();
-    let (status, content_type, body) = route(&method, request.url(), state, registry);
-    let mut response = Response::from_string(body).with_status_code(status);
-    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
-        response.add_header(header);
-    }
-    if status == 405 {
-        if let Ok(header) = Header::from_bytes("Allow", "GET, HEAD") {
-            response.add_header(header);
-        }
-    }
-    // tiny_http leaves the body out of answers to HEAD.
-    if let Err(e) = request.respond(response) {
-        tracing::debug!(error = %e, "status server: the client went away");
     }
 }
 
@@ -183,18 +179,64 @@ mod tests {
         (dir, state)
     }
 
+    fn app() -> (tempfile::TempDir, App) {
+        let (dir, state) = state();
+        (dir, App::new(state, Limits::for_fd_limit(Some(1024))))
+    }
+
     #[test]
     fn routes_answer_404_and_405_for_the_rest() {
-        let (_dir, state) = state();
-        let registry = metrics::registry(Arc::clone(&state));
-        assert_eq!(route("GET", "/nope", &state, &registry).0, 404);
-        assert_eq!(route("POST", "/health", &state, &registry).0, 405);
-        assert_eq!(route("DELETE", "/metrics", &state, &registry).0, 405);
-        let (status, _, body) = route("GET", "/stats?x=1", &state, &registry);
+        let (_dir, app) = app();
+        assert_eq!(route("GET", "/nope", &app).0, 404);
+        assert_eq!(route("POST", "/health", &app).0, 405);
+        assert_eq!(route("DELETE", "/metrics", &app).0, 405);
+        let (status, _, body) = route("GET", "/stats?x=1", &app);
         assert_eq!(status, 200);
         let stats: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(stats["worker"]["delivered"], 0);
-        let (status, content_type, _) = route("GET", "/metrics", &state, &registry);
+        assert_eq!(stats["status_server"]["limits"]["connections_max"], 64);
+        assert_eq!(stats["status_server"]["counters"]["panics_total"], 0);
+        let (status, content_type, _) = route("GET", "/metrics", &app);
         assert_eq!((status, content_type), (200, metrics::CONTENT_TYPE));
+    }
+
+    /// A panic while answering a request becomes a 500 and a counted, logged error; it
+    /// never unwinds into the server loop, let alone the reader (probe F1: the status
+    /// server must never take the reader down).
+    #[test]
+    fn a_panic_while_answering_is_a_500_not_a_crash() {
+        let (_dir, app) = app();
+        let (status, content_type, body) = serve::guarded(&app, || panic!("a bug in a route"));
+        assert_eq!((status, content_type), (500, JSON));
+        assert!(body.contains("internal error"), "{body}");
+        assert_eq!(app.counters.snapshot().panics_total, 1);
+        assert_eq!(route("GET", "/health", &app).0, 200);
+    }
+
+    /// Whatever a client puts in the request line, routing answers one of its statuses
+    /// and never panics (hyper parses the bytes; this is the part of parsing that is ours).
+    #[test]
+    fn any_method_and_path_gets_a_defined_answer() {
+        let (_dir, app) = app();
+        let paths = [
+            "",
+            "?",
+            "/health?",
+            "//health",
+            "/health/../stats",
+            "/%00",
+            "/\u{202e}",
+            "*",
+        ];
+        let methods = ["GET", "HEAD", "PUT", "get", "CONNECT", "X-CUSTOM"];
+        for path in paths {
+            for method in methods {
+                let (status, _, _) = route(method, path, &app);
+                assert!(
+                    [200, 404, 405, 503].contains(&status),
+                    "{method} {path}: {status}"
+                );
+            }
+        }
     }
 }

@@ -35,12 +35,13 @@ pub fn reader(config: &Config) -> anyhow::Result<ExitCode> {
     let dir = writable_queue_dir(config)?;
     let shutdown = Shutdown::install().context("cannot install the signal handlers")?;
     let worker = open_worker(dir, config)?;
+    // Bound before "reader started", so that a taken port is the last word (probe F27).
+    let (state, server) = serve_status(dir, config, config.status.enabled)?;
     tracing::info!(
         queue = %dir.display(),
         endpoint = %client.config().endpoint,
         "reader started; stop it with SIGTERM or SIGINT"
     );
-    let (state, server) = serve_status(dir, config, config.status.enabled)?;
     let outcome = deliver_until_stopped(worker, &client, config, &state, &shutdown);
     stop_serving(&state, server);
     outcome
