@@ -25,7 +25,7 @@ pub use stop::StopHandle;
 use crate::attempts::{AttemptJournal, MarkerDurability, DEFAULT_SLOTS};
 use crate::dead_letter::{now_unix_ms, DeadLetterSink};
 use crate::dedupe::{DedupeSet, InFlight};
-use crate::escalation::Escalation;
+use crate::escalation::{Escalation, ValidationError};
 use crate::incidents::{Incidents, SpikeDetector};
 use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
 use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason, SystemicRejects};
@@ -297,7 +297,13 @@ impl Worker {
             }
             Ok(esc) => match esc.validate_with(&self.options.record_limits()) {
                 Err(e) => {
-                    let failure = Failure::record("invalid", e.to_string());
+                    // A path the reader may not open is not trusted because a writer
+                    // recorded it: refused here, before any file is touched.
+                    let class = match e {
+                        ValidationError::ImagePathRefused { .. } => "image_path_refused",
+                        _ => "invalid",
+                    };
+                    let failure = Failure::record(class, e.to_string());
                     let reason = DeadLetterReason::RecordInvalid;
                     self.dead_letter(record, Some(&esc), reason, failure, &Default::default())?
                 }

@@ -1,6 +1,7 @@
 //! Field-level validation of an [`Escalation`](super::Escalation).
 
 use std::fmt;
+use std::path::PathBuf;
 
 use super::metadata::METADATA_SIZE_LIMIT_BYTES;
 
@@ -11,17 +12,22 @@ pub const ID_LEN_MAX_CHARS: usize = 200;
 pub const DEFAULT_IMAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Limits that [`Escalation::validate_with`](super::Escalation::validate_with) enforces
-/// beyond the fixed API rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// beyond the fixed API rules, and that [`ImageSource::load`](super::ImageSource::load)
+/// applies when it reads a path image.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordLimits {
     /// Largest image, inline or on disk. Default [`DEFAULT_IMAGE_SIZE_MAX_BYTES`]; minimum 1.
     pub image_size_max_bytes: usize,
+    /// The only directory path images may name (absolute). Default `None`: path images are
+    /// refused, at enqueue and when the reader loads them (`docs/SEMANTICS.md` §12).
+    pub images_dir: Option<PathBuf>,
 }
 
 impl RecordLimits {
     /// The defaults, usable in `const` context.
     pub const DEFAULT: Self = Self {
         image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES,
+        images_dir: None,
     };
 }
 
@@ -123,6 +129,15 @@ pub enum ValidationError {
     ImagePathInvalid {
         /// The path, lossily converted for display.
         path: String,
+    },
+    /// The image path is outside the configured images directory, has a `..` component, or
+    /// no images directory is configured.
+    #[error("image path {path:?} is refused: {reason}")]
+    ImagePathRefused {
+        /// The path, lossily converted for display.
+        path: String,
+        /// Why, and what is allowed.
+        reason: String,
     },
 }
 
