@@ -45,11 +45,9 @@ fn forge_dotdot_record(sandbox: &Sandbox, path_with_xx: &Path) -> String {
         .position(|w| w == b"/XX/")
         .expect("the XX component");
     record[at + 1..at + 3].copy_from_slice(b"..");
-    let wal = escalation_queue::wal::Writer::open(
-        sandbox.queue_dir().join("wal"),
-        &limits.wal_options(),
-    )
-    .expect("raw writer");
+    let wal =
+        escalation_queue::wal::Writer::open(sandbox.queue_dir().join("wal"), &limits.wal_options())
+            .expect("raw writer");
     wal.append(&record).expect("append");
     esc.image_query_id
 }
@@ -108,7 +106,11 @@ fn the_reader_uploads_no_file_outside_the_images_directory() {
     let images = root.join("images");
     std::fs::create_dir(&images).expect("mkdir images");
     let secret = root.join("secret.jpg");
-    std::fs::write(&secret, b"\xff\xd8\xff\xe0 SECRET outside the images directory").expect("secret");
+    std::fs::write(
+        &secret,
+        b"\xff\xd8\xff\xe0 SECRET outside the images directory",
+    )
+    .expect("secret");
     std::fs::write(images.join("ok.jpg"), JPEG).expect("image");
     std::os::unix::fs::symlink(&secret, images.join("link.jpg")).expect("symlink");
     std::os::unix::fs::symlink(root, images.join("linkdir")).expect("symlink");
@@ -143,16 +145,27 @@ fn the_reader_uploads_no_file_outside_the_images_directory() {
     let cloud = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
     let images_flag = format!("queue.images_dir={}", images.display());
     let out = drain(&sandbox, &cloud.endpoint(), &["--set", &images_flag]);
-    out.expect_code(1).expect_stderr(&["9 escalations dead-lettered"]);
+    out.expect_code(1)
+        .expect_stderr(&["9 escalations dead-lettered"]);
 
     let requests = cloud.requests();
-    assert_eq!(requests.len(), 1, "only the good image is sent: {requests:#?}");
-    assert_eq!(requests[0].param("image_query_id"), Some(good.image_query_id.as_str()));
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the good image is sent: {requests:#?}"
+    );
+    assert_eq!(
+        requests[0].param("image_query_id"),
+        Some(good.image_query_id.as_str())
+    );
     assert_eq!(requests[0].body_len_bytes, JPEG.len());
     assert!(JPEG.starts_with(&requests[0].body_prefix));
     for r in &requests {
         let prefix = String::from_utf8_lossy(&r.body_prefix);
-        assert!(!prefix.contains("SECRET") && !prefix.contains(TOKEN), "{prefix}");
+        assert!(
+            !prefix.contains("SECRET") && !prefix.contains(TOKEN),
+            "{prefix}"
+        );
     }
     let letters = dead_letters(&sandbox);
     assert_eq!(letters.len(), expected.len(), "{letters:#?}");
@@ -191,7 +204,10 @@ fn without_an_images_directory_path_images_are_refused_at_enqueue_and_by_the_rea
     let (id, class, error) = &letters[0];
     assert_eq!(id, &receipt.image_query_id);
     assert_eq!(class, "image_path_refused");
-    assert!(error.contains("no images directory is configured"), "{error}");
+    assert!(
+        error.contains("no images directory is configured"),
+        "{error}"
+    );
 }
 
 /// A one-shot cloud on 127.0.0.1 answering every POST with `201` and `body`; returns its
@@ -242,7 +258,10 @@ fn a_success_naming_another_or_no_image_query_is_dead_lettered_not_delivered() {
         let ids = sandbox.enqueue_many(2);
         let out = drain(&sandbox, &cloud_answering(body), &[]);
         out.expect_code(1);
-        assert!(out.stdout.contains("0 delivered, 2 dead-lettered"), "{body}: {out:#?}");
+        assert!(
+            out.stdout.contains("0 delivered, 2 dead-lettered"),
+            "{body}: {out:#?}"
+        );
         let letters = dead_letters(&sandbox);
         let mut got: Vec<_> = letters.iter().map(|(id, _, _)| id.clone()).collect();
         got.sort();
@@ -250,7 +269,9 @@ fn a_success_naming_another_or_no_image_query_is_dead_lettered_not_delivered() {
         want.sort();
         assert_eq!(got, want, "{body}");
         assert!(
-            letters.iter().all(|(_, class, _)| class == "wrong_image_query"),
+            letters
+                .iter()
+                .all(|(_, class, _)| class == "wrong_image_query"),
             "{body}: {letters:#?}"
         );
         let status: Value = sandbox.status();

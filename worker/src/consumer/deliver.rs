@@ -190,8 +190,10 @@ impl Worker {
             if let Some(current) = &mut self.current {
                 current.response_possibly_lost = item.previous_lost;
             }
-            if let Some(spike) = self.spike.record_failure(now_unix_ms()) {
-                self.raise_spike(spike, e);
+            // A 400 that may be the answer to a resubmission (a crash's expected
+            // duplicates) is not a failure unless the lookup finds the cloud lacks it.
+            if classification != Classification::DeliveredDuplicate {
+                self.count_failure(e);
             }
         }
         item.budget.apply(classification, age_ms)
@@ -256,6 +258,13 @@ impl Worker {
                     .map(Some)
             }
             _ => Ok(Some(Outcome::Delivered)),
+        }
+    }
+
+    /// Counts a failed request in the error-rate spike detector.
+    pub(super) fn count_failure(&mut self, error: &DeliveryError) {
+        if let Some(spike) = self.spike.record_failure(now_unix_ms()) {
+            self.raise_spike(spike, error);
         }
     }
 

@@ -52,6 +52,7 @@ impl Worker {
                 }
                 Verdict::NotFound => {
                     self.on_answered();
+                    self.count_failure(rejection);
                     tracing::info!(image_query_id = %esc.image_query_id, detector_id = %esc.detector_id, "HTTP 400, and the cloud does not have this image query: a real rejection");
                     let reason = DeadLetterReason::Rejected {
                         class: ErrorClass::of(rejection),

@@ -34,9 +34,11 @@ pub(super) fn confine<'a, 'b>(
     limits: &'b RecordLimits,
 ) -> Result<(&'b Path, Vec<&'a OsStr>), String> {
     let Some(dir) = &limits.images_dir else {
-        return Err("path images are off because no images directory is configured \
+        return Err(
+            "path images are off because no images directory is configured \
              (set queue.images_dir, or enqueue the image inline)"
-            .to_owned());
+                .to_owned(),
+        );
     };
     Ok((dir, relative_components(dir, path)?))
 }
@@ -55,9 +57,7 @@ fn relative_components<'a>(dir: &Path, path: &'a Path) -> Result<Vec<&'a OsStr>,
                     dir.display()
                 ))
             }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(outside())
-            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => return Err(outside()),
         }
     }
     if names.is_empty() {
@@ -88,14 +88,15 @@ pub(super) fn read(path: &Path, limits: &RecordLimits) -> Result<Bytes, ImageErr
         return Err(refused("it names no file".to_owned()));
     };
     for name in parents {
-        fd = rustix::fs::openat(&fd, *name, dir_flags | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(|e| match e {
+        fd = rustix::fs::openat(&fd, *name, dir_flags | OFlags::NOFOLLOW, Mode::empty()).map_err(
+            |e| match e {
                 rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => refused(format!(
                     "its component {name:?} is a symbolic link or not a directory \
                      (links are never followed below the images directory)"
                 )),
                 e => unreadable(io::Error::from(e)),
-            })?;
+            },
+        )?;
     }
     let file_flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(&fd, *last, file_flags | OFlags::NOCTTY, Mode::empty()).map_err(
@@ -124,10 +125,12 @@ pub(super) fn read(path: &Path, limits: &RecordLimits) -> Result<Bytes, ImageErr
     }
     let max_bytes = limits.image_size_max_bytes;
     if meta.len() > u64::try_from(max_bytes).unwrap_or(u64::MAX) {
-        return Err(ImageError::Invalid(validate::ValidationError::ImageTooLarge {
-            size_bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX),
-            max_bytes,
-        }));
+        return Err(ImageError::Invalid(
+            validate::ValidationError::ImageTooLarge {
+                size_bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX),
+                max_bytes,
+            },
+        ));
     }
     let cap = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)

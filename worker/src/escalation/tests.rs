@@ -386,7 +386,10 @@ fn load_path_images() {
     };
     assert!(matches!(
         source.load(&small),
-        Err(ImageError::Invalid(ValidationError::ImageTooLarge { max_bytes: 3, .. }))
+        Err(ImageError::Invalid(ValidationError::ImageTooLarge {
+            max_bytes: 3,
+            ..
+        }))
     ));
     let missing = ImageSource::Path(dir.path().join("missing"));
     match missing.load(&limits) {
@@ -421,12 +424,18 @@ fn path_images_are_confined_to_the_images_directory() {
         let mut esc = full_record();
         esc.image = ImageSource::Path(path.clone());
         assert!(
-            matches!(esc.validate_with(&limits), Err(ValidationError::ImagePathRefused { .. })),
+            matches!(
+                esc.validate_with(&limits),
+                Err(ValidationError::ImagePathRefused { .. })
+            ),
             "{path:?}: {:?}",
             esc.validate_with(&limits)
         );
         assert!(
-            matches!(ImageSource::Path(path.clone()).load(&limits), Err(ImageError::Refused { .. })),
+            matches!(
+                ImageSource::Path(path.clone()).load(&limits),
+                Err(ImageError::Refused { .. })
+            ),
             "{path:?}"
         );
     }
@@ -467,7 +476,9 @@ fn path_images_are_confined_to_the_images_directory() {
             other => panic!("{name}: expected Refused, got {other:?}"),
         }
     }
-    let ok = ImageSource::Path(images.join("ok.jpg")).load(&limits).expect("load");
+    let ok = ImageSource::Path(images.join("ok.jpg"))
+        .load(&limits)
+        .expect("load");
     assert_eq!(&ok[..], JPEG);
 }
 
