@@ -214,6 +214,11 @@ fn without_an_images_directory_path_images_are_refused_at_enqueue_and_by_the_rea
 /// endpoint. The thread ends when the test process does (the listener is never closed
 /// early; each connection is answered and closed).
 fn cloud_answering(body: &'static str) -> String {
+    cloud_answering_with("201 Created", body)
+}
+
+/// Like [`cloud_answering`], with the status line `status`.
+fn cloud_answering_with(status: &'static str, body: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -239,7 +244,7 @@ fn cloud_answering(body: &'static str) -> String {
             let mut stream = reader.into_inner();
             let _ = write!(
                 stream,
-                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -277,4 +282,62 @@ fn a_success_naming_another_or_no_image_query_is_dead_lettered_not_delivered() {
         let status: Value = sandbox.status();
         assert_eq!(status["pending_total"], 0, "{status}");
     }
+}
+
+/// Enqueues `n` escalations stamped `enqueued_at_unix_ms` (a writer's clock), like a
+/// producer on a box whose clock is wrong.
+fn enqueue_stamped(sandbox: &Sandbox, n: usize, enqueued_at_unix_ms: u64) -> Vec<String> {
+    let queue = writer(sandbox, None);
+    (0..n)
+        .map(|i| {
+            let image = format!("\u{ff}image {i}").into_bytes();
+            let mut esc = Escalation::new("det_clock", ImageSource::Inline(image.into()));
+            esc.enqueued_at_unix_ms = enqueued_at_unix_ms;
+            queue.enqueue(&esc).expect("enqueue").image_query_id
+        })
+        .collect()
+}
+
+/// Story (probe F11): escalations enqueued before an edge box had set its clock carry a
+/// 1970 stamp; the reader dropped them at once as expired (age 56 years) and `drain`
+/// exited 0. Now a stamp before 2025 is not believed: the age counts from when the reader
+/// took the item, and the three are delivered.
+#[test]
+fn escalations_stamped_in_1970_are_delivered_not_expired() {
+    let sandbox = Sandbox::new();
+    let ids = enqueue_stamped(&sandbox, 3, 60_000);
+    let cloud = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
+    let out = drain(&sandbox, &cloud.endpoint(), &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("3 delivered, 0 dead-lettered, 0 expired"), "{out:#?}");
+    let mut sent = cloud.image_query_ids();
+    sent.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(sent, want);
+}
+
+/// Story (probe F11): a stamp 30 days ahead made an item's age 0 for 30 days: it would
+/// outlive the retention age (a security requirement). Now it ages from when the reader
+/// took it: with a 300 ms retention and a cloud that answers 503, it expires, and `drain`
+/// says so and exits 1 (it exited 0 for dropped items).
+#[test]
+fn a_far_future_stamp_still_expires_and_drain_exits_1() {
+    let sandbox = Sandbox::new();
+    let thirty_days_ahead = u64::try_from(
+        (std::time::SystemTime::now() + Duration::from_secs(30 * 86_400))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    enqueue_stamped(&sandbox, 1, thirty_days_ahead);
+    let endpoint = cloud_answering_with("503 Service Unavailable", "{}");
+    let out = drain(&sandbox, &endpoint, &["--set", "worker.retention_ms=300"]);
+    out.expect_code(1)
+        .expect_stderr(&["1 escalation expired undelivered"]);
+    assert!(out.stdout.contains("0 delivered, 0 dead-lettered, 1 expired"), "{out:#?}");
+    let incidents = std::fs::read_to_string(sandbox.queue_dir().join("incidents.jsonl"))
+        .expect("incidents");
+    assert!(incidents.contains(r#""kind":"expired""#), "{incidents}");
 }

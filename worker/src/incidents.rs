@@ -4,7 +4,7 @@
 //! |---|---|
 //! | CRITICAL | corruption detected, writer poisoned, disk full, auth failure, systemic rejection |
 //! | HIGH | cloud unreachable longer than a threshold, error-rate spike, oldest item too old |
-//! | MEDIUM | an item dead-lettered |
+//! | MEDIUM | an item dead-lettered, an item expired undelivered |
 //! | LOW | transient errors recovered |
 //!
 //! Every incident goes to the `tracing` log, to the bounded `incidents.jsonl`, and to the
@@ -67,6 +67,8 @@ pub enum IncidentKind {
     BacklogTooOld,
     /// An item was moved to the dead-letter queue.
     DeadLettered,
+    /// An item grew older than the retention age before it could be delivered: dropped.
+    Expired,
     /// An item was delivered after retryable failures.
     TransientRecovered,
 }
@@ -81,7 +83,7 @@ impl IncidentKind {
             | Self::AuthFailure
             | Self::SystemicRejection => Severity::Critical,
             Self::CloudUnreachable | Self::ErrorRateSpike | Self::BacklogTooOld => Severity::High,
-            Self::DeadLettered => Severity::Medium,
+            Self::DeadLettered | Self::Expired => Severity::Medium,
             Self::TransientRecovered => Severity::Low,
         }
     }
@@ -98,6 +100,7 @@ impl IncidentKind {
             Self::ErrorRateSpike => "error_rate_spike",
             Self::BacklogTooOld => "backlog_too_old",
             Self::DeadLettered => "dead_lettered",
+            Self::Expired => "expired",
             Self::TransientRecovered => "transient_recovered",
         }
     }

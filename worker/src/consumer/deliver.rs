@@ -98,7 +98,7 @@ impl Worker {
                 return Ok(Outcome::Stopped);
             }
             let now_ms = now_unix_ms();
-            let age_ms = esc.age_ms(now_ms);
+            let age_ms = self.item_age_ms(esc);
             Stats::set(&self.stats.oldest_pending_age_ms, age_ms);
             if age_ms >= self.config.retention_ms {
                 return Ok(self.expire(esc, age_ms));
@@ -277,7 +277,7 @@ impl Worker {
             self.summary.delivered_duplicates += 1;
             tracing::info!(image_query_id = %esc.image_query_id, "HTTP 400, and the cloud has this image query: delivered by an earlier attempt");
         }
-        let latency_ms = esc.age_ms(now_unix_ms());
+        let latency_ms = self.item_age_ms(esc);
         self.stats.delivery_latency.observe_ms(latency_ms);
         tracing::info!(
             image_query_id = %esc.image_query_id,

@@ -12,7 +12,6 @@ use escalation_queue_wal::Record;
 use super::deliver::{Failure, Item, Outcome};
 use super::Worker;
 use crate::client::{DeliveryError, Destination, Lookup};
-use crate::dead_letter::now_unix_ms;
 use crate::escalation::Escalation;
 use crate::layout::QueueError;
 use crate::retry::{DeadLetterReason, ErrorClass, Wait, WaitCause};
@@ -39,7 +38,7 @@ impl Worker {
             if self.stop.is_stopped() {
                 return Ok(Outcome::Stopped);
             }
-            let age_ms = esc.age_ms(now_unix_ms());
+            let age_ms = self.item_age_ms(esc);
             if age_ms >= self.config.retention_ms {
                 return Ok(self.expire(esc, age_ms));
             }
