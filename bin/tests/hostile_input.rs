@@ -341,3 +341,28 @@ fn a_far_future_stamp_still_expires_and_drain_exits_1() {
         .expect("incidents");
     assert!(incidents.contains(r#""kind":"expired""#), "{incidents}");
 }
+
+/// Story (probe F27): `--patience-time 1e308` and `1e-320` were accepted and sent to the
+/// cloud as `patience_time`. Each is refused with exit 2, naming the field and the range,
+/// and nothing is enqueued; `0` and `30` are still accepted.
+#[test]
+fn absurd_patience_times_are_refused_at_enqueue() {
+    let sandbox = Sandbox::new();
+    let image = sandbox.file("img.jpg", JPEG);
+    let image = image.to_str().expect("utf-8");
+    for bad in ["1e308", "1e-320", "0.0001", "40000000"] {
+        let flag = format!("--patience-time={bad}");
+        sandbox
+            .run(&["enqueue", "--detector-id", "det_1", "--image", image, &flag])
+            .expect_code(2)
+            .expect_stderr(&["patience_time", "365 days"]);
+    }
+    for ok in ["0", "30"] {
+        let flag = format!("--patience-time={ok}");
+        sandbox
+            .run(&["enqueue", "--detector-id", "det_1", "--image", image, &flag])
+            .expect_code(0);
+    }
+    // Only the two accepted ones are in the queue.
+    assert_eq!(sandbox.status()["pending_total"], 2);
+}

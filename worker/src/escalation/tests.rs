@@ -284,15 +284,27 @@ fn validate_confidence_threshold_range() {
 }
 
 /// edge-endpoint's route allows `patience_time >= 0` and the SDK sends `0.0`; the API spec
-/// has no minimum. Negative, NaN and infinite values are still refused.
+/// has no minimum. Negative, NaN and infinite values are still refused, and (probe F27)
+/// `1e308` and `1e-320`, which were accepted and sent to the cloud.
 #[test]
 fn validate_patience_time_allows_zero_and_refuses_negative_and_non_finite() {
-    for ok in [0.0, -0.0, 0.001, 30.0, 86_400.0 * 365.0, f64::MAX] {
+    for ok in [0.0, -0.0, 0.001, 30.0, 86_400.0 * 365.0] {
         let mut esc = full_record();
         esc.patience_time_s = Some(ok);
         assert_eq!(esc.validate(), Ok(()), "{ok}");
     }
-    for bad in [-1e-9, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+    for bad in [
+        -1e-9,
+        -1.0,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e308,
+        f64::MAX,
+        1e-320,
+        0.0009,
+        86_400.0 * 365.0 + 1.0,
+    ] {
         let mut esc = full_record();
         esc.patience_time_s = Some(bad);
         let err = esc.validate().expect_err("bad patience");

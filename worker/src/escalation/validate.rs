@@ -96,8 +96,8 @@ pub enum ValidationError {
         /// The value.
         value: f64,
     },
-    /// `patience_time` is negative, NaN or infinite.
-    #[error("patience_time is {value_s} s; allowed: a finite number of seconds >= 0")]
+    /// `patience_time` is negative, NaN, infinite, below 1 ms but not 0, or above 365 days.
+    #[error("patience_time is {value_s:e} s; allowed: 0, or 0.001 to 31536000 seconds (365 days), >= 0")]
     PatienceTimeOutOfRange {
         /// The value in seconds.
         value_s: f64,
@@ -180,12 +180,20 @@ pub(super) fn check_confidence_threshold(value: Option<f64>) -> Result<(), Valid
     }
 }
 
-/// Checks `patience_time`: finite and `>= 0`, like edge-endpoint's route (`ge=0`). The API
-/// spec has no bound (`type: number, format: float`); NaN and infinities cannot be sent as
-/// JSON-compatible numbers and mean nothing as a patience.
+/// Smallest non-zero `patience_time`: 1 ms (a smaller one, down to subnormals like
+/// `1e-320`, only shows a broken caller).
+pub const PATIENCE_TIME_MIN_S: f64 = 0.001;
+
+/// Largest `patience_time`: 365 days (`1e308` passed the old check and went to the cloud).
+pub const PATIENCE_TIME_MAX_S: f64 = 365.0 * 86_400.0;
+
+/// Checks `patience_time`: 0 (edge-endpoint's route allows `ge=0`; the SDK sends `0.0`), or
+/// [`PATIENCE_TIME_MIN_S`] to [`PATIENCE_TIME_MAX_S`]. The API spec has no bound
+/// (`type: number, format: float`); NaN, infinities, negatives and absurd magnitudes mean
+/// nothing as a patience and are refused at enqueue (probe F27).
 pub(super) fn check_patience_time(value_s: Option<f64>) -> Result<(), ValidationError> {
     match value_s {
-        Some(v) if !(v.is_finite() && v >= 0.0) => {
+        Some(v) if !(v == 0.0 || (PATIENCE_TIME_MIN_S..=PATIENCE_TIME_MAX_S).contains(&v)) => {
             Err(ValidationError::PatienceTimeOutOfRange { value_s: v })
         }
         _ => Ok(()),
