@@ -366,3 +366,25 @@ fn absurd_patience_times_are_refused_at_enqueue() {
     // Only the two accepted ones are in the queue.
     assert_eq!(sandbox.status()["pending_total"], 2);
 }
+
+/// Story (probe F27): a reused `--request-id` made the later escalation a silent duplicate
+/// (an INFO line), even with another image and detector. Request-id dedupe stays (it
+/// suppresses an SDK retry of one edge request, DESIGN §4), but the skip is a WARN naming
+/// both ids and the rule, and the drain summary counts it.
+#[test]
+fn a_reused_request_id_is_skipped_with_a_warning_not_silently() {
+    let sandbox = Sandbox::new();
+    let image = sandbox.file("img.jpg", JPEG);
+    let image = image.to_str().expect("utf-8");
+    for detector in ["det_first", "det_second"] {
+        sandbox
+            .run(&["enqueue", "--detector-id", detector, "--image", image, "--request-id", "req_reused"])
+            .expect_code(0);
+    }
+    let cloud = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
+    let out = drain(&sandbox, &cloud.endpoint(), &[]);
+    out.expect_code(0)
+        .expect_stderr(&["WARN", "req_reused", "det_second", "request ids must be unique"]);
+    assert!(out.stdout.contains("1 delivered") && out.stdout.contains("1 duplicate"), "{out:#?}");
+    assert_eq!(cloud.requests().len(), 1);
+}

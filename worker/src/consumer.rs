@@ -337,7 +337,17 @@ impl Worker {
             return Ok(self.expire(esc, age_ms));
         }
         if let Some(matched) = self.dedupe.contains(esc) {
-            tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped");
+            match matched {
+                // Same image query id: the cloud already has exactly this one.
+                crate::dedupe::DuplicateOf::ImageQueryId => {
+                    tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped")
+                }
+                // Only the request id matches: an SDK retry of one edge request, or a
+                // producer reusing request ids. Skipped by design, but never quietly.
+                crate::dedupe::DuplicateOf::RequestId => {
+                    tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, "skipped: an escalation with this request id was already delivered (under another image query id); request ids must be unique per edge request")
+                }
+            }
             Stats::add(&self.stats.duplicates, 1);
             self.summary.duplicates += 1;
             return Ok(Outcome::Duplicate);
