@@ -309,7 +309,11 @@ fn escalations_stamped_in_1970_are_delivered_not_expired() {
     let cloud = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
     let out = drain(&sandbox, &cloud.endpoint(), &[]);
     out.expect_code(0);
-    assert!(out.stdout.contains("3 delivered, 0 dead-lettered, 0 expired"), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("3 delivered, 0 dead-lettered, 0 expired"),
+        "{out:#?}"
+    );
     let mut sent = cloud.image_query_ids();
     sent.sort();
     let mut want = ids;
@@ -336,9 +340,13 @@ fn a_far_future_stamp_still_expires_and_drain_exits_1() {
     let out = drain(&sandbox, &endpoint, &["--set", "worker.retention_ms=300"]);
     out.expect_code(1)
         .expect_stderr(&["1 escalation expired undelivered"]);
-    assert!(out.stdout.contains("0 delivered, 0 dead-lettered, 1 expired"), "{out:#?}");
-    let incidents = std::fs::read_to_string(sandbox.queue_dir().join("incidents.jsonl"))
-        .expect("incidents");
+    assert!(
+        out.stdout
+            .contains("0 delivered, 0 dead-lettered, 1 expired"),
+        "{out:#?}"
+    );
+    let incidents =
+        std::fs::read_to_string(sandbox.queue_dir().join("incidents.jsonl")).expect("incidents");
     assert!(incidents.contains(r#""kind":"expired""#), "{incidents}");
 }
 
@@ -378,13 +386,28 @@ fn a_reused_request_id_is_skipped_with_a_warning_not_silently() {
     let image = image.to_str().expect("utf-8");
     for detector in ["det_first", "det_second"] {
         sandbox
-            .run(&["enqueue", "--detector-id", detector, "--image", image, "--request-id", "req_reused"])
+            .run(&[
+                "enqueue",
+                "--detector-id",
+                detector,
+                "--image",
+                image,
+                "--request-id",
+                "req_reused",
+            ])
             .expect_code(0);
     }
     let cloud = MockCloud::start(MockCloudConfig::new(TOKEN)).expect("mock cloud");
     let out = drain(&sandbox, &cloud.endpoint(), &[]);
-    out.expect_code(0)
-        .expect_stderr(&["WARN", "req_reused", "det_second", "request ids must be unique"]);
-    assert!(out.stdout.contains("1 delivered") && out.stdout.contains("1 duplicate"), "{out:#?}");
+    out.expect_code(0).expect_stderr(&[
+        "WARN",
+        "req_reused",
+        "det_second",
+        "request ids must be unique",
+    ]);
+    assert!(
+        out.stdout.contains("1 delivered") && out.stdout.contains("1 duplicate"),
+        "{out:#?}"
+    );
     assert_eq!(cloud.requests().len(), 1);
 }
