@@ -98,7 +98,7 @@ pub enum ValidationError {
     },
     /// `patience_time` is negative, NaN, infinite, below 1 ms but not 0, or above 365 days.
     #[error(
-        "patience_time is {value_s:e} s; allowed: 0, or 0.001 to 31536000 seconds (365 days), >= 0"
+        "patience_time is {value_s:?} s; allowed: 0, or 0.001 to 31536000 seconds (365 days), >= 0"
     )]
     PatienceTimeOutOfRange {
         /// The value in seconds.
