@@ -188,7 +188,7 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub confidence_threshold: Option<f64>,
 
-    /// Patience time in seconds (0 or more)
+    /// Patience time in seconds: 0, or 0.001 to 31536000 (365 days)
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub patience_time: Option<f64>,
 

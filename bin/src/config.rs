@@ -499,6 +499,7 @@ fn queue_options(file: &FileConfig, layers: &Layers) -> Result<QueueOptions, Usa
         lanes_max: q.lanes_max,
         durability,
         storage: None,
+        images_dir: q.images_dir.clone(),
     };
     options
         .validate()

@@ -12,8 +12,8 @@ use escalation_queue::{Error as QueueHandleError, QueueError};
 pub enum Exit {
     /// 0: the command did what was asked.
     Ok = 0,
-    /// 1: the command ran, but work failed: `drain` dead-lettered an item or was
-    /// interrupted with work left; `demo` lost an escalation.
+    /// 1: the command ran, but work failed: `drain` dead-lettered or expired an item, or
+    /// was interrupted with work left; `demo` lost an escalation.
     WorkFailed = 1,
     /// 2: the command line, the configuration or the input is wrong.
     Usage = 2,
@@ -36,8 +36,8 @@ pub const EXIT_CODES: [(u8, &str); 6] = [
     (0, "success"),
     (
         1,
-        "work failed: `drain` dead-lettered an item, or was interrupted with work left; \
-         `demo` lost an escalation",
+        "work failed: `drain` dead-lettered or expired an item, or was interrupted with \
+         work left; `demo` lost an escalation",
     ),
     (
         2,

@@ -36,8 +36,11 @@ pub fn random_faults(seed: u64, slow_ms: u64) -> RandomFaults {
     }
 }
 
+/// Small segments; path images allowed below the temporary directory (each run's images are
+/// in its own `tempfile` directory there).
 pub fn options() -> QueueOptions {
     QueueOptions {
+        images_dir: Some(std::env::temp_dir()),
         image_size_max_bytes: 64 << 10,
         segment_bytes: 1 << 20,
         free_disk_bytes_min: 0,
@@ -73,6 +76,7 @@ pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
     config.connect_timeout_first_ms = READ_TIMEOUT_MS;
     config.connect_timeout_retry_ms = READ_TIMEOUT_MS;
     config.read_timeout_ms = READ_TIMEOUT_MS;
+    config.image_limits = options().record_limits();
     GroundlightClient::new(config).expect("client")
 }
 

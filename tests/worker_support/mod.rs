@@ -127,12 +127,17 @@ impl Running {
     }
 }
 
-/// Small segments so tests touch little disk.
+/// The images directory of the harness: path images in these tests name missing files
+/// below it (the directory does not exist either).
+pub const IMAGES_DIR: &str = "/nonexistent";
+
+/// Small segments so tests touch little disk; path images allowed below [`IMAGES_DIR`].
 pub fn options() -> QueueOptions {
     QueueOptions {
         image_size_max_bytes: 256 << 10,
         segment_bytes: 1 << 20,
         free_disk_bytes_min: 0,
+        images_dir: Some(IMAGES_DIR.into()),
         ..QueueOptions::default()
     }
 }
@@ -167,6 +172,7 @@ pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
     config.connect_timeout_first_ms = 300;
     config.connect_timeout_retry_ms = 300;
     config.read_timeout_ms = 300;
+    config.image_limits = options().record_limits();
     GroundlightClient::new(config).expect("client")
 }
 

@@ -4,6 +4,7 @@
 //! circuit breaker's probe. Acknowledgements are checkpointed every `checkpoint_acks_max`
 //! acks or `checkpoint_interval_ms`, when idle, and on stop. See `docs/SEMANTICS.md`.
 
+mod age;
 mod alerts;
 mod config;
 mod deliver;
@@ -25,7 +26,7 @@ pub use stop::StopHandle;
 use crate::attempts::{AttemptJournal, MarkerDurability, DEFAULT_SLOTS};
 use crate::dead_letter::{now_unix_ms, DeadLetterSink};
 use crate::dedupe::{DedupeSet, InFlight};
-use crate::escalation::Escalation;
+use crate::escalation::{Escalation, ValidationError};
 use crate::incidents::{Incidents, SpikeDetector};
 use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
 use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason, SystemicRejects};
@@ -103,6 +104,9 @@ pub struct Worker {
     /// the reader does not hand a record out twice, so a run that ends before the ack
     /// (stop or error) leaves it here for the next run of this worker.
     held: Option<(Record, bool)>,
+    /// When this worker first took the record being processed (its age when the writer's
+    /// clock is not believed, `age.rs`).
+    first_seen: Option<age::FirstSeen>,
     summary: RunSummary,
 }
 
@@ -171,6 +175,7 @@ impl Worker {
             unreachable_since: None,
             current: None,
             held: None,
+            first_seen: None,
             summary: RunSummary::default(),
             config,
         })
@@ -297,7 +302,13 @@ impl Worker {
             }
             Ok(esc) => match esc.validate_with(&self.options.record_limits()) {
                 Err(e) => {
-                    let failure = Failure::record("invalid", e.to_string());
+                    // A path the reader may not open is not trusted because a writer
+                    // recorded it: refused here, before any file is touched.
+                    let class = match e {
+                        ValidationError::ImagePathRefused { .. } => "image_path_refused",
+                        _ => "invalid",
+                    };
+                    let failure = Failure::record(class, e.to_string());
                     let reason = DeadLetterReason::RecordInvalid;
                     self.dead_letter(record, Some(&esc), reason, failure, &Default::default())?
                 }
@@ -320,12 +331,23 @@ impl Worker {
         dest: &dyn Destination,
         possibly_submitted: bool,
     ) -> Result<Outcome, QueueError> {
-        let age_ms = esc.age_ms(now_unix_ms());
+        self.note_first_seen(record, esc);
+        let age_ms = self.item_age_ms(esc);
         if age_ms >= self.config.retention_ms {
             return Ok(self.expire(esc, age_ms));
         }
         if let Some(matched) = self.dedupe.contains(esc) {
-            tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped");
+            match matched {
+                // Same image query id: the cloud already has exactly this one.
+                crate::dedupe::DuplicateOf::ImageQueryId => {
+                    tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped")
+                }
+                // Only the request id matches: an SDK retry of one edge request, or a
+                // producer reusing request ids. Skipped by design, but never quietly.
+                crate::dedupe::DuplicateOf::RequestId => {
+                    tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, "skipped: an escalation with this request id was already delivered (under another image query id); request ids must be unique per edge request")
+                }
+            }
             Stats::add(&self.stats.duplicates, 1);
             self.summary.duplicates += 1;
             return Ok(Outcome::Duplicate);
@@ -339,10 +361,52 @@ impl Worker {
         Ok(outcome)
     }
 
+    /// Starts the held-time clock of `record` when it is new to this worker, and says once
+    /// when its enqueue stamp is not believed.
+    fn note_first_seen(&mut self, record: &Record, esc: &Escalation) {
+        let (lane, seq) = (record.id.lane.0, record.id.seq.0);
+        if self
+            .first_seen
+            .is_some_and(|f| (f.lane, f.seq) == (lane, seq))
+        {
+            return;
+        }
+        self.first_seen = Some(age::FirstSeen {
+            lane,
+            seq,
+            at: Instant::now(),
+        });
+        let now_ms = now_unix_ms();
+        if !age::stamp_is_plausible(esc.enqueued_at_unix_ms, now_ms) {
+            tracing::warn!(image_query_id = %esc.image_query_id, enqueued_at_unix_ms = esc.enqueued_at_unix_ms, now_unix_ms = now_ms, "the escalation's enqueue time is before 2025 or ahead of this clock (a writer clock not set or set ahead); its age counts from now, when the reader took it");
+        }
+    }
+
+    /// The item's age for expiry, budgets and gauges (`age.rs`).
+    pub(super) fn item_age_ms(&self, esc: &Escalation) -> u64 {
+        let held_ms = self.first_seen.map_or(0, |f| {
+            u64::try_from(f.at.elapsed().as_millis()).unwrap_or(u64::MAX)
+        });
+        age::age_ms(esc, now_unix_ms(), held_ms)
+    }
+
     fn expire(&mut self, esc: &Escalation, age_ms: u64) -> Outcome {
         tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, age_ms, retention_ms = self.config.retention_ms, "escalation expired before delivery; dropped");
         Stats::add(&self.stats.expired, 1);
         self.summary.expired += 1;
+        let draft = crate::incidents::IncidentDraft::new(
+            crate::incidents::IncidentKind::Expired,
+            "an escalation was older than the retention age before it could be delivered; dropped",
+        )
+        .tried(["delivery was retried until the retention age".to_owned()])
+        .details(serde_json::json!({
+            "image_query_id": esc.image_query_id,
+            "detector_id": esc.detector_id,
+            "age_ms": age_ms,
+            "retention_ms": self.config.retention_ms,
+            "enqueued_at_unix_ms": esc.enqueued_at_unix_ms,
+        }));
+        self.raise(draft);
         Outcome::Expired
     }
 

@@ -1,14 +1,14 @@
 //! The escalation record: what the cloud call needs, validated and versioned.
 
 mod ids;
+mod image_file;
 mod metadata;
 mod validate;
 mod wire;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -166,7 +166,9 @@ impl ImageFormat {
 pub enum ImageSource {
     /// The bytes, stored in the record itself (one fsync covers record and image).
     Inline(Bytes),
-    /// An absolute path to a file, like the Python original's `image_path_str`.
+    /// An absolute path to a file, like the Python original's `image_path_str`. Allowed only
+    /// below the configured images directory ([`RecordLimits::images_dir`]); the reader opens
+    /// it without following links (`docs/SEMANTICS.md` §12).
     Path(PathBuf),
 }
 
@@ -195,36 +197,29 @@ pub enum ImageError {
     /// The image is empty or too large.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The path is not one the reader may open: outside the images directory (or none is
+    /// configured), through a symbolic link, not a regular file, or hard-linked.
+    #[error("image file {path:?} is refused: {reason}")]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// Why, and what is allowed.
+        reason: String,
+    },
 }
 
 impl ImageSource {
-    /// The image bytes: a cheap clone when inline, a bounded read when on disk.
+    /// The image bytes: a cheap clone when inline; when on disk, a bounded read confined to
+    /// `limits.images_dir` (see [`ImageError::Refused`]).
     pub fn load(&self, limits: &RecordLimits) -> Result<Bytes, ImageError> {
         match self {
             Self::Inline(bytes) => {
                 validate::check_image_size(bytes.len(), limits)?;
                 Ok(bytes.clone())
             }
-            Self::Path(path) => read_image_file(path, limits),
+            Self::Path(path) => image_file::read(path, limits),
         }
     }
-}
-
-/// Reads at most `image_size_max_bytes + 1` bytes, so a huge file cannot exhaust memory.
-fn read_image_file(path: &Path, limits: &RecordLimits) -> Result<Bytes, ImageError> {
-    let unreadable = |source| ImageError::Unreadable {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(unreadable)?;
-    let max_bytes = limits.image_size_max_bytes;
-    let cap = u64::try_from(max_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let mut image = Vec::new();
-    file.take(cap).read_to_end(&mut image).map_err(unreadable)?;
-    validate::check_image_size(image.len(), limits)?;
-    Ok(Bytes::from(image))
 }
 
 /// Why a record could not be encoded.
@@ -303,7 +298,8 @@ impl Escalation {
     }
 
     /// Checks every field; returns the first rule broken. Does no I/O: a path image is
-    /// checked for shape only, its bytes when [`ImageSource::load`] reads them.
+    /// checked for shape only (absolute, UTF-8, lexically inside `limits.images_dir`), its
+    /// file and bytes when [`ImageSource::load`] reads them.
     pub fn validate_with(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
         validate::check_id(IdField::DetectorId, &self.detector_id)?;
         validate::check_id(IdField::ImageQueryId, &self.image_query_id)?;
@@ -315,7 +311,15 @@ impl Escalation {
         }
         match &self.image {
             ImageSource::Inline(bytes) => validate::check_image_size(bytes.len(), limits),
-            ImageSource::Path(path) if path.is_absolute() && path.to_str().is_some() => Ok(()),
+            ImageSource::Path(path) if path.is_absolute() && path.to_str().is_some() => {
+                match image_file::confine(path, limits) {
+                    Ok(_) => Ok(()),
+                    Err(reason) => Err(ValidationError::ImagePathRefused {
+                        path: path.to_string_lossy().into_owned(),
+                        reason,
+                    }),
+                }
+            }
             ImageSource::Path(path) => Err(ValidationError::ImagePathInvalid {
                 path: path.to_string_lossy().into_owned(),
             }),

@@ -4,19 +4,22 @@
 //! |---|---|
 //! | CRITICAL | corruption detected, writer poisoned, disk full, auth failure, systemic rejection |
 //! | HIGH | cloud unreachable longer than a threshold, error-rate spike, oldest item too old |
-//! | MEDIUM | an item dead-lettered |
+//! | MEDIUM | an item dead-lettered, an item expired undelivered |
 //! | LOW | transient errors recovered |
 //!
 //! Every incident goes to the `tracing` log, to the bounded `incidents.jsonl`, and to the
 //! optional webhook. A repeat of the same key within the dedupe window only increments a
 //! count; the next incident of that key after the window says how many were suppressed.
+//! The windows survive restarts: before its first incident a manager reads the keys raised
+//! within the window from `incidents.jsonl` (by any process of the queue), so a reader
+//! restarted after a crash does not alert again for what it alerted before.
 
 mod sink;
 mod spike;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +67,8 @@ pub enum IncidentKind {
     BacklogTooOld,
     /// An item was moved to the dead-letter queue.
     DeadLettered,
+    /// An item grew older than the retention age before it could be delivered: dropped.
+    Expired,
     /// An item was delivered after retryable failures.
     TransientRecovered,
 }
@@ -78,7 +83,7 @@ impl IncidentKind {
             | Self::AuthFailure
             | Self::SystemicRejection => Severity::Critical,
             Self::CloudUnreachable | Self::ErrorRateSpike | Self::BacklogTooOld => Severity::High,
-            Self::DeadLettered => Severity::Medium,
+            Self::DeadLettered | Self::Expired => Severity::Medium,
             Self::TransientRecovered => Severity::Low,
         }
     }
@@ -95,6 +100,7 @@ impl IncidentKind {
             Self::ErrorRateSpike => "error_rate_spike",
             Self::BacklogTooOld => "backlog_too_old",
             Self::DeadLettered => "dead_lettered",
+            Self::Expired => "expired",
             Self::TransientRecovered => "transient_recovered",
         }
     }
@@ -264,6 +270,8 @@ pub enum Raised {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Whether the windows were seeded from the incident log (done at the first raise).
+    seeded: bool,
     windows: HashMap<String, Window>,
     recent: VecDeque<Incident>,
     next_id: u64,
@@ -316,6 +324,10 @@ impl Incidents {
     ) -> Raised {
         let key = draft.key();
         let mut state = self.lock();
+        if !state.seeded {
+            state.seeded = true;
+            self.seed_from_log(&mut state, now_unix_ms);
+        }
         let window_ms = self.config.dedupe_window_ms;
         let previous = state.windows.get(&key).copied();
         if let Some(w) = previous {
@@ -358,12 +370,59 @@ impl Incidents {
         Raised::New(Box::new(incident))
     }
 
+    /// Opens a window for each key the log holds an incident of, raised within the dedupe
+    /// window before `now_unix_ms` (a stamp after it, from a clock that was ahead, is
+    /// ignored). A log larger than its rotation bound allows is not read (logged).
+    fn seed_from_log(&self, state: &mut State, now_unix_ms: u64) {
+        let Some(log) = &self.log else { return };
+        let bound = self
+            .config
+            .jsonl_max_bytes
+            .max(4096)
+            .saturating_add(64 << 10);
+        let mut rotated = log.path().as_os_str().to_owned();
+        rotated.push(".1");
+        let too_large = [log.path(), Path::new(&rotated)]
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > bound));
+        if let Some(path) = too_large {
+            tracing::warn!(path = %path.display(), bound_bytes = bound, "incident log larger than its rotation bound; not read, so incidents raised before this start may be raised again");
+            return;
+        }
+        let incidents = match log.read_all() {
+            Ok(incidents) => incidents,
+            Err(e) => {
+                tracing::warn!(path = %log.path().display(), error = %e, "incident log unreadable; incidents raised before this start may be raised again");
+                return;
+            }
+        };
+        let window_ms = self.config.dedupe_window_ms;
+        for incident in incidents {
+            let at = incident.at_unix_ms;
+            if at > now_unix_ms || now_unix_ms - at >= window_ms {
+                continue;
+            }
+            let window = state.windows.entry(incident.key).or_insert(Window {
+                opened_ms: at,
+                count: 0,
+            });
+            if at >= window.opened_ms {
+                *window = Window {
+                    opened_ms: at,
+                    count: 1,
+                };
+            }
+        }
+    }
+
     fn emit(&self, incident: &Incident) {
         let (key, title) = (incident.key.as_str(), incident.title.as_str());
         let error = incident.error.as_deref().unwrap_or("");
+        let context = &incident.context;
         match incident.severity {
+            // The state, not the configuration (it is in incidents.jsonl and /stats).
             Severity::Critical | Severity::High => {
-                tracing::error!(severity = ?incident.severity, key, error, context = ?incident.context, "incident: {title}")
+                tracing::error!(severity = ?incident.severity, key, error, queue_depth = context.queue_depth, oldest_pending_age_ms = context.oldest_pending_age_ms, circuit_state = %context.circuit_state, paused_for_auth = context.paused_for_auth, "incident: {title}")
             }
             Severity::Medium => {
                 tracing::warn!(severity = ?incident.severity, key, error, "incident: {title}")
@@ -439,6 +498,43 @@ mod tests {
         let logged = IncidentLog::new(&path, 1 << 20).read_all().expect("read");
         assert_eq!(logged.len(), 2);
         assert_eq!(logged[1], *again);
+    }
+
+    /// Story (probe F25): dedupe windows lived in the process, so each restart raised again
+    /// what the last one had. A new manager on the same log counts a key raised within the
+    /// window as a repeat; a key older than the window, or stamped in the future by a clock
+    /// that was ahead, raises again.
+    #[test]
+    fn windows_survive_a_restart_through_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("incidents.jsonl");
+        let config = IncidentConfig {
+            dedupe_window_ms: 1000,
+            ..IncidentConfig::default()
+        };
+        let ctx = IncidentContext::default();
+        let before = Incidents::new(config.clone(), Some(path.clone())).expect("incidents");
+        assert!(matches!(
+            before.raise(draft(), ctx.clone(), 10_000),
+            Raised::New(_)
+        ));
+        let future = IncidentDraft::new(IncidentKind::BacklogTooOld, "old");
+        assert!(matches!(
+            before.raise(future.clone(), ctx.clone(), 50_000),
+            Raised::New(_)
+        ));
+        drop(before);
+
+        let after = Incidents::new(config, Some(path.clone())).expect("incidents");
+        assert_eq!(
+            after.raise(draft(), ctx.clone(), 10_500),
+            Raised::Repeat { count: 2 }
+        );
+        assert!(matches!(
+            after.raise(future, ctx.clone(), 10_600),
+            Raised::New(_)
+        ));
+        assert!(matches!(after.raise(draft(), ctx, 11_000), Raised::New(_)));
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct QueueOptions {
     pub durability: Durability,
     /// Storage behind both wals (tests use a simulated disk). Default: the real file system.
     pub storage: Option<Arc<dyn Storage>>,
+    /// The only directory path images may be in (an absolute path). Default `None`: path
+    /// images are refused at enqueue and by the reader (`docs/SEMANTICS.md` §12).
+    pub images_dir: Option<PathBuf>,
 }
 
 impl Default for QueueOptions {
@@ -139,6 +142,7 @@ impl Default for QueueOptions {
             lanes_max: 16,
             durability: Durability::SyncEachAppend,
             storage: None,
+            images_dir: None,
         }
     }
 }
@@ -148,6 +152,7 @@ impl QueueOptions {
     pub fn record_limits(&self) -> RecordLimits {
         RecordLimits {
             image_size_max_bytes: self.image_size_max_bytes,
+            images_dir: self.images_dir.clone(),
         }
     }
 
@@ -205,6 +210,15 @@ impl QueueOptions {
                 value: self.image_size_max_bytes.to_string(),
                 allowed: "1 byte to 512 MiB".into(),
             });
+        }
+        if let Some(dir) = &self.images_dir {
+            if !dir.is_absolute() || dir.to_str().is_none() {
+                return Err(QueueError::Config {
+                    key: "images_dir",
+                    value: dir.to_string_lossy().into_owned(),
+                    allowed: "an absolute UTF-8 directory path".into(),
+                });
+            }
         }
         self.wal_options().validate()?;
         self.dead_letter_wal_options().validate()?;

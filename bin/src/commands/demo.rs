@@ -49,10 +49,10 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .context("cannot create a temporary directory for the demo")?;
     let started = Instant::now();
     let cloud = start_cloud(args.seed)?;
-    let options = demo_queue_options();
+    let options = demo_queue_options(dir.path());
     let mut worker = Worker::open(dir.path(), &options, demo_worker_config(args.seed))
         .context("cannot open the demo queue")?;
-    let client = demo_client(&cloud)?;
+    let client = demo_client(&cloud, &options)?;
     let stats = worker.stats();
     let total = u64::from(args.escalations);
     println!(
@@ -171,9 +171,11 @@ fn start_cloud(seed: u64) -> anyhow::Result<MockCloud> {
     MockCloud::start(config).context("cannot start the mock cloud on loopback")
 }
 
-/// Small segments: the demo's images are small and its directory is temporary.
-fn demo_queue_options() -> QueueOptions {
+/// Small segments: the demo's images are small and its directory is temporary. Its path
+/// images (deleted ones) are under `<dir>/deleted-images`, the images directory.
+fn demo_queue_options(dir: &Path) -> QueueOptions {
     QueueOptions {
+        images_dir: Some(dir.join("deleted-images")),
         image_size_max_bytes: 256 << 10,
         segment_bytes: 1 << 20,
         queue_bytes_max: 256 << 20,
@@ -201,13 +203,13 @@ fn demo_worker_config(seed: u64) -> WorkerConfig {
     }
 }
 
-fn demo_client(cloud: &MockCloud) -> anyhow::Result<GroundlightClient> {
+fn demo_client(cloud: &MockCloud, options: &QueueOptions) -> anyhow::Result<GroundlightClient> {
     let mut config = ClientConfig::new(ApiToken::new(TOKEN)?);
     config.endpoint = cloud.endpoint();
     config.connect_timeout_first_ms = 1_000;
     config.connect_timeout_retry_ms = 500;
     config.read_timeout_ms = 2_000;
-    config.image_limits = demo_queue_options().record_limits();
+    config.image_limits = options.record_limits();
     Ok(GroundlightClient::new(config)?)
 }
 

@@ -126,8 +126,8 @@ fn deliver_until_stopped(
     }
 }
 
-/// `drain`: deliver until the queue is empty. Exit 0 if nothing was dead-lettered, 1 if
-/// something was or a signal stopped it first. Serves the status endpoints meanwhile when
+/// `drain`: deliver until the queue is empty. Exit 0 if nothing was dead-lettered or
+/// expired, 1 if something was or a signal stopped it first. Serves the status endpoints meanwhile when
 /// an address is given (`--status-addr` or `status.addr`), so that a batch job can be
 /// probed like the daemon.
 pub fn drain(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -170,6 +170,13 @@ pub fn drain(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         eprintln!(
             "{} dead-lettered: see `escalation-queue dlq list`",
             count(summary.dead_lettered, "escalation")
+        );
+        return Ok(Exit::WorkFailed.into());
+    }
+    if summary.expired > 0 {
+        eprintln!(
+            "{} expired undelivered (older than worker.retention_ms)",
+            count(summary.expired, "escalation")
         );
         return Ok(Exit::WorkFailed.into());
     }

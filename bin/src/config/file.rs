@@ -83,6 +83,9 @@ pub struct QueueSection {
     pub durability: DurabilityKind,
     /// Sync interval of `durability = "interval"`. Default 10; 1 to 60000.
     pub durability_interval_ms: u64,
+    /// The only directory path images may be in (absolute). Default: none, path images
+    /// are refused (inline images only).
+    pub images_dir: Option<PathBuf>,
 }
 
 impl Default for QueueSection {
@@ -96,6 +99,7 @@ impl Default for QueueSection {
             lanes_max: 16,
             durability: DurabilityKind::SyncEachAppend,
             durability_interval_ms: 10,
+            images_dir: None,
         }
     }
 }

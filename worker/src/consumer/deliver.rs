@@ -98,7 +98,7 @@ impl Worker {
                 return Ok(Outcome::Stopped);
             }
             let now_ms = now_unix_ms();
-            let age_ms = esc.age_ms(now_ms);
+            let age_ms = self.item_age_ms(esc);
             Stats::set(&self.stats.oldest_pending_age_ms, age_ms);
             if age_ms >= self.config.retention_ms {
                 return Ok(self.expire(esc, age_ms));
@@ -190,8 +190,10 @@ impl Worker {
             if let Some(current) = &mut self.current {
                 current.response_possibly_lost = item.previous_lost;
             }
-            if let Some(spike) = self.spike.record_failure(now_unix_ms()) {
-                self.raise_spike(spike, e);
+            // A 400 that may be the answer to a resubmission (a crash's expected
+            // duplicates) is not a failure unless the lookup finds the cloud lacks it.
+            if classification != Classification::DeliveredDuplicate {
+                self.count_failure(e);
             }
         }
         item.budget.apply(classification, age_ms)
@@ -259,6 +261,13 @@ impl Worker {
         }
     }
 
+    /// Counts a failed request in the error-rate spike detector.
+    pub(super) fn count_failure(&mut self, error: &DeliveryError) {
+        if let Some(spike) = self.spike.record_failure(now_unix_ms()) {
+            self.raise_spike(spike, error);
+        }
+    }
+
     pub(super) fn on_delivered(&mut self, esc: &Escalation, duplicate: bool, item: &Item) {
         self.end_systemic_run();
         Stats::add(&self.stats.delivered, 1);
@@ -268,7 +277,7 @@ impl Worker {
             self.summary.delivered_duplicates += 1;
             tracing::info!(image_query_id = %esc.image_query_id, "HTTP 400, and the cloud has this image query: delivered by an earlier attempt");
         }
-        let latency_ms = esc.age_ms(now_unix_ms());
+        let latency_ms = self.item_age_ms(esc);
         self.stats.delivery_latency.observe_ms(latency_ms);
         tracing::info!(
             image_query_id = %esc.image_query_id,

@@ -12,7 +12,6 @@ use escalation_queue_wal::Record;
 use super::deliver::{Failure, Item, Outcome};
 use super::Worker;
 use crate::client::{DeliveryError, Destination, Lookup};
-use crate::dead_letter::now_unix_ms;
 use crate::escalation::Escalation;
 use crate::layout::QueueError;
 use crate::retry::{DeadLetterReason, ErrorClass, Wait, WaitCause};
@@ -39,7 +38,7 @@ impl Worker {
             if self.stop.is_stopped() {
                 return Ok(Outcome::Stopped);
             }
-            let age_ms = esc.age_ms(now_unix_ms());
+            let age_ms = self.item_age_ms(esc);
             if age_ms >= self.config.retention_ms {
                 return Ok(self.expire(esc, age_ms));
             }
@@ -52,6 +51,7 @@ impl Worker {
                 }
                 Verdict::NotFound => {
                     self.on_answered();
+                    self.count_failure(rejection);
                     tracing::info!(image_query_id = %esc.image_query_id, detector_id = %esc.detector_id, "HTTP 400, and the cloud does not have this image query: a real rejection");
                     let reason = DeadLetterReason::Rejected {
                         class: ErrorClass::of(rejection),

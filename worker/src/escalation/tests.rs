@@ -18,8 +18,10 @@ fn full_record() -> Escalation {
     esc
 }
 
+/// Encodes with the default limits, path images allowed below the Python layout's directory.
 fn encode(esc: &Escalation) -> Bytes {
-    Bytes::from(esc.encode(&RecordLimits::DEFAULT).expect("encode"))
+    let limits = confined_to(std::path::Path::new("/opt/groundlight/queue/images"));
+    Bytes::from(esc.encode(&limits).expect("encode"))
 }
 
 #[test]
@@ -282,15 +284,27 @@ fn validate_confidence_threshold_range() {
 }
 
 /// edge-endpoint's route allows `patience_time >= 0` and the SDK sends `0.0`; the API spec
-/// has no minimum. Negative, NaN and infinite values are still refused.
+/// has no minimum. Negative, NaN and infinite values are still refused, and (probe F27)
+/// `1e308` and `1e-320`, which were accepted and sent to the cloud.
 #[test]
 fn validate_patience_time_allows_zero_and_refuses_negative_and_non_finite() {
-    for ok in [0.0, -0.0, 0.001, 30.0, 86_400.0 * 365.0, f64::MAX] {
+    for ok in [0.0, -0.0, 0.001, 30.0, 86_400.0 * 365.0] {
         let mut esc = full_record();
         esc.patience_time_s = Some(ok);
         assert_eq!(esc.validate(), Ok(()), "{ok}");
     }
-    for bad in [-1e-9, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+    for bad in [
+        -1e-9,
+        -1.0,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e308,
+        f64::MAX,
+        1e-320,
+        0.0009,
+        86_400.0 * 365.0 + 1.0,
+    ] {
         let mut esc = full_record();
         esc.patience_time_s = Some(bad);
         let err = esc.validate().expect_err("bad patience");
@@ -339,6 +353,7 @@ fn validate_metadata_limit_is_the_sdk_limit() {
 fn validate_image_size() {
     let limits = RecordLimits {
         image_size_max_bytes: 4,
+        ..RecordLimits::DEFAULT
     };
     let mut esc = full_record();
     esc.image = ImageSource::Inline(Bytes::new());
@@ -361,33 +376,122 @@ fn validate_image_size() {
     ));
 }
 
+/// Limits allowing path images below `dir`.
+fn confined_to(dir: &std::path::Path) -> RecordLimits {
+    RecordLimits {
+        images_dir: Some(dir.to_owned()),
+        ..RecordLimits::DEFAULT
+    }
+}
+
 #[test]
 fn load_path_images() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("img");
     std::fs::write(&path, JPEG).expect("write");
     let source = ImageSource::Path(path.clone());
-    assert_eq!(
-        &source.load(&RecordLimits::DEFAULT).expect("load")[..],
-        JPEG
-    );
+    let limits = confined_to(dir.path());
+    assert_eq!(&source.load(&limits).expect("load")[..], JPEG);
     let small = RecordLimits {
         image_size_max_bytes: 3,
+        ..limits.clone()
     };
     assert!(matches!(
         source.load(&small),
         Err(ImageError::Invalid(ValidationError::ImageTooLarge {
-            size_bytes: 4,
-            max_bytes: 3
+            max_bytes: 3,
+            ..
         }))
     ));
     let missing = ImageSource::Path(dir.path().join("missing"));
-    match missing.load(&RecordLimits::DEFAULT) {
+    match missing.load(&limits) {
         Err(ImageError::Unreadable { source, .. }) => {
             assert_eq!(source.kind(), io::ErrorKind::NotFound);
         }
         other => panic!("expected Unreadable, got {other:?}"),
     }
+}
+
+/// Story (probe F6): the reader opened whatever absolute path a record named, so any
+/// enqueuer could make it upload `/proc/self/environ` (with the API token) or
+/// `/etc/shadow`. Now path images are off without an images directory, and with one every
+/// escape is refused by the validation (lexically) and again by `load` (on the file).
+#[test]
+fn path_images_are_confined_to_the_images_directory() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let images = root.path().join("images");
+    std::fs::create_dir(&images).expect("mkdir");
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, b"TOKEN=secret").expect("write");
+    std::fs::write(images.join("ok.jpg"), JPEG).expect("write");
+    let limits = confined_to(&images);
+    let refused_lexically = [
+        std::path::PathBuf::from("/proc/self/environ"),
+        std::path::PathBuf::from("/etc/shadow"),
+        images.join("../secret"),
+        images.join("sub/../../secret"),
+        images.clone(),
+    ];
+    for path in &refused_lexically {
+        let mut esc = full_record();
+        esc.image = ImageSource::Path(path.clone());
+        assert!(
+            matches!(
+                esc.validate_with(&limits),
+                Err(ValidationError::ImagePathRefused { .. })
+            ),
+            "{path:?}: {:?}",
+            esc.validate_with(&limits)
+        );
+        assert!(
+            matches!(
+                ImageSource::Path(path.clone()).load(&limits),
+                Err(ImageError::Refused { .. })
+            ),
+            "{path:?}"
+        );
+    }
+    // Without an images directory every path image is refused, with a message saying how.
+    let mut esc = full_record();
+    esc.image = ImageSource::Path(images.join("ok.jpg"));
+    let err = esc.validate().expect_err("off by default");
+    assert!(err.to_string().contains("queue.images_dir"), "{err}");
+    assert!(esc.validate_with(&limits).is_ok());
+
+    // Files that pass the lexical check but must not be read.
+    std::os::unix::fs::symlink(&secret, images.join("link.jpg")).expect("symlink");
+    std::os::unix::fs::symlink(root.path(), images.join("linkdir")).expect("symlink");
+    std::os::unix::fs::symlink(images.join("ok.jpg"), images.join("inside.jpg")).expect("symlink");
+    std::fs::hard_link(&secret, images.join("hard.jpg")).expect("hard link");
+    std::fs::create_dir(images.join("dir.jpg")).expect("mkdir");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        images.join("fifo.jpg"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .expect("mkfifo");
+    for (name, needle) in [
+        ("link.jpg", "symbolic link"),
+        ("inside.jpg", "symbolic link"),
+        ("linkdir/secret", "symbolic link"),
+        ("hard.jpg", "hard links"),
+        ("dir.jpg", "a directory"),
+        ("fifo.jpg", "a FIFO"),
+    ] {
+        let path = images.join(name);
+        match ImageSource::Path(path.clone()).load(&limits) {
+            Err(e @ ImageError::Refused { .. }) => {
+                assert!(e.to_string().contains(needle), "{name}: {e}")
+            }
+            other => panic!("{name}: expected Refused, got {other:?}"),
+        }
+    }
+    let ok = ImageSource::Path(images.join("ok.jpg"))
+        .load(&limits)
+        .expect("load");
+    assert_eq!(&ok[..], JPEG);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Field-level validation of an [`Escalation`](super::Escalation).
 
 use std::fmt;
+use std::path::PathBuf;
 
 use super::metadata::METADATA_SIZE_LIMIT_BYTES;
 
@@ -11,17 +12,22 @@ pub const ID_LEN_MAX_CHARS: usize = 200;
 pub const DEFAULT_IMAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Limits that [`Escalation::validate_with`](super::Escalation::validate_with) enforces
-/// beyond the fixed API rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// beyond the fixed API rules, and that [`ImageSource::load`](super::ImageSource::load)
+/// applies when it reads a path image.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordLimits {
     /// Largest image, inline or on disk. Default [`DEFAULT_IMAGE_SIZE_MAX_BYTES`]; minimum 1.
     pub image_size_max_bytes: usize,
+    /// The only directory path images may name (absolute). Default `None`: path images are
+    /// refused, at enqueue and when the reader loads them (`docs/SEMANTICS.md` §12).
+    pub images_dir: Option<PathBuf>,
 }
 
 impl RecordLimits {
     /// The defaults, usable in `const` context.
     pub const DEFAULT: Self = Self {
         image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES,
+        images_dir: None,
     };
 }
 
@@ -90,8 +96,10 @@ pub enum ValidationError {
         /// The value.
         value: f64,
     },
-    /// `patience_time` is negative, NaN or infinite.
-    #[error("patience_time is {value_s} s; allowed: a finite number of seconds >= 0")]
+    /// `patience_time` is negative, NaN, infinite, below 1 ms but not 0, or above 365 days.
+    #[error(
+        "patience_time is {value_s:?} s; allowed: 0, or 0.001 to 31536000 seconds (365 days), >= 0"
+    )]
     PatienceTimeOutOfRange {
         /// The value in seconds.
         value_s: f64,
@@ -123,6 +131,15 @@ pub enum ValidationError {
     ImagePathInvalid {
         /// The path, lossily converted for display.
         path: String,
+    },
+    /// The image path is outside the configured images directory, has a `..` component, or
+    /// no images directory is configured.
+    #[error("image path {path:?} is refused: {reason}")]
+    ImagePathRefused {
+        /// The path, lossily converted for display.
+        path: String,
+        /// Why, and what is allowed.
+        reason: String,
     },
 }
 
@@ -165,12 +182,20 @@ pub(super) fn check_confidence_threshold(value: Option<f64>) -> Result<(), Valid
     }
 }
 
-/// Checks `patience_time`: finite and `>= 0`, like edge-endpoint's route (`ge=0`). The API
-/// spec has no bound (`type: number, format: float`); NaN and infinities cannot be sent as
-/// JSON-compatible numbers and mean nothing as a patience.
+/// Smallest non-zero `patience_time`: 1 ms (a smaller one, down to subnormals like
+/// `1e-320`, only shows a broken caller).
+pub const PATIENCE_TIME_MIN_S: f64 = 0.001;
+
+/// Largest `patience_time`: 365 days (`1e308` passed the old check and went to the cloud).
+pub const PATIENCE_TIME_MAX_S: f64 = 365.0 * 86_400.0;
+
+/// Checks `patience_time`: 0 (edge-endpoint's route allows `ge=0`; the SDK sends `0.0`), or
+/// [`PATIENCE_TIME_MIN_S`] to [`PATIENCE_TIME_MAX_S`]. The API spec has no bound
+/// (`type: number, format: float`); NaN, infinities, negatives and absurd magnitudes mean
+/// nothing as a patience and are refused at enqueue (probe F27).
 pub(super) fn check_patience_time(value_s: Option<f64>) -> Result<(), ValidationError> {
     match value_s {
-        Some(v) if !(v.is_finite() && v >= 0.0) => {
+        Some(v) if !(v == 0.0 || (PATIENCE_TIME_MIN_S..=PATIENCE_TIME_MAX_S).contains(&v)) => {
             Err(ValidationError::PatienceTimeOutOfRange { value_s: v })
         }
         _ => Ok(()),
