@@ -89,6 +89,7 @@ impl DedupeSet {
     pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
         let path = path.into();
         let keys_max = items_max.max(1).saturating_mul(2);
+        crate::layout::quarantine_foreign(&path)?;
         let existed = path.exists();
         let loaded = if existed {
             load(&path).map_err(|e| QueueError::io("read", &path, e))?
@@ -225,13 +226,16 @@ impl DedupeSet {
         if let Some(run) = &self.last_run {
             bytes.extend(frame(KIND_RUN, run));
         }
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+        crate::layout::quarantine_foreign(&tmp)?;
+        let written = crate::layout::open_file(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600),
+            &tmp,
+        )
+        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
         written.map_err(|e| QueueError::io("write", &tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -288,15 +292,21 @@ fn decode_run(run: &[u8; RUN_LEN]) -> PreviousRun {
 /// Opens the log for appending after `valid_len` bytes, writing the magic into a new file.
 fn create_log(path: &Path, valid_len: u64) -> Result<File, QueueError> {
     let io = |op, e| QueueError::io(op, path, e);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("open", e))?;
+    let mut file = crate::layout::open_file(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+        path,
+    )
+    .map_err(|e| io("open", e))?;
     if valid_len < MAGIC.len() as u64 {
+        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        if len > 0 {
+            tracing::warn!(path = %path.display(), bytes = len, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
+        }
         file.set_len(0).map_err(|e| io("truncate", e))?;
         file.write_all(MAGIC).map_err(|e| io("write", e))?;
         file.sync_all().map_err(|e| io("fsync", e))?;
@@ -320,7 +330,10 @@ struct Loaded {
 }
 
 fn load(path: &Path) -> io::Result<Loaded> {
-    let mut reader = BufReader::new(File::open(path)?);
+    let mut reader = BufReader::new(crate::layout::open_file(
+        OpenOptions::new().read(true),
+        path,
+    )?);
     let mut loaded = Loaded::default();
     let mut magic = [0_u8; 8];
     if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
