@@ -412,3 +412,35 @@ fn the_reader_daemon_retries_an_initial_open_that_fails() {
     assert_eq!(reader.wait_exit(WAIT), Some(0));
     assert_all_delivered(&ids, &received(cloud));
 }
+
+/// Probe F27: a 100 KB garbage `dedupe.log` was discarded without a word, silently
+/// forgetting which escalations were delivered. Now `drain` warns, naming the file, and
+/// still delivers.
+#[test]
+fn a_garbage_dedupe_log_is_discarded_with_a_warning() {
+    let q = Hostile::new();
+    let a = q.writer();
+    let ids = enqueue(&a, 1, "a");
+    drop(a);
+    let log = q.sandbox.queue_dir().join("dedupe.log");
+    let mut rng = 0x9e37_79b9_u32;
+    let garbage: Vec<u8> = (0..100_000)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng as u8
+        })
+        .collect();
+    std::fs::write(&log, garbage).expect("garbage dedupe log");
+    let cloud = MockCloudProcess::start(&q.sandbox, &[]);
+    let run = q.drain(&cloud.endpoint);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("dedupe log does not start with its magic"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("dedupe.log"), "{}", run.stderr);
+    assert_all_delivered(&ids, &received(cloud));
+}

@@ -386,6 +386,72 @@ mod tests {
         e
     }
 
+    /// Issue 10 property ("arbitrary bytes in any queue file never hang or panic"): 200
+    /// seeded cases of random bytes as the dedupe log, half behind a valid magic. Each open
+    /// returns (on a thread with a deadline), and the set works after it: an id inserted
+    /// and persisted is found after a reopen.
+    #[test]
+    fn arbitrary_bytes_as_the_log_open_to_a_working_set() {
+        let mut rng = fastrand::Rng::with_seed(10);
+        for case in 0..200 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("dedupe.log");
+            let mut bytes: Vec<u8> = if case % 2 == 0 { MAGIC.to_vec() } else { Vec::new() };
+            let len = rng.usize(0..20_000);
+            bytes.extend((0..len).map(|_| rng.u8(..)));
+            fs::write(&path, &bytes).expect("garbage");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let opened = DedupeSet::open(&p, 10).map(|mut set| {
+                    set.insert(&esc(7));
+                    set.persist().expect("persist");
+                });
+                let _ = tx.send(opened.is_ok());
+            });
+            let opened = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("case {case}: open hung or panicked: {e}"));
+            assert!(opened, "case {case}: open failed");
+            let set = DedupeSet::open(&path, 10).expect("reopen");
+            assert!(set.contains(&esc(7)).is_some(), "case {case}");
+        }
+    }
+
+    /// Probe F7/F8 for the worker's files: `dedupe.log` as a symlink to a victim, a FIFO or
+    /// a directory. Opening followed the link (and would have truncated the victim) or
+    /// hung on the FIFO. Now the entry is moved aside, never opened, and a fresh log used.
+    #[test]
+    fn a_foreign_dedupe_log_is_moved_aside_never_opened() {
+        type Plant = fn(&Path, &Path);
+        let plants: [Plant; 3] = [
+            |p, victim| std::os::unix::fs::symlink(victim, p).expect("link"),
+            |p, _| {
+                let ok = std::process::Command::new("mkfifo").arg(p).status();
+                assert!(ok.expect("mkfifo").success());
+            },
+            |p, _| fs::create_dir(p).expect("dir"),
+        ];
+        for plant in plants {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("dedupe.log");
+            let victim = dir.path().join("victim");
+            fs::write(&victim, b"victim bytes").expect("victim");
+            plant(&path, &victim);
+            let mut set = DedupeSet::open(&path, 10).expect("opens afresh");
+            set.insert(&esc(1));
+            set.persist().expect("persist");
+            assert_eq!(fs::read(&victim).expect("victim"), b"victim bytes");
+            assert!(fs::symlink_metadata(&path).expect("log").file_type().is_file());
+            let aside = fs::read_dir(dir.path())
+                .expect("list")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("dedupe.log.foreign-"))
+                .count();
+            assert_eq!(aside, 1, "the foreign entry is kept, moved aside");
+        }
+    }
+
     #[test]
     fn ids_survive_a_restart_and_the_set_is_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
