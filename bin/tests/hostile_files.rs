@@ -159,7 +159,10 @@ fn replace_with_symlink(path: &Path, target: &Path) {
 }
 
 fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
@@ -193,7 +196,10 @@ fn a_symlinked_tail_segment_is_never_written_through() {
         before,
         "the symlink target was written"
     );
-    assert!(std::fs::symlink_metadata(tail).expect("link").file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(tail)
+        .expect("link")
+        .file_type()
+        .is_symlink());
     assert!(
         run.stderr.contains("symbolic link") && run.stderr.contains(&*tail.to_string_lossy()),
         "the symlink is reported with its path:\n{}",
@@ -202,7 +208,10 @@ fn a_symlinked_tail_segment_is_never_written_through() {
     let got = received(cloud);
     assert_all_delivered(&lane1, &got);
     // Records of lane 0 before the replaced segment are delivered too.
-    assert!(lane0.iter().take(10).all(|id| got.contains(id)), "lane 0 head lost");
+    assert!(
+        lane0.iter().take(10).all(|id| got.contains(id)),
+        "lane 0 head lost"
+    );
 }
 
 /// Probe F7: a middle segment replaced by a symlink to `/etc/passwd` was read and reported
@@ -228,11 +237,18 @@ fn a_symlink_to_etc_passwd_mid_lane_is_skipped_not_read() {
     let run = q.drain(&cloud.endpoint);
     assert!(!run.hung, "drain hung: {run:?}");
     assert!(run.stderr.contains("symbolic link"), "{}", run.stderr);
-    assert!(!run.stderr.contains("root:"), "passwd content leaked:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("root:"),
+        "passwd content leaked:\n{}",
+        run.stderr
+    );
     let got = received(cloud);
     assert_all_delivered(&lane1, &got);
     assert!(got.contains(&lane0[0]), "segment before the link delivered");
-    assert!(got.contains(lane0.last().expect("last")), "segment after the link delivered");
+    assert!(
+        got.contains(lane0.last().expect("last")),
+        "segment after the link delivered"
+    );
 }
 
 /// Probe F7/F10: a symlink loop (ELOOP) named like a segment of an unused lane blocked the
@@ -249,7 +265,11 @@ fn a_symlink_loop_named_like_a_segment_blocks_nothing() {
     let cloud = MockCloudProcess::start(&q.sandbox, &[]);
     let run = q.drain(&cloud.endpoint);
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stderr.contains("lane-007-00000000000000000001.seg"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lane-007-00000000000000000001.seg"),
+        "{}",
+        run.stderr
+    );
     assert_all_delivered(&ids, &received(cloud));
 }
 
@@ -278,7 +298,10 @@ fn a_fifo_mid_lane_hangs_no_command() {
     assert!(run.stderr.contains("FIFO"), "{}", run.stderr);
     let got = received(cloud);
     assert_all_delivered(&lane1, &got);
-    assert!(got.contains(lane0.last().expect("last")), "segment after the FIFO delivered");
+    assert!(
+        got.contains(lane0.last().expect("last")),
+        "segment after the FIFO delivered"
+    );
 }
 
 /// Probe F10: a directory named like a segment of an unused lane stopped the running
@@ -301,15 +324,25 @@ fn a_directory_named_like_a_segment_stops_no_lane() {
     let later = enqueue(&a, 3, "later");
     drop(a);
     wait_until(WAIT, "the later escalations to be delivered", || {
-        get_json(addr, "/stats").1["worker"]["delivered"].as_u64().unwrap_or(0) >= 5
+        get_json(addr, "/stats").1["worker"]["delivered"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5
     });
     let (_, health) = get_json(addr, "/health");
     assert_ne!(health["status"], "healthy", "{health:#}");
-    assert!(health["reasons"].to_string().contains("CRITICAL"), "{health:#}");
+    assert!(
+        health["reasons"].to_string().contains("CRITICAL"),
+        "{health:#}"
+    );
     assert_eq!(health["checks"]["wal"]["state"], "running", "{health:#}");
     reader.terminate();
     assert_eq!(reader.wait_exit(WAIT), Some(0));
-    assert!(reader.stderr_text().contains("a directory"), "{}", reader.stderr_text());
+    assert!(
+        reader.stderr_text().contains("a directory"),
+        "{}",
+        reader.stderr_text()
+    );
 
     // A fresh reader on the queue with the directory: starts, stays up, delivers.
     let mut fresh = spawn_reader(&q.sandbox, &cloud.endpoint, &["--config", &config]);
@@ -318,7 +351,10 @@ fn a_directory_named_like_a_segment_stops_no_lane() {
     let last = enqueue(&a, 1, "last");
     drop(a);
     wait_until(WAIT, "the fresh reader to deliver", || {
-        get_json(addr, "/stats").1["worker"]["delivered"].as_u64().unwrap_or(0) >= 1
+        get_json(addr, "/stats").1["worker"]["delivered"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
     });
     fresh.terminate();
     assert_eq!(fresh.wait_exit(WAIT), Some(0));
@@ -347,15 +383,26 @@ fn a_watermark_naming_a_missing_segment_is_reported_once_not_looped_on() {
     std::fs::write(&commit, crafted.encode(&BootId::default())).expect("craft watermark");
 
     let run = run_bounded(q.command(&["inspect"]));
-    assert!(!run.hung, "inspect hung: {} bytes of stderr", run.stderr.len());
-    assert!(run.stderr.len() < 64 << 10, "inspect logged {} bytes", run.stderr.len());
+    assert!(
+        !run.hung,
+        "inspect hung: {} bytes of stderr",
+        run.stderr.len()
+    );
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "inspect logged {} bytes",
+        run.stderr.len()
+    );
 
     let cloud = MockCloudProcess::start(&q.sandbox, &[]);
     let config = q.config.to_string_lossy().into_owned();
     let mut reader = spawn_reader(&q.sandbox, &cloud.endpoint, &["--config", &config]);
     let addr = reader.status_addr();
     wait_until(WAIT, "the first escalations to be delivered", || {
-        get_json(addr, "/stats").1["worker"]["delivered"].as_u64().unwrap_or(0) >= 3
+        get_json(addr, "/stats").1["worker"]["delivered"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
     });
     wait_until(WAIT, "/health to report the stale watermark", || {
         get_json(addr, "/health").1["status"] != "healthy"
@@ -370,7 +417,10 @@ fn a_watermark_naming_a_missing_segment_is_reported_once_not_looped_on() {
     assert_eq!(logged.matches("watermark is stale").count(), 1, "{logged}");
     let later = enqueue(&live, 1, "later");
     wait_until(WAIT, "the escalation after the stale watermark", || {
-        get_json(addr, "/stats").1["worker"]["delivered"].as_u64().unwrap_or(0) >= 4
+        get_json(addr, "/stats").1["worker"]["delivered"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 4
     });
     reader.terminate();
     assert_eq!(reader.wait_exit(WAIT), Some(0));
@@ -406,7 +456,10 @@ fn the_reader_daemon_retries_an_initial_open_that_fails() {
     assert_eq!(get_json(addr, "/health").0, 503);
     std::fs::remove_file(&ckpt).expect("move the FIFO away");
     wait_until(WAIT, "delivery after the retry", || {
-        get_json(addr, "/stats").1["worker"]["delivered"].as_u64().unwrap_or(0) >= 2
+        get_json(addr, "/stats").1["worker"]["delivered"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
     });
     reader.terminate();
     assert_eq!(reader.wait_exit(WAIT), Some(0));
@@ -437,7 +490,10 @@ fn a_garbage_dedupe_log_is_discarded_with_a_warning() {
     let run = q.drain(&cloud.endpoint);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
-        run.stderr.contains("WARN") && run.stderr.contains("dedupe log does not start with its magic"),
+        run.stderr.contains("WARN")
+            && run
+                .stderr
+                .contains("dedupe log does not start with its magic"),
         "{}",
         run.stderr
     );

@@ -57,7 +57,9 @@ mod writer;
 pub use cursor::{Checkpoint, LanePosition};
 pub use error::{Corruption, CorruptionKind, Error, Event, Result};
 pub use fs::{
-    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, SlowSyncStorage, Storage, StorageFile};
+    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, SlowSyncStorage,
+    Storage, StorageFile,
+};
 pub use inspect::{
     inspect, verify, CursorInfo, CursorLane, Inspection, LaneInfo, SegmentInfo, VerifyReport,
 };

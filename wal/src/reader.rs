@@ -621,7 +621,11 @@ fn lock_cursor(
 /// A lane whose recovery met a foreign file (its lock or watermark is a symlink, a FIFO, a
 /// directory...) is left alone: the file is reported once and the other lanes are served.
 /// The lane is tried again at the next owner check, so moving the file away heals it.
-fn skip_foreign(result: Result<()>, reported: &mut Reported, events: &mut Vec<Event>) -> Result<()> {
+fn skip_foreign(
+    result: Result<()>,
+    reported: &mut Reported,
+    events: &mut Vec<Event>,
+) -> Result<()> {
     match result {
         Err(e) => match e.not_regular_file() {
             Some((path, kind)) => {

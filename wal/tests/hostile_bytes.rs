@@ -67,12 +67,15 @@ fn two_lanes(dir: &Path) -> BTreeSet<Vec<u8>> {
         Writer::open(dir, &opts()).expect("lane 1"),
     );
     assert_eq!((a.lane(), b.lane()), (LaneId(0), LaneId(1)));
-    let good: BTreeSet<Vec<u8>> = (0..GOOD).map(|i| format!("good {i}").into_bytes()).collect();
+    let good: BTreeSet<Vec<u8>> = (0..GOOD)
+        .map(|i| format!("good {i}").into_bytes())
+        .collect();
     for g in &good {
         a.append(g).expect("append good");
     }
     for i in 0..5 {
-        b.append(format!("other {i}").as_bytes()).expect("append other");
+        b.append(format!("other {i}").as_bytes())
+            .expect("append other");
     }
     drop((a, b));
     let mut r = Reader::open(dir, "c", &opts()).expect("reader");
@@ -166,9 +169,13 @@ fn foreign_reports(events: &[Event]) -> Vec<(PathBuf, FileKind)> {
 fn a_foreign_segment_is_skipped_reported_once_and_never_opened() {
     type Plant = fn(&Path);
     let plants: [(FileKind, Plant); 4] = [
-        (FileKind::Symlink, |p| symlink("/etc/passwd", p).expect("link")),
+        (FileKind::Symlink, |p| {
+            symlink("/etc/passwd", p).expect("link")
+        }),
         (FileKind::Symlink, |p| symlink(p, p).expect("loop")),
-        (FileKind::Directory, |p| std::fs::create_dir(p).expect("dir")),
+        (FileKind::Directory, |p| {
+            std::fs::create_dir(p).expect("dir")
+        }),
         (FileKind::Fifo, |p| {
             rustix_free_mkfifo(p);
         }),
@@ -195,15 +202,23 @@ fn a_foreign_segment_is_skipped_reported_once_and_never_opened() {
             (got, events)
         });
         assert!(good.is_subset(&got), "{kind:?}: lane 0 not fully read");
-        assert_eq!(foreign_reports(&events), vec![(seg.clone(), kind)], "{events:#?}");
+        assert_eq!(
+            foreign_reports(&events),
+            vec![(seg.clone(), kind)],
+            "{events:#?}"
+        );
 
         // Writers still open (lane 0 and lane 1), and lane 1 goes on after the foreign id.
         let a = Writer::open(dir.path(), &opts()).expect("lane 0 writer");
         let b = Writer::open(dir.path(), &opts()).expect("lane 1 writer");
-        b.append(b"after").expect("append after the foreign segment");
+        b.append(b"after")
+            .expect("append after the foreign segment");
         drop((a, b));
         let meta = std::fs::symlink_metadata(&seg).expect("still there");
-        assert!(!meta.file_type().is_file(), "{kind:?}: the foreign file was replaced");
+        assert!(
+            !meta.file_type().is_file(),
+            "{kind:?}: the foreign file was replaced"
+        );
     }
 }
 

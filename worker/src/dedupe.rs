@@ -396,7 +396,11 @@ mod tests {
         for case in 0..200 {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("dedupe.log");
-            let mut bytes: Vec<u8> = if case % 2 == 0 { MAGIC.to_vec() } else { Vec::new() };
+            let mut bytes: Vec<u8> = if case % 2 == 0 {
+                MAGIC.to_vec()
+            } else {
+                Vec::new()
+            };
             let len = rng.usize(0..20_000);
             bytes.extend((0..len).map(|_| rng.u8(..)));
             fs::write(&path, &bytes).expect("garbage");
@@ -442,11 +446,18 @@ mod tests {
             set.insert(&esc(1));
             set.persist().expect("persist");
             assert_eq!(fs::read(&victim).expect("victim"), b"victim bytes");
-            assert!(fs::symlink_metadata(&path).expect("log").file_type().is_file());
+            assert!(fs::symlink_metadata(&path)
+                .expect("log")
+                .file_type()
+                .is_file());
             let aside = fs::read_dir(dir.path())
                 .expect("list")
                 .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("dedupe.log.foreign-"))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("dedupe.log.foreign-")
+                })
                 .count();
             assert_eq!(aside, 1, "the foreign entry is kept, moved aside");
         }

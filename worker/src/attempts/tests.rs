@@ -300,5 +300,8 @@ fn a_foreign_journal_is_moved_aside_never_opened() {
     let ok = std::process::Command::new("mkfifo").arg(&fx.path).status();
     assert!(ok.expect("mkfifo").success());
     let _journal = fx.open(16);
-    assert!(fs::symlink_metadata(&fx.path).expect("journal").file_type().is_file());
+    assert!(fs::symlink_metadata(&fx.path)
+        .expect("journal")
+        .file_type()
+        .is_file());
 }
