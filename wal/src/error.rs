@@ -1,5 +1,6 @@
 //! The wal's one error type, and the structured reports recovery produces.
 
+use crate::fs::FileKind;
 use crate::types::{LaneId, Position, SegmentId, Seq};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,18 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A path named like one of the queue's files is not a regular file (a symlink, a
+    /// FIFO, a directory, a device, a socket). The queue never follows, opens, writes or
+    /// removes such a file; readers skip it and report it, writers take another lane.
+    #[error("{op} {path}: it is {found}, not a regular file; the queue never follows symlinks or opens FIFOs, sockets, devices or directories as its files: move it out of the queue directory")]
+    NotRegularFile {
+        /// What was being done ("open", "flock", ...).
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What the path is.
+        found: FileKind,
     },
     /// A sync failed earlier: the kernel may have dropped the data, so this writer
     /// acknowledges nothing more until the queue is reopened and recovered.
@@ -121,6 +134,10 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
+        if let Some(found) = crate::fs::not_regular_kind(&source) {
+            // Not logged here: whoever skips the file reports it, once.
+            return Self::NotRegularFile { op, path, found };
+        }
         tracing::error!(op, path = %path.display(), error = %source, "wal file-system call failed");
         Self::Io { op, path, source }
     }
@@ -129,6 +146,15 @@ impl Error {
     /// (`QueueFull`, `NoSpace`): the caller should back off and retry.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::QueueFull { .. } | Self::NoSpace { .. })
+    }
+
+    /// The path and what it is, when this error is a refused foreign file
+    /// ([`Error::NotRegularFile`]).
+    pub fn not_regular_file(&self) -> Option<(&std::path::Path, FileKind)> {
+        match self {
+            Self::NotRegularFile { path, found, .. } => Some((path, *found)),
+            _ => None,
+        }
     }
 }
 
@@ -172,6 +198,14 @@ pub enum CorruptionKind {
     Zeroed,
     /// A segment or checkpoint header that is not valid.
     BadHeader,
+    /// A file named like a queue file that is not a regular file: skipped, never opened.
+    NotRegularFile {
+        /// What it is.
+        found: FileKind,
+    },
+    /// A lane's watermark names a segment after every segment the lane has (crafted,
+    /// or left from files deleted by hand): ignored until it changes.
+    StaleWatermark,
 }
 
 impl std::fmt::Display for Corruption {
@@ -197,6 +231,14 @@ impl std::fmt::Display for Corruption {
             CorruptionKind::Misplaced => write!(f, ": frame belongs to another lane or segment"),
             CorruptionKind::Zeroed => write!(f, ": zeroed bytes inside durable data"),
             CorruptionKind::BadHeader => write!(f, ": invalid header"),
+            CorruptionKind::NotRegularFile { found } => write!(
+                f,
+                ": {found}, not a regular file; skipped, never followed or opened (move it out of the queue directory)"
+            ),
+            CorruptionKind::StaleWatermark => write!(
+                f,
+                ": the watermark names a segment after every segment of the lane; ignored until a writer or recovery publishes a new one"
+            ),
         }
     }
 }

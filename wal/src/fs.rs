@@ -49,6 +49,129 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// What a directory entry is. The queue's own files are always [`FileKind::Regular`];
+/// anything else named like one (a symlink, a FIFO, a directory...) is foreign: never
+/// followed, opened, read, written or removed, only reported (see `docs/FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileKind {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link (not followed, wherever it points).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A type the OS did not say.
+    Unknown,
+}
+
+impl FileKind {
+    fn of(ft: std::fs::FileType) -> Self {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_file() {
+            Self::Regular
+        } else if ft.is_dir() {
+            Self::Directory
+        } else if ft.is_symlink() {
+            Self::Symlink
+        } else if ft.is_fifo() {
+            Self::Fifo
+        } else if ft.is_socket() {
+            Self::Socket
+        } else if ft.is_char_device() {
+            Self::CharDevice
+        } else if ft.is_block_device() {
+            Self::BlockDevice
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Regular => "a regular file",
+            Self::Directory => "a directory",
+            Self::Symlink => "a symbolic link",
+            Self::Fifo => "a FIFO (named pipe)",
+            Self::Socket => "a socket",
+            Self::CharDevice => "a character device",
+            Self::BlockDevice => "a block device",
+            Self::Unknown => "a file of unknown type",
+        })
+    }
+}
+
+/// The payload of the `io::Error` an open returns for a path that is not a regular file.
+#[derive(Debug)]
+struct NotRegular(FileKind);
+
+impl fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, not a regular file", self.0)
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// The `io::Error` for a path found to be `kind`, not a regular file.
+pub fn not_regular_error(kind: FileKind) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, NotRegular(kind))
+}
+
+/// What a path was found to be when an open refused it for not being a regular file
+/// (`None` for every other error).
+pub fn not_regular_kind(e: &io::Error) -> Option<FileKind> {
+    e.get_ref()?.downcast_ref::<NotRegular>().map(|n| n.0)
+}
+
+/// Opens `path` with `options` the way every queue file is opened: without following a
+/// symlink in the last component (`O_NOFOLLOW`), without blocking on a FIFO or device
+/// (`O_NONBLOCK`, cleared again once the file is known to be regular), without taking a
+/// controlling terminal (`O_NOCTTY`), and only if the opened file is a regular file
+/// (checked with `fstat` on the descriptor, so a swap after a check cannot slip through).
+/// Anything else fails with an error [`not_regular_kind`] recognises.
+pub fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = match options.custom_flags(flags.bits() as i32).open(path) {
+        Ok(f) => f,
+        // Say what the path is rather than the errno's wording.
+        Err(e) if refused_for_type(&e) => {
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(m) if !m.file_type().is_file() => not_regular_error(FileKind::of(m.file_type())),
+                _ => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let kind = FileKind::of(file.metadata()?.file_type());
+    if kind != FileKind::Regular {
+        return Err(not_regular_error(kind));
+    }
+    let now = rustix::fs::fcntl_getfl(&file).map_err(io::Error::from)?;
+    rustix::fs::fcntl_setfl(&file, now - OFlags::NONBLOCK).map_err(io::Error::from)?;
+    Ok(file)
+}
+
+/// ELOOP (a symlink under `O_NOFOLLOW`), EISDIR, ENXIO (a socket, or a FIFO opened for
+/// writing only): errors an open gives because of what the path is.
+fn refused_for_type(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let raw = e.raw_os_error();
+    [Errno::LOOP, Errno::ISDIR, Errno::NXIO]
+        .iter()
+        .any(|errno| raw == Some(errno.raw_os_error()))
+}
+
 /// A held advisory lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 
@@ -60,6 +183,16 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries in `dir`.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Names of the entries in `dir` with what each is (from the directory listing, no
+    /// link followed). The default takes every entry for a regular file: a storage that
+    /// holds nothing else.
+    fn list_dir_kinds(&self, dir: &Path) -> io::Result<Vec<(String, FileKind)>> {
+        Ok(self
+            .list_dir(dir)?
+            .into_iter()
+            .map(|n| (n, FileKind::Regular))
+            .collect())
+    }
     /// Creates `dir` (mode 0700) and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// `fsync`s a directory so created, renamed and removed entries are durable.
@@ -132,7 +265,7 @@ impl Storage for RealStorage {
             OpenMode::CreateNew => o.write(true).create_new(true),
         };
         Ok(Arc::new(RealFile {
-            file: o.open(path)?,
+            file: open_regular(&mut o, path)?,
         }))
     }
 
@@ -145,6 +278,24 @@ impl Storage for RealStorage {
         for entry in std::fs::read_dir(dir)? {
             if let Ok(name) = entry?.file_name().into_string() {
                 names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn list_dir_kinds(&self, dir: &Path) -> io::Result<Vec<(String, FileKind)>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            // `file_type` comes from the listing (d_type) or an lstat: never follows.
+            let kind = match entry.file_type() {
+                Ok(ft) => FileKind::of(ft),
+                // Gone since the listing: skipped like any file deleted meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push((name, kind));
             }
         }
         Ok(names)
@@ -163,13 +314,15 @@ impl Storage for RealStorage {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600),
+            path,
+        )?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(RealLock { _file: file }))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -273,6 +426,9 @@ impl Storage for SlowSyncStorage {
     }
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.inner.list_dir(dir)
+    }
+    fn list_dir_kinds(&self, dir: &Path) -> io::Result<Vec<(String, FileKind)>> {
+        self.inner.list_dir_kinds(dir)
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.create_dir_all(dir)

@@ -56,7 +56,10 @@ mod writer;
 
 pub use cursor::{Checkpoint, LanePosition};
 pub use error::{Corruption, CorruptionKind, Error, Event, Result};
-pub use fs::{LockGuard, OpenMode, RealStorage, SlowSyncStorage, Storage, StorageFile};
+pub use fs::{
+    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, SlowSyncStorage,
+    Storage, StorageFile,
+};
 pub use inspect::{
     inspect, verify, CursorInfo, CursorLane, Inspection, LaneInfo, SegmentInfo, VerifyReport,
 };

@@ -5,6 +5,7 @@
 //! that releases them is durable, and never the newest segment of a lane.
 
 mod checkpointer;
+mod foreign;
 mod lane;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::recovery;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, Record, RecordId, SegmentId, Seq};
 use checkpointer::Checkpointer;
+use foreign::Reported;
 use lane::LaneReader;
 
 /// How often a busy reader looks for new lanes, checked every `BUSY_REFRESH_CALLS` reads.
@@ -45,6 +47,8 @@ pub struct Reader {
     checkpoint: Checkpoint,
     lanes: BTreeMap<LaneId, LaneReader>,
     events: Vec<Event>,
+    /// Foreign files (named like queue files, not regular) already reported.
+    foreign: Reported,
     dirty: bool,
     /// Calls to `next`, to pace the busy-reader refresh.
     calls: u64,
@@ -84,6 +88,7 @@ impl Reader {
                 checkpoint,
                 lanes: BTreeMap::new(),
                 events: Vec::new(),
+                foreign: Reported::default(),
                 dirty: false,
                 calls: 0,
                 last_discovery: Instant::now(),
@@ -127,6 +132,7 @@ impl Reader {
             checkpoint,
             lanes: BTreeMap::new(),
             events,
+            foreign: Reported::default(),
             dirty: false,
             calls: 0,
             last_discovery: Instant::now(),
@@ -404,7 +410,9 @@ impl Reader {
             }
             lr.last_owner_check = Instant::now();
             let before = lr.watermark;
-            recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events)?;
+            let recovered =
+                recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events);
+            skip_foreign(recovered, &mut self.foreign, &mut self.events)?;
             lr.watermark = recovery::read_watermark(storage, &self.dir, lr.lane);
             changed |= lr.watermark != before;
         }
@@ -415,14 +423,19 @@ impl Reader {
         self.last_discovery = Instant::now();
         let storage = self.opts.storage.clone();
         let storage = storage.as_ref();
-        let all = segment::list(storage, &self.dir)?;
-        for (lane, segs) in all {
+        let listing = segment::list_all(storage, &self.dir)?;
+        for f in &listing.foreign {
+            self.foreign.report(&mut self.events, &f.path, f.kind);
+        }
+        for (lane, segs) in listing.segments {
             if self.lanes.contains_key(&lane) {
                 continue;
             }
             let Some(&first) = segs.first() else { continue };
             let first = if self.checkpointer.is_some() {
-                recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events)?;
+                let recovered =
+                    recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events);
+                skip_foreign(recovered, &mut self.foreign, &mut self.events)?;
                 // Recovery may have removed a segment whose creation never completed.
                 let segs = segment::list(storage, &self.dir)?.remove(&lane);
                 let Some(&first) = segs.as_ref().and_then(|s| s.first()) else {
@@ -602,6 +615,26 @@ fn lock_cursor(
             Ok(None) => return Ok(None),
             Err(e) => return Err(Error::io("flock", path, e)),
         }
+    }
+}
+
+/// A lane whose recovery met a foreign file (its lock or watermark is a symlink, a FIFO, a
+/// directory...) is left alone: the file is reported once and the other lanes are served.
+/// The lane is tried again at the next owner check, so moving the file away heals it.
+fn skip_foreign(
+    result: Result<()>,
+    reported: &mut Reported,
+    events: &mut Vec<Event>,
+) -> Result<()> {
+    match result {
+        Err(e) => match e.not_regular_file() {
+            Some((path, kind)) => {
+                reported.report(events, path, kind);
+                Ok(())
+            }
+            None => Err(e),
+        },
+        Ok(()) => Ok(()),
     }
 }
 

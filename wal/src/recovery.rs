@@ -165,9 +165,12 @@ pub(crate) fn recover_lane(
     // A watermark written in this boot is exact: the OS kept everything written before it
     // (only a process died), so nothing acknowledged lies past damage after it.
     let exact = stamped.is_some_and(|(_, boot)| !boot.is_unknown() && boot == storage.boot_id());
-    let mut segs = segment::list(storage, dir)?
-        .remove(&lane)
-        .unwrap_or_default();
+    let mut listing = segment::list_all(storage, dir)?;
+    // A foreign entry named like a segment (a symlink, a FIFO, a directory) is skipped as
+    // if absent, but its id is taken: the lane's next segment goes after it, so that no
+    // writer ever tries to create a file where it stands.
+    let foreign_max = listing.foreign_segment_max(lane);
+    let mut segs = listing.segments.remove(&lane).unwrap_or_default();
     while let Some(&tail) = segs.last() {
         let (file, path, header) = segment::open(storage, dir, lane, tail, OpenMode::ReadWrite)?;
         match header {
@@ -190,14 +193,19 @@ pub(crate) fn recover_lane(
                 segs.pop();
             }
             header => {
-                return recover_segment(
+                let mut end = recover_segment(
                     exact, storage, dir, lane, tail, &file, header, hint, len_max, events,
-                )
+                )?;
+                if let Some(f) = foreign_max.filter(|f| *f > tail) {
+                    // A clean tail is still continued; its roll seals it and skips the id.
+                    end.next_segment = f.checked_next();
+                }
+                return Ok(end);
             }
         }
     }
     // No segment at all: continue after whatever the watermark remembers.
-    Ok(match hint {
+    let mut end = match hint {
         Some(w) => LaneEnd {
             next_segment: w.segment.checked_next(),
             next_seq: w.next_seq,
@@ -210,7 +218,11 @@ pub(crate) fn recover_lane(
             last_time_ns: 0,
             open_tail: None,
         },
-    })
+    };
+    if let Some(f) = foreign_max.filter(|f| end.next_segment.is_some_and(|n| *f >= n)) {
+        end.next_segment = f.checked_next();
+    }
+    Ok(end)
 }
 
 /// True when a segment holds at least one valid frame of its lane after the header.

@@ -10,7 +10,7 @@ use crate::format::{
     self, decode_frame, BadRecord, BadSegmentHeader, FileName, Frame, RecordHeader, RecordKind,
     SegmentHeader, ALIGN, SEGMENT_HEADER_LEN,
 };
-use crate::fs::{OpenMode, Storage, StorageFile};
+use crate::fs::{FileKind, OpenMode, Storage, StorageFile};
 use crate::types::{now_ns, LaneId, SegmentId, Seq};
 
 /// A newly created segment file.
@@ -150,7 +150,13 @@ pub(crate) fn disk_bytes(storage: &dyn Storage, dir: &Path) -> Result<u64> {
             let path = dir.join(FileName::Segment(lane, id).render());
             let size = match storage.open(&path, OpenMode::Read) {
                 Ok(f) => f.size().map_err(|e| Error::io("stat", &path, e))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                // Gone, or swapped for a foreign file since the listing: holds nothing.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || crate::fs::not_regular_kind(&e).is_some() =>
+                {
+                    0
+                }
                 Err(e) => return Err(Error::io("open", &path, e)),
             };
             total = total.saturating_add(size);
@@ -217,21 +223,71 @@ fn read_header(
     Ok((file, path, header))
 }
 
-/// Every segment in `dir`, grouped by lane and sorted by id.
+/// Every segment in `dir` that is a regular file, grouped by lane and sorted by id.
+/// Entries named like a segment that are something else (symlinks, FIFOs, directories)
+/// are left out, as if absent: see [`list_all`].
 pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<BTreeMap<LaneId, Vec<SegmentId>>> {
+    Ok(list_all(storage, dir)?.segments)
+}
+
+/// A file named like one of the queue's files that is not a regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Foreign {
+    pub path: PathBuf,
+    pub name: FileName,
+    pub kind: FileKind,
+}
+
+/// What [`list_all`] found in a queue directory.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Regular segment files, by lane, sorted by id.
+    pub segments: BTreeMap<LaneId, Vec<SegmentId>>,
+    /// Entries named like queue files (segments, watermarks, checkpoints, locks) that are
+    /// not regular files. Never opened; reported, and no segment takes their ids.
+    pub foreign: Vec<Foreign>,
+}
+
+impl Listing {
+    /// The largest segment id a foreign entry of `lane` is named with.
+    pub fn foreign_segment_max(&self, lane: LaneId) -> Option<SegmentId> {
+        self.foreign
+            .iter()
+            .filter_map(|f| match f.name {
+                FileName::Segment(l, s) if l == lane => Some(s),
+                _ => None,
+            })
+            .max()
+    }
+}
+
+/// Lists `dir`: regular segments, and foreign entries named like queue files.
+pub(crate) fn list_all(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
     let names = storage
-        .list_dir(dir)
+        .list_dir_kinds(dir)
         .map_err(|e| Error::io("list", dir, e))?;
-    let mut lanes: BTreeMap<LaneId, Vec<SegmentId>> = BTreeMap::new();
-    for name in names {
-        if let Some(FileName::Segment(lane, seg)) = FileName::parse(&name) {
-            lanes.entry(lane).or_default().push(seg);
+    let mut listing = Listing::default();
+    for (text, kind) in names {
+        let Some(name) = FileName::parse(&text) else {
+            continue;
+        };
+        match (&name, kind) {
+            (FileName::Segment(lane, seg), FileKind::Regular) => {
+                listing.segments.entry(*lane).or_default().push(*seg)
+            }
+            (_, FileKind::Regular) => {}
+            (_, kind) => listing.foreign.push(Foreign {
+                path: dir.join(&text),
+                name,
+                kind,
+            }),
         }
     }
-    for segs in lanes.values_mut() {
+    for segs in listing.segments.values_mut() {
         segs.sort_unstable();
     }
-    Ok(lanes)
+    listing.foreign.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(listing)
 }
 
 /// Damage found inside a segment and stepped over.

@@ -109,13 +109,10 @@ impl Writer {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create dir", &dir, e))?;
-        let (lane, lock) = claim_lane(opts, &dir)?;
-        let mut events = Vec::new();
-        let end = recovery::recover_lane(storage, &dir, lane, opts.record_bytes_max, &mut events)?;
+        let (lane, lock, end, watermark, events) = claim_and_recover(opts, &dir)?;
         for e in &events {
             tracing::info!(?e, "lane recovery");
         }
-        let watermark = recovery::open_watermark(storage, &dir, lane)?;
         let LaneEnd {
             next_segment,
             next_seq,
@@ -229,22 +226,52 @@ impl Writer {
     }
 }
 
-fn claim_lane(opts: &Options, dir: &Path) -> Result<(LaneId, Box<dyn LockGuard>)> {
+/// A claimed, recovered lane: its lock, where it continues, its watermark file, and what
+/// recovery found.
+type ClaimedLane = (
+    LaneId,
+    Box<dyn LockGuard>,
+    LaneEnd,
+    Arc<dyn StorageFile>,
+    Vec<Event>,
+);
+
+/// Claims the first free lane and recovers its tail. A lane whose files include a foreign
+/// one (its lock, watermark or tail named like a queue file but a symlink, FIFO,
+/// directory...) cannot be written safely: it is reported and the next lane is tried, so
+/// one stray file does not stop every enqueue. When every free lane was refused, the
+/// first refusal is returned.
+fn claim_and_recover(opts: &Options, dir: &Path) -> Result<ClaimedLane> {
+    let storage = opts.storage.as_ref();
+    let mut refused: Option<Error> = None;
     for l in 0..opts.lanes_max {
         let lane = LaneId(l);
         let path = join(dir, &FileName::LaneLock(lane));
-        let guard = opts
-            .storage
+        let claimed = storage
             .try_lock(&path)
-            .map_err(|e| Error::io("flock", &path, e))?;
-        if let Some(g) = guard {
-            return Ok((lane, g));
+            .map_err(|e| Error::io("flock", &path, e))
+            .and_then(|guard| {
+                let Some(guard) = guard else { return Ok(None) };
+                let mut events = Vec::new();
+                let end =
+                    recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, &mut events)?;
+                let watermark = recovery::open_watermark(storage, dir, lane)?;
+                Ok(Some((lane, guard, end, watermark, events)))
+            });
+        match claimed {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => {}
+            Err(e) if e.not_regular_file().is_some() => {
+                tracing::error!(lane = l, error = %e, "writer lane refused: it holds a foreign file; trying the next lane");
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::NoFreeLane {
+    Err(refused.unwrap_or(Error::NoFreeLane {
         path: dir.to_path_buf(),
         lanes_max: opts.lanes_max,
-    })
+    }))
 }
 
 /// Encodes a record into the pending batch; returns its id and the epoch it joined.

@@ -112,6 +112,7 @@ impl AttemptJournal {
     ) -> Result<Self, QueueError> {
         let path = path.into();
         let slots_min = slots_min.max(2);
+        crate::layout::quarantine_foreign(&path)?;
         let (loaded, report) = match load(&path) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), JournalReport::default()),
@@ -298,14 +299,17 @@ fn rewrite(
     let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let written = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()).map(|()| f));
+    crate::layout::quarantine_foreign(&tmp)?;
+    let written = crate::layout::open_file(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600),
+        &tmp,
+    )
+    .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()).map(|()| f));
     let file = written.map_err(|e| QueueError::io("write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| QueueError::io("rename", &tmp, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -392,7 +396,9 @@ fn decode_slot(block: &[u8; SLOT_LEN]) -> Option<Slot> {
 fn load(path: &Path) -> io::Result<(Vec<Slot>, JournalReport)> {
     let mut bytes = Vec::new();
     let limit = ((SLOTS_READ_MAX + 1) * SLOT_LEN) as u64;
-    File::open(path)?.take(limit).read_to_end(&mut bytes)?;
+    crate::layout::open_file(OpenOptions::new().read(true), path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
     let mut report = JournalReport::default();
     let mut blocks = bytes.chunks_exact(SLOT_LEN).map(|c| {
         let mut block = [0_u8; SLOT_LEN];

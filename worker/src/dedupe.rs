@@ -89,6 +89,7 @@ impl DedupeSet {
     pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
         let path = path.into();
         let keys_max = items_max.max(1).saturating_mul(2);
+        crate::layout::quarantine_foreign(&path)?;
         let existed = path.exists();
         let loaded = if existed {
             load(&path).map_err(|e| QueueError::io("read", &path, e))?
@@ -225,13 +226,16 @@ impl DedupeSet {
         if let Some(run) = &self.last_run {
             bytes.extend(frame(KIND_RUN, run));
         }
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+        crate::layout::quarantine_foreign(&tmp)?;
+        let written = crate::layout::open_file(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600),
+            &tmp,
+        )
+        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
         written.map_err(|e| QueueError::io("write", &tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -288,15 +292,21 @@ fn decode_run(run: &[u8; RUN_LEN]) -> PreviousRun {
 /// Opens the log for appending after `valid_len` bytes, writing the magic into a new file.
 fn create_log(path: &Path, valid_len: u64) -> Result<File, QueueError> {
     let io = |op, e| QueueError::io(op, path, e);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("open", e))?;
+    let mut file = crate::layout::open_file(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+        path,
+    )
+    .map_err(|e| io("open", e))?;
     if valid_len < MAGIC.len() as u64 {
+        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        if len > 0 {
+            tracing::warn!(path = %path.display(), bytes = len, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
+        }
         file.set_len(0).map_err(|e| io("truncate", e))?;
         file.write_all(MAGIC).map_err(|e| io("write", e))?;
         file.sync_all().map_err(|e| io("fsync", e))?;
@@ -320,7 +330,10 @@ struct Loaded {
 }
 
 fn load(path: &Path) -> io::Result<Loaded> {
-    let mut reader = BufReader::new(File::open(path)?);
+    let mut reader = BufReader::new(crate::layout::open_file(
+        OpenOptions::new().read(true),
+        path,
+    )?);
     let mut loaded = Loaded::default();
     let mut magic = [0_u8; 8];
     if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
@@ -371,6 +384,83 @@ mod tests {
         e.image_query_id = format!("iq_{n}");
         e.request_id = format!("req_{n}");
         e
+    }
+
+    /// Issue 10 property ("arbitrary bytes in any queue file never hang or panic"): 200
+    /// seeded cases of random bytes as the dedupe log, half behind a valid magic. Each open
+    /// returns (on a thread with a deadline), and the set works after it: an id inserted
+    /// and persisted is found after a reopen.
+    #[test]
+    fn arbitrary_bytes_as_the_log_open_to_a_working_set() {
+        let mut rng = fastrand::Rng::with_seed(10);
+        for case in 0..200 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("dedupe.log");
+            let mut bytes: Vec<u8> = if case % 2 == 0 {
+                MAGIC.to_vec()
+            } else {
+                Vec::new()
+            };
+            let len = rng.usize(0..20_000);
+            bytes.extend((0..len).map(|_| rng.u8(..)));
+            fs::write(&path, &bytes).expect("garbage");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let opened = DedupeSet::open(&p, 10).map(|mut set| {
+                    set.insert(&esc(7));
+                    set.persist().expect("persist");
+                });
+                let _ = tx.send(opened.is_ok());
+            });
+            let opened = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("case {case}: open hung or panicked: {e}"));
+            assert!(opened, "case {case}: open failed");
+            let set = DedupeSet::open(&path, 10).expect("reopen");
+            assert!(set.contains(&esc(7)).is_some(), "case {case}");
+        }
+    }
+
+    /// Probe F7/F8 for the worker's files: `dedupe.log` as a symlink to a victim, a FIFO or
+    /// a directory. Opening followed the link (and would have truncated the victim) or
+    /// hung on the FIFO. Now the entry is moved aside, never opened, and a fresh log used.
+    #[test]
+    fn a_foreign_dedupe_log_is_moved_aside_never_opened() {
+        type Plant = fn(&Path, &Path);
+        let plants: [Plant; 3] = [
+            |p, victim| std::os::unix::fs::symlink(victim, p).expect("link"),
+            |p, _| {
+                let ok = std::process::Command::new("mkfifo").arg(p).status();
+                assert!(ok.expect("mkfifo").success());
+            },
+            |p, _| fs::create_dir(p).expect("dir"),
+        ];
+        for plant in plants {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("dedupe.log");
+            let victim = dir.path().join("victim");
+            fs::write(&victim, b"victim bytes").expect("victim");
+            plant(&path, &victim);
+            let mut set = DedupeSet::open(&path, 10).expect("opens afresh");
+            set.insert(&esc(1));
+            set.persist().expect("persist");
+            assert_eq!(fs::read(&victim).expect("victim"), b"victim bytes");
+            assert!(fs::symlink_metadata(&path)
+                .expect("log")
+                .file_type()
+                .is_file());
+            let aside = fs::read_dir(dir.path())
+                .expect("list")
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("dedupe.log.foreign-")
+                })
+                .count();
+            assert_eq!(aside, 1, "the foreign entry is kept, moved aside");
+        }
     }
 
     #[test]

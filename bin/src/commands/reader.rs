@@ -34,17 +34,50 @@ pub fn reader(config: &Config) -> anyhow::Result<ExitCode> {
     let client = GroundlightClient::new(config.client_config()?)?;
     let dir = writable_queue_dir(config)?;
     let shutdown = Shutdown::install().context("cannot install the signal handlers")?;
-    let worker = open_worker(dir, config)?;
     // Bound before "reader started", so that a taken port is the last word (probe F27).
     let (state, server) = serve_status(dir, config, config.status.enabled)?;
-    tracing::info!(
-        queue = %dir.display(),
-        endpoint = %client.config().endpoint,
-        "reader started; stop it with SIGTERM or SIGINT"
-    );
-    let outcome = deliver_until_stopped(worker, &client, config, &state, &shutdown);
+    let outcome = match open_until_ready(dir, config, &state, &shutdown) {
+        Ok(Some(worker)) => {
+            tracing::info!(
+                queue = %dir.display(),
+                endpoint = %client.config().endpoint,
+                "reader started; stop it with SIGTERM or SIGINT"
+            );
+            deliver_until_stopped(worker, &client, config, &state, &shutdown)
+        }
+        Ok(None) => Ok(Exit::Ok.into()),
+        Err(e) => Err(e),
+    };
     stop_serving(&state, server);
     outcome
+}
+
+/// Opens the worker for the daemon, retrying a queue that cannot be opened yet (an I/O
+/// error, damage, a foreign file the worker cannot step over) with the reopen backoff,
+/// each failure logged and shown by `/health`: a daemon that exits at once would be
+/// restarted by its supervisor in a tight crash loop. Usage errors and a queue held by
+/// another process (exit 2 and 4) still end the process. `None`: stopped by a signal.
+fn open_until_ready(
+    dir: &Path,
+    config: &Config,
+    state: &ReaderState,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Worker>> {
+    let mut delay = REOPEN_DELAY_MIN;
+    loop {
+        match open_worker(dir, config) {
+            Ok(worker) => return Ok(Some(worker)),
+            Err(e) if matches!(exit_for(&e), Exit::Locked | Exit::Usage) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "opening the queue failed; retrying");
+                state.set_failed(&format!("{e:#}"));
+            }
+        }
+        if shutdown.sleep(delay) {
+            return Ok(None);
+        }
+        delay = (delay * 2).min(REOPEN_DELAY_MAX);
+    }
 }
 
 /// The reader's state, served on `status.addr` when `serve` is true.

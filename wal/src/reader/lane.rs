@@ -81,6 +81,16 @@ pub(super) struct LaneReader {
     window: Option<Window>,
     pub peeked: Option<Record>,
     pub last_owner_check: Instant,
+    /// A watermark found naming a segment after every segment of the lane (crafted, or
+    /// left by files deleted by hand). Reported once; until the watermark changes (a
+    /// writer's next append or recovery publishes a new one) the lane waits where it is
+    /// instead of quarantining what lies past the real end, in a loop.
+    distrusted: Option<Watermark>,
+    /// The read position's segment is a foreign file and no later segment exists: the
+    /// lane waits (without logging again) until one does.
+    stalled_on: Option<SegmentId>,
+    /// The last foreign segment reported by this lane.
+    foreign_reported: Option<SegmentId>,
 }
 
 impl LaneReader {
@@ -96,6 +106,9 @@ impl LaneReader {
             window: None,
             peeked: None,
             last_owner_check: Instant::now(),
+            distrusted: None,
+            stalled_on: None,
+            foreign_reported: None,
         }
     }
 
@@ -150,6 +163,14 @@ impl LaneReader {
         let mut refreshed = false;
         loop {
             let wm = match self.watermark {
+                Some(w) if self.distrusted == Some(w) => {
+                    if refreshed {
+                        return Ok(None);
+                    }
+                    self.refresh_watermark(opts, dir);
+                    refreshed = true;
+                    continue;
+                }
                 Some(w) if !self.caught_up(&w) => w,
                 _ if refreshed => return Ok(None),
                 _ => {
@@ -162,8 +183,12 @@ impl LaneReader {
             let limit_in_seg = (seg == wm.segment).then_some(wm.offset);
             let off = self.read.position.offset;
             let Some((frame, w)) = self.frame_at(opts, dir, seg, off, limit_in_seg, events)? else {
+                if self.stalled_on == Some(self.read.position.segment) {
+                    return Ok(None);
+                }
                 continue;
             };
+            self.stalled_on = None;
             let limit = limit_in_seg.unwrap_or(w.file_len);
             match frame {
                 Frame::Record {
@@ -185,6 +210,8 @@ impl LaneReader {
                             continue;
                         }
                         if !self.next_segment(opts, dir)? {
+                            // The watermark names a later segment, and there is none.
+                            self.distrust(wm, dir, events);
                             return Ok(None);
                         }
                         continue;
@@ -222,6 +249,12 @@ impl LaneReader {
                     });
                     return Ok(self.peeked.as_ref());
                 }
+                // Past the real end of the lane's last segment, under a watermark that
+                // names a segment that does not exist: nothing here is durable data.
+                _ if wm.segment > seg && !self.later_segment_exists(opts, dir, seg)? => {
+                    self.distrust(wm, dir, events);
+                    return Ok(None);
+                }
                 Frame::Record { .. } if w.start + frame_end(&frame) <= limit => {
                     let misplaced = Frame::Bad(BadRecord::Misplaced);
                     self.quarantine(off, limit, misplaced, opts, dir, events)?;
@@ -229,6 +262,36 @@ impl LaneReader {
                 bad => self.quarantine(off, limit, bad, opts, dir, events)?,
             }
         }
+    }
+
+    /// True when the lane has a (regular) segment after `seg`.
+    fn later_segment_exists(&self, opts: &Options, dir: &Path, seg: SegmentId) -> Result<bool> {
+        let segs = segment::list(opts.storage.as_ref(), dir)?;
+        Ok(segs
+            .get(&self.lane)
+            .is_some_and(|s| s.iter().any(|id| *id > seg)))
+    }
+
+    /// Stops trusting `wm`, which names a segment after every segment the lane has:
+    /// reported once (ERROR log and a corruption event), then ignored until it changes.
+    fn distrust(&mut self, wm: Watermark, dir: &Path, events: &mut Vec<Event>) {
+        if self.distrusted == Some(wm) {
+            return;
+        }
+        self.distrusted = Some(wm);
+        let corruption = Corruption {
+            path: join(dir, &FileName::Watermark(self.lane)),
+            lane: Some(self.lane),
+            segment: Some(wm.segment),
+            offset: 0,
+            kind: CorruptionKind::StaleWatermark,
+        };
+        tracing::error!(%corruption, read = %self.read.position, "lane watermark is stale; the lane waits at its real end until a new watermark is published");
+        events.push(Event::Corruption {
+            corruption,
+            resumed_at: self.read.position,
+            records_lost: None,
+        });
     }
 
     /// Decodes the frame at `off` of segment `seg`, mapping a window that holds it. `None`
@@ -345,6 +408,18 @@ impl LaneReader {
                 self.skip_missing(opts, dir, seg, events, e)?;
                 return Ok(false);
             }
+            Err(e) if crate::fs::not_regular_kind(&e).is_some() => {
+                // Swapped for a foreign file (or a cursor left in one): never read it,
+                // report it once and go on with the next segment, as for a missing one.
+                if let Some(kind) = crate::fs::not_regular_kind(&e) {
+                    if self.foreign_reported != Some(seg) {
+                        self.foreign_reported = Some(seg);
+                        events.push(super::foreign::event(&path, kind));
+                    }
+                }
+                self.skip_missing(opts, dir, seg, events, e)?;
+                return Ok(false);
+            }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
         let start = off / PAGE * PAGE;
@@ -378,12 +453,18 @@ impl LaneReader {
             .remove(&self.lane)
             .unwrap_or_default();
         let Some(&next) = segs.iter().find(|s| **s > seg) else {
+            if crate::fs::not_regular_kind(&cause).is_some() {
+                // Reported already; wait for a later segment.
+                self.stalled_on = Some(seg);
+                return Ok(());
+            }
             return Err(Error::io(
                 "open",
                 join(dir, &FileName::Segment(self.lane, seg)),
                 cause,
             ));
         };
+        self.stalled_on = None;
         let (_, _, h) = segment::open(storage, dir, self.lane, next, OpenMode::Read)?;
         let first_seq = h.map_or(self.read.next_seq, |h| h.first_seq);
         events.push(Event::Gap {

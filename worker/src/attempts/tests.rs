@@ -256,3 +256,52 @@ fn free_slots_are_not_markers() {
         })
     );
 }
+
+/// Issue 10 property ("arbitrary bytes in any queue file never hang or panic"): 200 seeded
+/// cases of random bytes as the attempt journal. Each open returns (on a thread with a
+/// deadline) and the journal then records and finds a marker after a reopen.
+#[test]
+fn arbitrary_bytes_as_the_journal_open_to_a_working_journal() {
+    let mut rng = fastrand::Rng::with_seed(10);
+    for case in 0..200 {
+        let fx = Fixture::new();
+        let len = rng.usize(0..(SLOT_LEN * 40));
+        let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        fs::write(&fx.path, &bytes).expect("garbage");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fx.path.clone();
+        std::thread::spawn(move || {
+            let opened = AttemptJournal::open(&path, 16, MarkerDurability::Synced).is_ok();
+            let _ = tx.send(opened);
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("case {case}: open hung or panicked: {e}"));
+        assert!(opened, "case {case}: open failed");
+        let mut journal = fx.open(16);
+        journal.mark(id(0, 1), &iq(0, 1)).expect("mark");
+        drop(journal);
+        assert!(fx.sent(&fx.open(16), 0, 1), "case {case}");
+    }
+}
+
+/// Probe F7/F8 for the worker's files: the attempt journal as a symlink to a victim or a
+/// FIFO. Now the entry is moved aside, never opened, and a fresh journal is used.
+#[test]
+fn a_foreign_journal_is_moved_aside_never_opened() {
+    let fx = Fixture::new();
+    let victim = fx.path.with_file_name("victim");
+    fs::write(&victim, b"victim bytes").expect("victim");
+    std::os::unix::fs::symlink(&victim, &fx.path).expect("link");
+    let journal = fx.open(16);
+    drop(journal);
+    assert_eq!(fs::read(&victim).expect("victim"), b"victim bytes");
+    fs::remove_file(&fx.path).expect("remove");
+    let ok = std::process::Command::new("mkfifo").arg(&fx.path).status();
+    assert!(ok.expect("mkfifo").success());
+    let _journal = fx.open(16);
+    assert!(fs::symlink_metadata(&fx.path)
+        .expect("journal")
+        .file_type()
+        .is_file());
+}

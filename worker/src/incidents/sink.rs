@@ -51,11 +51,10 @@ impl IncidentLog {
             old.push(".1");
             fs::rename(&self.path, &old)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
+        let mut file = crate::layout::open_file(
+            OpenOptions::new().create(true).append(true).mode(0o600),
+            &self.path,
+        )?;
         file.write_all(&line)?;
         file.sync_data()
     }
@@ -67,7 +66,7 @@ impl IncidentLog {
         old.push(".1");
         let mut out = Vec::new();
         for path in [PathBuf::from(old), self.path.clone()] {
-            let text = match fs::read_to_string(&path) {
+            let text = match crate::layout::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
