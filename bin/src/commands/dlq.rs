@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use escalation_queue::worker::{DeadLetterId, DeadLetterInfo};
-use escalation_queue::{DeadLetterQueue, DeadLetterReport, Selector};
+use escalation_queue::{DeadLetterQueue, DeadLetterReport, QueueLayout, Selector};
 
 use crate::cli::{DlqCommand, Selection};
 use crate::config::Config;
 use crate::exit::{Exit, UsageError};
 use crate::render::{count, duration_ms, table};
 
-use super::{existing_queue_dir, now_unix_ms, print_json, writable_queue_dir};
+use super::{existing_queue_dir, now_unix_ms, print_json, subdir_present, writable_queue_dir};
 
 /// Runs a `dlq` subcommand.
 pub fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
@@ -30,9 +30,12 @@ fn open(config: &Config, dir: &std::path::Path) -> anyhow::Result<DeadLetterQueu
 
 fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let dir = existing_queue_dir(config)?;
-    let entries = open(config, dir)?
-        .list()
-        .context("cannot list the dead letters")?;
+    let entries = match subdir_present(&QueueLayout::new(dir).dead_letter_dir())? {
+        true => open(config, dir)?
+            .list()
+            .context("cannot list the dead letters")?,
+        false => Vec::new(),
+    };
     let infos: Vec<&DeadLetterInfo> = entries.iter().map(|e| &e.info).collect();
     if json {
         print_json(&infos)?;

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::render::{bytes, count, duration_ms, table};
 
-use super::{existing_queue_dir, now_unix_ms, print_json};
+use super::{existing_queue_dir, now_unix_ms, print_json, subdir_present};
 
 /// One pending record as `inspect` shows it.
 #[derive(Debug, Serialize)]
@@ -50,7 +50,7 @@ pub fn inspect(config: &Config, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let wal_dir = QueueLayout::new(dir).wal_dir();
     let mut records = Vec::new();
     let mut truncated = false;
-    if wal_dir.is_dir() {
+    if subdir_present(&wal_dir)? {
         let options = config.queue.wal_options();
         let mut reader = Reader::browse(&wal_dir, WORKER_CURSOR, &options)
             .with_context(|| format!("cannot read {}", wal_dir.display()))?;
@@ -197,7 +197,8 @@ pub fn verify(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Result<WalVerdict> {
-    let report = match dir.is_dir() {
+    let present = subdir_present(dir)?;
+    let report = match present {
         true => {
             wal::verify(dir, options).with_context(|| format!("cannot verify {}", dir.display()))?
         }
@@ -206,7 +207,7 @@ fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Resu
     Ok(WalVerdict {
         name,
         path: dir.display().to_string(),
-        present: dir.is_dir(),
+        present,
         segments: report.segments,
         records: report.records,
         payload_bytes: report.payload_bytes,

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::render::{bytes, duration_ms, table};
 
-use super::{existing_queue_dir, now_unix_ms, print_json};
+use super::{existing_queue_dir, now_unix_ms, print_json, subdir_present};
 
 /// The `status --json` document.
 #[derive(Debug, Serialize)]
@@ -74,11 +74,14 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
     let main = inspect_if_present(&layout.wal_dir(), &wal_options)?;
     let dlq_options = config.queue.dead_letter_wal_options();
     let dead = inspect_if_present(&layout.dead_letter_dir(), &dlq_options)?;
-    let dead_letters = DeadLetterQueue::open(dir, config.queue.clone())?
-        .with_retention_ms(config.worker.retention_ms)
-        .list()
-        .context("cannot list the dead letters")?
-        .len();
+    let dead_letters = match subdir_present(&layout.dead_letter_dir())? {
+        true => DeadLetterQueue::open(dir, config.queue.clone())?
+            .with_retention_ms(config.worker.retention_ms)
+            .list()
+            .context("cannot list the dead letters")?
+            .len(),
+        false => 0,
+    };
     let now_ns = now_unix_ms().saturating_mul(1_000_000);
     let cursor = main.cursors.iter().find(|c| c.name == WORKER_CURSOR);
     let mut lanes: Vec<LaneStatus> = main
@@ -154,7 +157,7 @@ pub fn pending_total(dir: &Path, config: &Config) -> anyhow::Result<u64> {
 }
 
 fn inspect_if_present(dir: &Path, options: &wal::Options) -> anyhow::Result<Inspection> {
-    if !dir.is_dir() {
+    if !subdir_present(dir)? {
         return Ok(Inspection::default());
     }
     wal::inspect(dir, options).with_context(|| format!("cannot inspect {}", dir.display()))

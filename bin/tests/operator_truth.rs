@@ -1,0 +1,304 @@
+//! The operator's view must be the truth (issue 10, probe F5, F12, F13, F14, F23, F26): the
+//! reader starts on a full disk and frees it; `verify` never calls a queue with missing
+//! records clean; a command that cannot read the queue says so instead of reporting an
+//! empty one; `status` and `inspect` do not trust an unverified watermark; `verify` costs
+//! what the data costs, not what the file length says; the dead-letter commands do not
+//! delete without asking, do not create directories, and do not replay what cannot be
+//! delivered.
+
+mod util;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use util::{get_json, spawn_reader, wait_until, MockCloudProcess, Outcome, Sandbox};
+
+/// Whether the tests run under CI (`CI=true`), where nothing may be skipped.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A size-limited tmpfs mounted at `at`; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "2m") at `at`. `None` (the test says SKIPPED) when
+    /// mounting is not permitted, except under CI, where that fails the test.
+    #[track_caller]
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output();
+        let mounted = out.as_ref().is_ok_and(|o| o.status.success());
+        if !mounted {
+            assert!(
+                !under_ci(),
+                "CI=true but a tmpfs cannot be mounted (needs root and `mount`): {out:?}"
+            );
+            println!("SKIPPED: cannot mount a size-limited tmpfs here (needs root)");
+            return None;
+        }
+        Some(Self(at.to_path_buf()))
+    }
+
+    /// Fills the file system with `<mount>/filler` until a write fails for want of space.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let chunk = vec![0xAA_u8; 4096];
+        loop {
+            match filler.write_all(&chunk).and_then(|()| filler.sync_data()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `[queue]` settings for a queue that fits a 2 MiB file system: 256 KiB segments in
+/// 64 KiB steps, images up to 64 KiB, no reserved free space.
+const SMALL_QUEUE: &str = "[queue]\nimage_size_max_bytes = 65536\nsegment_bytes = 262144\n\
+                           allocation_step_bytes = 65536\nfree_disk_bytes_min = 0\n";
+
+/// A queue at `dir` with the small settings: `args` run with `--queue-dir` and `--config`.
+struct SmallQueue<'a> {
+    sandbox: &'a Sandbox,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl<'a> SmallQueue<'a> {
+    fn new(sandbox: &'a Sandbox, dir: PathBuf) -> Self {
+        let config = sandbox.file("small.toml", SMALL_QUEUE.as_bytes());
+        Self {
+            sandbox,
+            dir,
+            config,
+        }
+    }
+
+    fn flags(&self) -> [String; 4] {
+        [
+            "--queue-dir".to_owned(),
+            self.dir.display().to_string(),
+            "--config".to_owned(),
+            self.config.display().to_string(),
+        ]
+    }
+
+    /// Runs `command` (the subcommand, then its own arguments) on this queue.
+    fn run(&self, command: &[&str]) -> Outcome {
+        let flags = self.flags();
+        let mut args: Vec<&str> = command.to_vec();
+        args.extend(flags.iter().map(String::as_str));
+        let mut cmd = self.sandbox.command(&args);
+        cmd.env("GROUNDLIGHT_API_TOKEN", util::TOKEN);
+        self.sandbox.run_with(cmd, None)
+    }
+
+    fn enqueue(&self, n: usize, image_bytes: usize) {
+        let mut jpeg = b"\xff\xd8\xff\xe0".to_vec();
+        jpeg.resize(image_bytes, b'j');
+        let image = self.sandbox.file("frame.jpg", &jpeg);
+        for i in 0..n {
+            let iq = format!("iq_small_{i:04}");
+            self.run(&[
+                "enqueue",
+                "--detector-id",
+                "det_small",
+                "--image",
+                image.to_str().expect("utf-8"),
+                "--image-query-id",
+                &iq,
+            ])
+            .expect_code(0);
+        }
+    }
+
+    fn segments(&self) -> usize {
+        std::fs::read_dir(self.dir.join("wal"))
+            .expect("wal dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            })
+            .count()
+    }
+}
+
+/// Story (probe F5): the edge device's disk fills up while the cloud is away. When the
+/// reader restarts (systemd, Kubernetes), it must start, deliver everything and free the
+/// consumed segments; before, a write probe failed with "No space left on device" and the
+/// reader exited 2 ("usage error") on every restart, the one process that would free the
+/// disk. While the disk is full `/health` says degraded and names the disk; an enqueue is
+/// refused with the storage exit code (3), not as a usage error.
+#[test]
+fn the_reader_starts_on_a_full_disk_delivers_and_frees_it() {
+    let sandbox = Sandbox::new();
+    let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
+        return;
+    };
+    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let cloud = MockCloudProcess::start(&sandbox, &[]);
+    // A reader ran here before (its checkpoint and journals exist), then escalations piled
+    // up across three segments while the cloud was unreachable, and the disk filled.
+    queue
+        .run(&["drain", "--endpoint", &cloud.endpoint])
+        .expect_code(0);
+    queue.enqueue(10, 60_000);
+    assert_eq!(queue.segments(), 3);
+    disk.fill();
+    queue
+        .run(&["enqueue", "--detector-id", "det_small", "--image", "-"])
+        .expect_code(2); // no image on stdin: a usage error still is one
+    let full = queue.run(&[
+        "enqueue",
+        "--detector-id",
+        "det_small",
+        "--image",
+        sandbox
+            .root
+            .path()
+            .join("frame.jpg")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    full.expect_code(3).expect_stderr(&["no space"]);
+
+    let flags = queue.flags();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut reader = spawn_reader(&sandbox, &cloud.endpoint, &extra);
+    let addr = reader.status_addr();
+    let (code, health) = get_json(addr, "/health");
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reasons"].to_string().contains("disk"),
+        "the reason names the disk: {health}"
+    );
+    wait_until(Duration::from_secs(30), "10 deliveries", || {
+        get_json(addr, "/stats").1["worker"]["delivered"] == 10
+    });
+    wait_until(Duration::from_secs(30), "consumed segments freed", || {
+        queue.segments() == 1
+    });
+    reader.terminate();
+    assert_eq!(reader.wait_exit(Duration::from_secs(20)), Some(0));
+    let summary = cloud.stop();
+    assert_eq!(
+        summary["image_query_ids"].as_array().map(Vec::len),
+        Some(10)
+    );
+}
+
+/// Story (probe F5): `drain` on a full disk (a batch job catching up after an outage) must
+/// run, deliver everything and exit 0, never exit 2 on a write probe.
+#[test]
+fn drain_on_a_full_disk_delivers_everything() {
+    let sandbox = Sandbox::new();
+    let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
+        return;
+    };
+    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let cloud = MockCloudProcess::start(&sandbox, &[]);
+    queue
+        .run(&["drain", "--endpoint", &cloud.endpoint])
+        .expect_code(0);
+    queue.enqueue(10, 60_000);
+    disk.fill();
+    let out = queue.run(&["drain", "--endpoint", &cloud.endpoint, "--json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["delivered"], 10, "{out:#?}");
+    assert_eq!(queue.segments(), 1, "consumed segments are freed");
+    let summary = cloud.stop();
+    assert_eq!(
+        summary["image_query_ids"].as_array().map(Vec::len),
+        Some(10)
+    );
+}
+
+/// `args` run as the unprivileged user `nobody` (uid 65534) through util-linux `setpriv`.
+fn run_as_nobody(sandbox: &Sandbox, args: &[&str]) -> Option<Outcome> {
+    if !util::tool_or_skip("setpriv", "to run a command as another user") {
+        return None;
+    }
+    let mut cmd = sandbox.command(args);
+    let program = cmd.get_program().to_owned();
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program)
+        .args(cmd.get_args())
+        .env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd = wrapped;
+    Some(sandbox.run_with(cmd, None))
+}
+
+/// Story (probe F13): a monitoring job runs `status`, `verify`, `inspect` and `dlq list`
+/// as the wrong user on a queue (mode 0700) holding 3 pending escalations and a dead
+/// letter directory. Before, "permission denied" was read as "does not exist": pending 0,
+/// "wal: not created yet", "no pending records", "no dead letters", all exit 0. Now each
+/// says permission denied, names the directory and its owner, and exits 2 (an unusable
+/// queue directory: run as the queue's user).
+#[test]
+fn read_only_commands_without_permission_say_so_and_never_report_an_empty_queue() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sandbox = Sandbox::new();
+    sandbox.enqueue_many(3);
+    std::fs::create_dir_all(sandbox.queue_dir().join("dead-letter")).expect("dlq dir");
+    // The queue's parent is traversable (as /var/lib is); the queue itself is 0700 root.
+    std::fs::set_permissions(sandbox.root.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    assert_eq!(sandbox.status()["pending_total"], 3);
+    let commands: [&[&str]; 6] = [
+        &["status"],
+        &["status", "--json"],
+        &["verify"],
+        &["inspect"],
+        &["dlq", "list"],
+        &["dlq", "list", "--json"],
+    ];
+    for args in commands {
+        let Some(out) = run_as_nobody(&sandbox, args) else {
+            return;
+        };
+        assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
+        out.expect_stderr(&["permission denied", "owned by uid 0"]);
+        for lie in [
+            "pending       0",
+            "not created yet",
+            "no pending",
+            "no dead letters",
+        ] {
+            assert!(!out.stdout.contains(lie), "{args:?} says {lie:?}: {out:#?}");
+        }
+    }
+    // A wal directory of its own that is unreadable (queue dir readable) is no empty wal.
+    std::fs::set_permissions(sandbox.queue_dir(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    for args in [&["status"][..], &["verify"], &["inspect"]] {
+        let out = run_as_nobody(&sandbox, args).expect("setpriv");
+        assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
+        out.expect_stderr(&["wal", "permission denied"]);
+    }
+}
