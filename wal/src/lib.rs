@@ -58,7 +58,8 @@ pub use cursor::{Checkpoint, LanePosition};
 pub use error::{Corruption, CorruptionKind, Error, Event, Result};
 pub use fs::{LockGuard, OpenMode, RealStorage, SlowSyncStorage, Storage, StorageFile};
 pub use inspect::{
-    inspect, verify, CursorInfo, CursorLane, Inspection, LaneInfo, SegmentInfo, VerifyReport,
+    inspect, verify, CursorInfo, CursorLane, EndSource, Gap, GapKind, Inspection, LaneInfo,
+    SegmentInfo, VerifyReport,
 };
 pub use options::{Options, LANES_LIMIT};
 pub use reader::Reader;

@@ -46,6 +46,10 @@ struct LaneStatus {
     oldest_pending_age_ms: Option<u64>,
     cursor: Option<Place>,
     durable_end: Option<Place>,
+    /// Where `durable_end` comes from: "watermark" (published and checked against the
+    /// segment files) or "scanned" (the watermark is missing, torn or contradicts the
+    /// files: the end is the valid end of the newest segment).
+    durable_end_source: &'static str,
 }
 
 /// A position in a lane and the sequence number of the record there.
@@ -114,6 +118,11 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
                     offset: p.offset,
                     next_seq: next.0,
                 }),
+                durable_end_source: match lane.end_source {
+                    wal::EndSource::Watermark => "watermark",
+                    wal::EndSource::Scanned => "scanned",
+                    _ => "unknown",
+                },
             }
         })
         .collect();
@@ -251,4 +260,16 @@ fn print_human(r: &StatusReport) {
         "DURABLE END",
     ];
     print!("\n{}", table(&header, &rows));
+    for l in r
+        .lanes
+        .iter()
+        .filter(|l| l.durable_end_source != "watermark")
+    {
+        println!(
+            "note: lane {}'s watermark (lane-{:03}.commit) is missing, torn or does not match \
+             its segments; its durable end was found by scanning them ({}); a reader or \
+             writer recovering the lane writes a new one",
+            l.lane, l.lane, l.durable_end_source
+        );
+    }
 }
