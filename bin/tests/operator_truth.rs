@@ -522,3 +522,136 @@ fn verify_of_a_huge_sparse_segment_costs_what_its_data_costs() {
         }
     }
 }
+
+/// Two escalations for `det_test` rejected by the cloud: two dead letters.
+fn two_dead_letters(sandbox: &Sandbox) {
+    sandbox.enqueue_many(2);
+    let cloud = MockCloudProcess::start(sandbox, &["--reject-detector", "det_test"]);
+    let mut cmd = sandbox.command(&["drain", "--endpoint", &cloud.endpoint]);
+    cmd.env("GROUNDLIGHT_API_TOKEN", util::TOKEN);
+    sandbox.run_with(cmd, None).expect_code(1);
+    cloud.stop();
+}
+
+fn dead_letter_count(sandbox: &Sandbox) -> usize {
+    let out = sandbox.run(&["dlq", "list", "--json"]);
+    out.expect_code(0);
+    out.json().as_array().map_or(0, Vec::len)
+}
+
+/// Story (probe F26): `dlq purge --all` deleted every dead letter at once, with no
+/// confirmation and no way to look first. Now, when stdin is not a terminal (a script, a
+/// CI job) it refuses without `--yes` (exit 2, nothing deleted); on a terminal it asks
+/// and an answer other than yes deletes nothing; `--dry-run` lists what would go.
+#[test]
+fn dlq_purge_all_asks_first_and_refuses_without_yes() {
+    let sandbox = Sandbox::new();
+    two_dead_letters(&sandbox);
+    assert_eq!(dead_letter_count(&sandbox), 2);
+    sandbox
+        .run(&["dlq", "purge", "--all"])
+        .expect_code(2)
+        .expect_stderr(&["would delete 2 dead letters", "--yes", "--dry-run"]);
+    assert_eq!(dead_letter_count(&sandbox), 2);
+    let dry = sandbox.run(&["dlq", "purge", "--all", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains("would purge 2 dead letters"),
+        "{dry:#?}"
+    );
+    assert_eq!(dead_letter_count(&sandbox), 2);
+    if util::tool_or_skip("script", "to run dlq purge on a terminal") {
+        let asked = util::run_on_terminal(&sandbox, &["dlq", "purge", "--all"], &[]);
+        assert!(asked.stdout.contains("[y/N]"), "{asked:#?}");
+        assert!(asked.stdout.contains("nothing purged"), "{asked:#?}");
+        assert_eq!(dead_letter_count(&sandbox), 2);
+    }
+    let out = sandbox.run(&["dlq", "purge", "--all", "--yes"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("purged 2 dead letters"), "{out:#?}");
+    assert_eq!(dead_letter_count(&sandbox), 0);
+}
+
+/// Story (probe F26): `dlq replay` and `dlq purge` on a mistyped `--queue-dir` created
+/// the directory and printed "0 dead letters left" (exit 0), hiding the typo. Now every
+/// dlq command on a missing directory exits 2 saying it does not exist, and creates
+/// nothing.
+#[test]
+fn dlq_commands_never_create_a_missing_queue_dir() {
+    let sandbox = Sandbox::new();
+    let typo = sandbox.root.path().join("qeueu");
+    let typo_flag = typo.display().to_string();
+    let commands: [&[&str]; 6] = [
+        &["list"],
+        &["replay", "--all"],
+        &["replay", "--id", "dl_0_1"],
+        &["purge", "--all", "--yes"],
+        &["purge", "--id", "dl_0_1"],
+        &["purge", "--all", "--dry-run"],
+    ];
+    for args in commands {
+        let mut full = vec!["dlq"];
+        full.extend_from_slice(args);
+        full.extend(["--queue-dir", &typo_flag]);
+        sandbox
+            .run(&full)
+            .expect_code(2)
+            .expect_stderr(&["does not exist", "qeueu"]);
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}
+
+/// Story (probe F26): `dlq replay --all` also replayed entries dead-lettered because their
+/// record is undecodable; each was dead-lettered again at once under a new id. Now
+/// `--all` replays the deliverable ones, leaves the undecodable ones (and says so), and
+/// `--include-undecodable` replays them too when asked.
+#[test]
+fn dlq_replay_all_leaves_undecodable_entries_unless_asked() {
+    let sandbox = Sandbox::new();
+    // One record that is no escalation (a foreign writer, damage with a valid crc).
+    let options = escalation_queue::QueueOptions::default().wal_options();
+    let writer =
+        escalation_queue::wal::Writer::open(sandbox.queue_dir().join("wal"), &options).unwrap();
+    writer.append(b"\x09not an escalation").expect("append");
+    drop(writer);
+    two_dead_letters(&sandbox);
+    let list = sandbox.run(&["dlq", "list", "--json"]).json();
+    let causes: Vec<String> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["cause"].to_string())
+        .collect();
+    assert_eq!(causes.len(), 3, "{list}");
+    assert!(
+        causes.iter().any(|c| c.contains("undecodable")),
+        "{causes:?}"
+    );
+
+    let dry = sandbox.run(&["dlq", "replay", "--all", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains("would replay 2 dead letters"),
+        "{dry:#?}"
+    );
+    assert_eq!(dead_letter_count(&sandbox), 3);
+
+    let out = sandbox.run(&["dlq", "replay", "--all"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("replayed 2 dead letters"), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("left 1 dead letter dead-lettered as undecodable"),
+        "{out:#?}"
+    );
+    let left = sandbox.run(&["dlq", "list", "--json"]).json();
+    assert!(
+        left[0]["cause"].to_string().contains("undecodable"),
+        "{left}"
+    );
+
+    let out = sandbox.run(&["dlq", "replay", "--all", "--include-undecodable"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("replayed 1 dead letter"), "{out:#?}");
+    assert_eq!(dead_letter_count(&sandbox), 0);
+}
