@@ -134,7 +134,7 @@ fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         print_dry_run("replay", dir, &chosen);
     } else if !present {
-        nothing_there(dir, &args.selection)?;
+        nothing_there(&args.selection, Action::Replay)?;
     } else {
         let selector = match (&args.selection.id, args.include_undecodable) {
             (Some(id), _) => Selector::Id(id.clone()),
@@ -166,7 +166,7 @@ fn purge(config: &Config, args: &PurgeArgs) -> anyhow::Result<ExitCode> {
         return Ok(Exit::Ok.into());
     }
     if !present {
-        nothing_there(dir, &args.selection)?;
+        nothing_there(&args.selection, Action::Purge)?;
         return Ok(Exit::Ok.into());
     }
     if args.selection.all && !args.yes && !chosen.is_empty() && !confirmed(dir, chosen.len())? {
@@ -210,12 +210,13 @@ fn print_dry_run(verb: &str, dir: &Path, chosen: &[&DeadLetterInfo]) {
     print!("{}", dead_letter_table(chosen, now_unix_ms()));
 }
 
-/// No dead-letter wal: nothing to do for `--all`; an unknown id for `--id`.
-fn nothing_there(dir: &Path, selection: &Selection) -> anyhow::Result<()> {
+/// No dead-letter wal (nothing was ever dead-lettered; none is created): nothing to do
+/// for `--all`, said as an empty pass says it; an unknown id for `--id`.
+fn nothing_there(selection: &Selection, action: Action) -> anyhow::Result<()> {
     if let Some(id) = &selection.id {
         return Err(no_such_id(id).into());
     }
-    println!("no dead letters in {}", dir.display());
+    print_report(action, &[], &DeadLetterReport::default());
     Ok(())
 }
 
