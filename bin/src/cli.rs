@@ -266,9 +266,40 @@ pub enum DlqCommand {
     /// List dead letters, oldest first
     List(JsonArgs),
     /// Put dead letters back into the queue (attempts start again)
-    Replay(Selection),
+    Replay(ReplayArgs),
     /// Delete dead letters for good
-    Purge(Selection),
+    Purge(PurgeArgs),
+}
+
+/// Options of `dlq replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// With --all, also replay entries dead-lettered as undecodable (skipped otherwise:
+    /// they would only be dead-lettered again)
+    #[arg(long)]
+    pub include_undecodable: bool,
+
+    /// Show what would be replayed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `dlq purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Purge without asking (needed for --all when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Show what would be purged; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--id ID` or `--all`, exactly one.

@@ -10,7 +10,6 @@ mod reader;
 mod status;
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,6 +35,11 @@ pub fn dispatch(command: &Command, config: &Config) -> anyhow::Result<ExitCode> 
 
 /// The queue directory, created (mode 0700) if needed and checked to be writable: a
 /// command that writes fails here, naming the directory, rather than deep in the wal.
+///
+/// The check creates and removes an empty file, so it tests permission (and a read-only
+/// file system) but needs no free space: a full file system is no usage error. The reader
+/// must start on one, because delivering is what frees it (probe F5); an enqueue then
+/// fails with the wal's own "no space" error (exit 3).
 pub fn writable_queue_dir(config: &Config) -> Result<&Path, UsageError> {
     let dir = config.queue_dir()?;
     let unusable = |what: String| {
@@ -49,35 +53,96 @@ pub fn writable_queue_dir(config: &Config) -> Result<&Path, UsageError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| unusable(format!("cannot be created: {e}")))?;
+        .map_err(|e| unusable(format!("cannot be created: {}", io_reason(&e, dir))))?;
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .and_then(|mut f| f.write_all(b"probe"));
+    let created = OpenOptions::new().write(true).create_new(true).open(&probe);
     let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| unusable(format!("is not writable: {e}")))?;
+    match created {
+        Ok(_) => {}
+        Err(e) if is_out_of_space(&e) => tracing::warn!(
+            queue = %dir.display(),
+            error = %e,
+            "the queue's file system is full; going on (delivering frees space, enqueues \
+             fail with \"no space\" until then)"
+        ),
+        Err(e) => return Err(unusable(format!("is not writable: {}", io_reason(&e, dir)))),
+    }
     Ok(dir)
 }
 
-/// The queue directory, which must exist (read-only commands never create one).
+/// True for "no space left" and "disk quota exceeded": the file system is full, which is
+/// a storage condition, not a usage error.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The queue directory, which must exist and be readable (read-only commands never create
+/// one). Only "not found" means "not there": any other error (permission denied above
+/// all) is reported as such, never as an empty queue (probe F13).
 pub fn existing_queue_dir(config: &Config) -> Result<&Path, UsageError> {
     let dir = config.queue_dir()?;
+    let unusable = |what: String| {
+        UsageError::new(format!(
+            "queue directory {} (queue_dir, from {}) {what}",
+            dir.display(),
+            config.origin("queue_dir")
+        ))
+    };
     match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(dir),
-        Ok(_) => Err(UsageError::new(format!(
-            "queue directory {} (queue_dir, from {}) is not a directory",
-            dir.display(),
-            config.origin("queue_dir")
-        ))),
-        Err(e) => Err(UsageError::new(format!(
-            "queue directory {} (queue_dir, from {}) cannot be read: {e}; nothing was ever \
-             enqueued there, or --queue-dir / ESCALATION_QUEUE_DIR points elsewhere",
-            dir.display(),
-            config.origin("queue_dir")
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(unusable("is not a directory".to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unusable(
+                "does not exist: nothing was ever enqueued there, or --queue-dir / \
+                 ESCALATION_QUEUE_DIR points elsewhere"
+                    .to_owned(),
+            ))
+        }
+        Err(e) => return Err(unusable(format!("cannot be read: {}", io_reason(&e, dir)))),
+    }
+    std::fs::read_dir(dir)
+        .map_err(|e| unusable(format!("cannot be read: {}", io_reason(&e, dir))))?;
+    Ok(dir)
+}
+
+/// Whether the queue's subdirectory `sub` (`wal/`, `dead-letter/`) exists: `false` only
+/// when it is not found; a subdirectory that is there but cannot be read (permission
+/// denied, not a directory, I/O error) is an error naming it, never "absent" (probe F13).
+pub fn subdir_present(sub: &Path) -> Result<bool, UsageError> {
+    let unreadable = |what: String| UsageError::new(format!("{} {what}", sub.display()));
+    match std::fs::metadata(sub) {
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(sub)
+            .map(|_| true)
+            .map_err(|e| unreadable(format!("cannot be read: {}", io_reason(&e, sub)))),
+        Ok(_) => Err(unreadable(
+            "is not a directory (the queue directory holds something else there)".to_owned(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(unreadable(format!(
+            "cannot be read: {}",
+            io_reason(&e, sub)
         ))),
     }
+}
+
+/// An I/O error as an operator reads it: permission problems say whose files these are
+/// and what to do.
+fn io_reason(e: &std::io::Error, path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return e.to_string();
+    }
+    let owner = std::fs::symlink_metadata(path)
+        .or_else(|_| std::fs::symlink_metadata(path.parent().unwrap_or(path)))
+        .map(|m| format!(" (owned by uid {})", m.uid()))
+        .unwrap_or_default();
+    format!(
+        "permission denied{owner}; run this command as the user that runs the reader, or \
+         give this user access (the queue is created mode 0700): {e}"
+    )
 }
 
 /// Now, in milliseconds since the Unix epoch.

@@ -149,7 +149,7 @@ fn drain_delivers_everything_and_exits_0() {
 
 /// An item the cloud rejects (HTTP 400) ends in the dead-letter queue, and `drain` says
 /// so with exit 1. `dlq list` shows it with its cause; `dlq replay --id` puts it back and
-/// a second drain delivers it; `dlq purge --all` empties the dead-letter queue.
+/// a second drain delivers it; `dlq purge --all --yes` empties the dead-letter queue.
 #[test]
 fn drain_with_a_rejection_exits_1_and_dlq_list_replay_purge_work() {
     let sandbox = Sandbox::new();
@@ -196,7 +196,7 @@ fn drain_with_a_rejection_exits_1_and_dlq_list_replay_purge_work() {
     drain(&sandbox).expect_code(0);
     assert_eq!(sandbox.status()["dead_letters"], 1);
 
-    let out = sandbox.run(&["dlq", "purge", "--all"]);
+    let out = sandbox.run(&["dlq", "purge", "--all", "--yes"]);
     out.expect_code(0);
     assert!(out.stdout.contains("purged 1"), "{}", out.stdout);
     assert_eq!(sandbox.status()["dead_letters"], 0);

@@ -293,7 +293,7 @@ fn counts_read_as_english() {
         "{}",
         out.stdout
     );
-    let out = sandbox.run(&["dlq", "purge", "--all"]);
+    let out = sandbox.run(&["dlq", "purge", "--all", "--yes"]);
     out.expect_code(0);
     assert!(
         out.stdout.starts_with("purged 1 dead letter: dl_")

@@ -61,7 +61,8 @@ pub use fs::{
     Storage, StorageFile,
 };
 pub use inspect::{
-    inspect, verify, CursorInfo, CursorLane, Inspection, LaneInfo, SegmentInfo, VerifyReport,
+    inspect, verify, CursorInfo, CursorLane, EndSource, Gap, GapKind, Inspection, LaneInfo,
+    SegmentInfo, VerifyReport,
 };
 pub use options::{Options, LANES_LIMIT};
 pub use reader::Reader;

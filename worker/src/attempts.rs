@@ -138,7 +138,20 @@ impl AttemptJournal {
             ..report
         };
         let mut next_generation = generation.saturating_add(1);
-        let fresh = rewrite(&path, &markers, slots_min, &mut next_generation)?;
+        let fresh = match rewrite(&path, &markers, slots_min, &mut next_generation) {
+            Ok(fresh) => fresh,
+            // A full file system must not stop the reader from starting: delivering is what
+            // frees space (probe F5). Go on in the old file, after its last used slot; the
+            // next compaction retries the rewrite.
+            Err(QueueError::Io { source, .. })
+                if source.kind() == io::ErrorKind::StorageFull && !report.bad_header =>
+            {
+                let kept = in_place(&path).map_err(|e| QueueError::io("reopen", &path, e))?;
+                tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");
+                kept
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Self {
             file: fresh.file,
             path,
@@ -269,6 +282,30 @@ impl AttemptJournal {
         self.next_slot = fresh.next_slot;
         Ok(())
     }
+}
+
+/// The existing journal at `path`, reopened to go on after its last used slot (when no
+/// fresh file can be written for want of space).
+fn in_place(path: &Path) -> io::Result<Fresh> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut header = [0_u8; SLOT_LEN];
+    file.read_exact_at(&mut header, 0)?;
+    let declared = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    let len_slots = (file.metadata()?.len() / SLOT_LEN as u64).saturating_sub(1);
+    let slots = declared.min(u32::try_from(len_slots).unwrap_or(u32::MAX));
+    let mut next_slot = 0;
+    let mut block = [0_u8; SLOT_LEN];
+    for index in 0..slots {
+        file.read_exact_at(&mut block, slot_offset(index))?;
+        if block.iter().any(|b| *b != 0) {
+            next_slot = index + 1;
+        }
+    }
+    Ok(Fresh {
+        file,
+        slots,
+        next_slot,
+    })
 }
 
 /// A freshly written journal file and where its next marker goes.

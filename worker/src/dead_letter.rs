@@ -37,6 +37,9 @@ use crate::retry::DEFAULT_AGE_MAX_MS;
 pub enum Selector {
     /// Every entry.
     All,
+    /// Every entry whose record can be delivered: all but those dead-lettered as
+    /// undecodable, which would only be dead-lettered again under new ids.
+    AllDecodable,
     /// Entries whose dead-letter id or image query id is this.
     Id(String),
 }
@@ -45,6 +48,8 @@ impl Selector {
     fn matches(&self, info: Option<&DeadLetterInfo>) -> bool {
         match (self, info) {
             (Self::All, _) => true,
+            (Self::AllDecodable, Some(info)) => info.cause != DeadLetterCause::Undecodable,
+            (Self::AllDecodable, None) => false,
             (Self::Id(id), Some(info)) => {
                 info.id.as_str() == id || info.image_query_id.as_deref() == Some(id)
             }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::render::{bytes, count, duration_ms, table};
 
-use super::{existing_queue_dir, now_unix_ms, print_json};
+use super::{existing_queue_dir, now_unix_ms, print_json, subdir_present};
 
 /// One pending record as `inspect` shows it.
 #[derive(Debug, Serialize)]
@@ -42,6 +42,17 @@ struct InspectReport {
     records: Vec<RecordView>,
     /// More pending records exist beyond `--limit`.
     truncated: bool,
+    /// Records of lanes whose published durable end is missing or does not match the files
+    /// (after a power loss, or tampering): they are there (found by scanning) but are not
+    /// listed until a reader or writer recovers the lane.
+    unlisted: Vec<Unlisted>,
+}
+
+/// Records of one lane `inspect` could not list.
+#[derive(Debug, Serialize)]
+struct Unlisted {
+    lane: u16,
+    records: u64,
 }
 
 /// Runs `inspect`.
@@ -50,7 +61,7 @@ pub fn inspect(config: &Config, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let wal_dir = QueueLayout::new(dir).wal_dir();
     let mut records = Vec::new();
     let mut truncated = false;
-    if wal_dir.is_dir() {
+    if subdir_present(&wal_dir)? {
         let options = config.queue.wal_options();
         let mut reader = Reader::browse(&wal_dir, WORKER_CURSOR, &options)
             .with_context(|| format!("cannot read {}", wal_dir.display()))?;
@@ -63,16 +74,68 @@ pub fn inspect(config: &Config, args: &InspectArgs) -> anyhow::Result<ExitCode> 
             records.push(view(&record, now_ns));
         }
     }
+    let unlisted = match truncated || !subdir_present(&wal_dir)? {
+        true => Vec::new(),
+        false => unlisted(&wal_dir, &config.queue.wal_options(), &records)?,
+    };
+    for u in &unlisted {
+        eprintln!(
+            "warning: lane {} holds {} pending records past its published durable end (its \
+             watermark lane-{:03}.commit is missing, torn or does not match the segments); \
+             they are not listed until a reader or writer recovers the lane",
+            u.lane, u.records, u.lane
+        );
+    }
     let report = InspectReport {
         queue_dir: dir.display().to_string(),
         records,
         truncated,
+        unlisted,
     };
     match args.json {
         true => print_json(&report)?,
         false => print_records(&report),
     }
     Ok(Exit::Ok.into())
+}
+
+/// Pending records per lane (from the verified lane ends) that the listing did not show.
+fn unlisted(
+    wal_dir: &Path,
+    options: &wal::Options,
+    listed: &[RecordView],
+) -> anyhow::Result<Vec<Unlisted>> {
+    let seen = wal::inspect(wal_dir, options)
+        .with_context(|| format!("cannot inspect {}", wal_dir.display()))?;
+    let Some(cursor) = seen.cursors.iter().find(|c| c.name == WORKER_CURSOR) else {
+        return Ok(seen
+            .lanes
+            .iter()
+            .filter(|l| l.end_source != wal::EndSource::Watermark)
+            .filter_map(|l| {
+                let (_, end) = l.durable_end?;
+                let first = l.segments.first()?.first_seq?;
+                let shown = listed.iter().filter(|r| r.lane == l.lane.0).count() as u64;
+                let records = end.0.saturating_sub(first.0).saturating_sub(shown);
+                (records > 0).then_some(Unlisted {
+                    lane: l.lane.0,
+                    records,
+                })
+            })
+            .collect());
+    };
+    Ok(cursor
+        .lanes
+        .iter()
+        .filter_map(|(lane, at)| {
+            let shown = listed.iter().filter(|r| r.lane == lane.0).count() as u64;
+            let records = at.pending.saturating_sub(shown);
+            (records > 0).then_some(Unlisted {
+                lane: lane.0,
+                records,
+            })
+        })
+        .collect())
 }
 
 fn view(record: &Record, now_ns: u64) -> RecordView {
@@ -117,7 +180,14 @@ fn image_note(r: &RecordView) -> String {
 
 fn print_records(report: &InspectReport) {
     if report.records.is_empty() {
-        println!("no pending records in {}", report.queue_dir);
+        match report.unlisted.is_empty() {
+            true => println!("no pending records in {}", report.queue_dir),
+            false => println!(
+                "{} pending records in {} cannot be listed yet (see the warning above)",
+                report.unlisted.iter().map(|u| u.records).sum::<u64>(),
+                report.queue_dir
+            ),
+        }
         return;
     }
     let unknown = || "?".to_owned();
@@ -163,6 +233,10 @@ struct WalVerdict {
     clean: bool,
     damage: Vec<String>,
     torn_tails: Vec<String>,
+    /// Lanes that do not add up: records missing between segments, a segment cut short,
+    /// an entry that is no segment file, a checkpoint missing although records were
+    /// consumed.
+    gaps: Vec<String>,
     checkpoints: Vec<(String, bool)>,
 }
 
@@ -190,14 +264,16 @@ pub fn verify(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(Exit::Ok.into());
     }
     eprintln!(
-        "damage found: the reader quarantines damaged records and keeps serving the rest; \
-         keep a copy of the files above for analysis"
+        "damage found: the reader quarantines damaged records and keeps serving the rest \
+         (records reported missing are gone from the files: look for the named segment \
+         files); keep a copy of the files above for analysis"
     );
     Ok(Exit::Storage.into())
 }
 
 fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Result<WalVerdict> {
-    let report = match dir.is_dir() {
+    let present = subdir_present(dir)?;
+    let report = match present {
         true => {
             wal::verify(dir, options).with_context(|| format!("cannot verify {}", dir.display()))?
         }
@@ -206,7 +282,7 @@ fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Resu
     Ok(WalVerdict {
         name,
         path: dir.display().to_string(),
-        present: dir.is_dir(),
+        present,
         segments: report.segments,
         records: report.records,
         payload_bytes: report.payload_bytes,
@@ -217,6 +293,7 @@ fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Resu
             .iter()
             .map(|(lane, at)| format!("{lane} at {at}"))
             .collect(),
+        gaps: report.gaps.iter().map(ToString::to_string).collect(),
         checkpoints: report.checkpoints.clone(),
     })
 }
@@ -237,6 +314,9 @@ fn print_verdict(v: &WalVerdict) {
     );
     for damage in &v.damage {
         println!("  damage: {damage}");
+    }
+    for gap in &v.gaps {
+        println!("  gap: {gap}");
     }
     for torn in &v.torn_tails {
         println!("  torn tail (an unacknowledged write cut short; recovery removes it): {torn}");

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::render::{bytes, duration_ms, table};
 
-use super::{existing_queue_dir, now_unix_ms, print_json};
+use super::{existing_queue_dir, now_unix_ms, print_json, subdir_present};
 
 /// The `status --json` document.
 #[derive(Debug, Serialize)]
@@ -46,6 +46,10 @@ struct LaneStatus {
     oldest_pending_age_ms: Option<u64>,
     cursor: Option<Place>,
     durable_end: Option<Place>,
+    /// Where `durable_end` comes from: "watermark" (published and checked against the
+    /// segment files) or "scanned" (the watermark is missing, torn or contradicts the
+    /// files: the end is the valid end of the newest segment).
+    durable_end_source: &'static str,
 }
 
 /// A position in a lane and the sequence number of the record there.
@@ -74,11 +78,14 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
     let main = inspect_if_present(&layout.wal_dir(), &wal_options)?;
     let dlq_options = config.queue.dead_letter_wal_options();
     let dead = inspect_if_present(&layout.dead_letter_dir(), &dlq_options)?;
-    let dead_letters = DeadLetterQueue::open(dir, config.queue.clone())?
-        .with_retention_ms(config.worker.retention_ms)
-        .list()
-        .context("cannot list the dead letters")?
-        .len();
+    let dead_letters = match subdir_present(&layout.dead_letter_dir())? {
+        true => DeadLetterQueue::open(dir, config.queue.clone())?
+            .with_retention_ms(config.worker.retention_ms)
+            .list()
+            .context("cannot list the dead letters")?
+            .len(),
+        false => 0,
+    };
     let now_ns = now_unix_ms().saturating_mul(1_000_000);
     let cursor = main.cursors.iter().find(|c| c.name == WORKER_CURSOR);
     let mut lanes: Vec<LaneStatus> = main
@@ -111,6 +118,11 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
                     offset: p.offset,
                     next_seq: next.0,
                 }),
+                durable_end_source: match lane.end_source {
+                    wal::EndSource::Watermark => "watermark",
+                    wal::EndSource::Scanned => "scanned",
+                    _ => "unknown",
+                },
             }
         })
         .collect();
@@ -154,7 +166,7 @@ pub fn pending_total(dir: &Path, config: &Config) -> anyhow::Result<u64> {
 }
 
 fn inspect_if_present(dir: &Path, options: &wal::Options) -> anyhow::Result<Inspection> {
-    if !dir.is_dir() {
+    if !subdir_present(dir)? {
         return Ok(Inspection::default());
     }
     wal::inspect(dir, options).with_context(|| format!("cannot inspect {}", dir.display()))
@@ -248,4 +260,16 @@ fn print_human(r: &StatusReport) {
         "DURABLE END",
     ];
     print!("\n{}", table(&header, &rows));
+    for l in r
+        .lanes
+        .iter()
+        .filter(|l| l.durable_end_source != "watermark")
+    {
+        println!(
+            "note: lane {}'s watermark (lane-{:03}.commit) is missing, torn or does not match \
+             its segments; its durable end was found by scanning them ({}); a reader or \
+             writer recovering the lane writes a new one",
+            l.lane, l.lane, l.durable_end_source
+        );
+    }
 }
