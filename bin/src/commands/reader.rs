@@ -14,7 +14,7 @@ use escalation_queue::{GroundlightClient, QueueError, RunSummary, Worker};
 use crate::config::{Config, Origin};
 use crate::exit::{exit_for, Exit};
 use crate::progress::{Fallback, Progress};
-use crate::render::{count, duration_ms};
+use crate::render::{count, duration_ms, error_chain};
 use crate::shutdown::Shutdown;
 use crate::status_server::{ReaderState, StatusServer};
 
@@ -69,8 +69,8 @@ fn open_until_ready(
             Ok(worker) => return Ok(Some(worker)),
             Err(e) if matches!(exit_for(&e), Exit::Locked | Exit::Usage) => return Err(e),
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "opening the queue failed; retrying");
-                state.set_failed(&format!("{e:#}"));
+                tracing::error!(error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "opening the queue failed; retrying");
+                state.set_failed(&error_chain(&e));
             }
         }
         if shutdown.sleep(delay) {
@@ -149,8 +149,8 @@ fn deliver_until_stopped(
                 }
                 Err(e) if exit_for(&e) == Exit::Locked => return Err(e),
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "reopening the queue failed");
-                    state.set_failed(&format!("{e:#}"));
+                    tracing::error!(error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "reopening the queue failed");
+                    state.set_failed(&error_chain(&e));
                 }
             }
         };
