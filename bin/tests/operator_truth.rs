@@ -655,3 +655,152 @@ fn dlq_replay_all_leaves_undecodable_entries_unless_asked() {
     assert!(out.stdout.contains("replayed 1 dead letter"), "{out:#?}");
     assert_eq!(dead_letter_count(&sandbox), 0);
 }
+
+/// Makes a FIFO at `path` with `mkfifo`.
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Story (probe F7-F10 left-over): something that is not a regular file sits in the wal
+/// under a queue file's name: a FIFO, a directory or a symlink in place of a middle
+/// segment, a FIFO named like a watermark, a directory named like a checkpoint. The queue
+/// never opens such entries, and before, `verify` therefore never saw them: it printed
+/// "clean" and exited 0 for a FIFO named like a watermark, and for a segment swapped for
+/// one it reported only the records missing. An inconsistent queue is never reported
+/// clean: `verify` names each entry with its path and type and exits 3 (also with
+/// `--json`), and `status` and `inspect` mention them in a note.
+#[test]
+fn verify_reports_entries_named_like_queue_files_that_are_not_files() {
+    let sandbox = Sandbox::new();
+    let queue = small_queue_with(&sandbox, 12);
+    assert_eq!(queue.segments(), 3);
+    queue.run(&["verify"]).expect_code(0);
+    let middle = wal_file(&queue, &segment_name(2));
+    let kept = sandbox.root.path().join("segment-2.kept");
+    std::fs::rename(&middle, &kept).expect("move the middle segment away");
+    type Make = fn(&Path, &Path);
+    let cases: [(&str, Make); 3] = [
+        ("a FIFO", |at, _| mkfifo(at)),
+        ("a directory", |at, _| {
+            std::fs::create_dir(at).expect("mkdir");
+        }),
+        ("a symbolic link", |at, target| {
+            std::os::unix::fs::symlink(target, at).expect("symlink");
+        }),
+    ];
+    for (kind, make) in cases {
+        make(&middle, &kept);
+        let out = queue.run(&["verify"]);
+        out.expect_code(3);
+        let line = format!(
+            "foreign entry: {}: named like segment 2 of lane 0 but is {kind}",
+            middle.display()
+        );
+        assert!(out.stdout.contains(&line), "{kind}: {out:#?}");
+        assert!(out.stdout.contains("DAMAGED"), "{kind}: {out:#?}");
+        let json = queue.run(&["verify", "--json"]);
+        json.expect_code(3);
+        let doc = json.json();
+        assert_eq!(doc["clean"], false, "{doc}");
+        assert_eq!(
+            doc["wals"][0]["foreign"][0]["path"],
+            middle.display().to_string(),
+            "{doc}"
+        );
+        assert!(
+            doc["wals"][0]["foreign"][0]["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(kind)),
+            "{doc}"
+        );
+        let status = queue.run(&["status"]);
+        status.expect_code(0);
+        assert!(status.stdout.contains(&line), "{kind}: {status:#?}");
+        let inspect = queue.run(&["inspect"]);
+        inspect.expect_code(0).expect_stderr(&[&line]);
+        match std::fs::symlink_metadata(&middle).expect("entry").is_dir() {
+            true => std::fs::remove_dir(&middle).expect("rmdir"),
+            false => std::fs::remove_file(&middle).expect("rm"),
+        }
+    }
+    std::fs::rename(&kept, &middle).expect("restore the middle segment");
+    queue.run(&["verify"]).expect_code(0);
+
+    // Not a segment: a FIFO named like a watermark, a directory named like a checkpoint.
+    // Nothing else is wrong, so before this was "clean", exit 0.
+    let watermark = wal_file(&queue, "lane-005.commit");
+    mkfifo(&watermark);
+    let out = queue.run(&["verify"]);
+    out.expect_code(3);
+    assert!(
+        out.stdout.contains(&format!(
+            "{}: named like the watermark of lane 5 but is a FIFO",
+            watermark.display()
+        )),
+        "{out:#?}"
+    );
+    std::fs::remove_file(&watermark).expect("rm fifo");
+    let checkpoint = wal_file(&queue, "cursor-audit.ckpt");
+    std::fs::create_dir(&checkpoint).expect("mkdir");
+    let out = queue.run(&["verify"]);
+    out.expect_code(3);
+    assert!(
+        out.stdout.contains(&format!(
+            "{}: named like the checkpoint of cursor 'audit' but is a directory",
+            checkpoint.display()
+        )),
+        "{out:#?}"
+    );
+}
+
+/// Story (probe F5 left-over): writers filled the queue while no reader had ever run
+/// (a new edge box offline from its first day), then the disk filled to 100 %. The reader
+/// starting for the first time has no checkpoint file, and before, creating it (8 KiB)
+/// failed with "No space left on device": exit 3 on every restart, and the one process
+/// that frees the disk never ran. Now it starts, delivers everything and frees the
+/// consumed segments (its first checkpoint makes room for itself).
+///
+/// The wal side is fixed (`wal/tests/sim_faults.rs::a_reader_that_never_ran_starts_on_a_
+/// full_disk_and_frees_it`); the reader now stops next at the worker's `dedupe.log`, whose
+/// magic and run marker need a first page that a full disk does not have ("write
+/// dedupe.log: No space left on device", the reader retrying its open).
+#[test]
+#[ignore = "blocked in the worker: a new dedupe.log cannot be written on a full disk"]
+fn a_reader_that_never_ran_starts_on_a_full_disk_delivers_and_frees_it() {
+    let sandbox = Sandbox::new();
+    let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
+        return;
+    };
+    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let cloud = MockCloudProcess::start(&sandbox, &[]);
+    queue.enqueue(10, 60_000);
+    assert_eq!(queue.segments(), 3);
+    assert!(
+        !wal_file(&queue, "cursor-worker.ckpt").exists(),
+        "no reader ever ran"
+    );
+    disk.fill();
+
+    let flags = queue.flags();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut reader = spawn_reader(&sandbox, &cloud.endpoint, &extra);
+    let addr = reader.status_addr();
+    wait_until(Duration::from_secs(30), "10 deliveries", || {
+        get_json(addr, "/stats").1["worker"]["delivered"] == 10
+    });
+    wait_until(Duration::from_secs(30), "consumed segments freed", || {
+        queue.segments() == 1
+    });
+    reader.terminate();
+    assert_eq!(reader.wait_exit(Duration::from_secs(20)), Some(0));
+    let summary = cloud.stop();
+    assert_eq!(
+        summary["image_query_ids"].as_array().map(Vec::len),
+        Some(10)
+    );
+    assert_eq!(queue.run(&["status", "--json"]).json()["pending_total"], 0);
+}

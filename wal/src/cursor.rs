@@ -129,11 +129,20 @@ impl Checkpoint {
 pub(crate) struct CheckpointFile {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
+    /// Both slots are allocated. False after an open that met a full disk (`ENOSPC`):
+    /// the file exists (its directory entry is durable) but holds no slot; the first
+    /// [`CheckpointFile::write`] allocates them.
+    allocated: bool,
 }
 
 impl CheckpointFile {
     /// Opens (creating) the checkpoint of cursor `name`. Returns the newest valid
     /// checkpoint, and a corruption report when the file held slots but none was valid.
+    ///
+    /// A file shorter than its two slots is extended to them. On a full disk (`ENOSPC`)
+    /// that is left for the first [`CheckpointFile::write`], so a reader that never ran
+    /// can still start, deliver and free space (probe F5): the file then holds no valid
+    /// slot, which is what it held before.
     pub(crate) fn open(
         storage: &dyn Storage,
         dir: &Path,
@@ -144,17 +153,28 @@ impl CheckpointFile {
             .open(&path, OpenMode::Create)
             .map_err(|e| Error::io("open", &path, e))?;
         let len = file.size().map_err(|e| Error::io("stat", &path, e))?;
+        let mut allocated = true;
         if len < 2 * SLOT_LEN as u64 {
-            file.allocate(2 * SLOT_LEN as u64)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| Error::io("create checkpoint", &path, e))?;
+            match file.allocate(2 * SLOT_LEN as u64) {
+                Err(e) if is_no_space(&e) => {
+                    tracing::warn!(path = %path.display(), "no space to allocate the checkpoint file; it is allocated at the first checkpoint (after consumed segments are freed)");
+                    allocated = false;
+                }
+                other => other
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io("create checkpoint", &path, e))?,
+            }
             // IMPORTANT: the checkpoint's directory entry must be durable.
             storage
                 .sync_dir(dir)
                 .map_err(|e| Error::io("fsync dir", dir, e))?;
         }
         let mut slots = vec![0u8; 2 * SLOT_LEN];
-        file.read_exact_at(&mut slots, 0)
+        let have = match allocated {
+            true => slots.len(),
+            false => usize::try_from(len).unwrap_or(0).min(slots.len()),
+        };
+        file.read_exact_at(slots.get_mut(..have).unwrap_or_default(), 0)
             .map_err(|e| Error::io("read checkpoint", &path, e))?;
         let (a, b) = slots.split_at(SLOT_LEN);
         let best = [Checkpoint::decode(a), Checkpoint::decode(b)]
@@ -171,11 +191,32 @@ impl CheckpointFile {
             }),
             _ => None,
         };
-        Ok((Self { file, path }, best.unwrap_or_default(), damage))
+        let file = Self {
+            file,
+            path,
+            allocated,
+        };
+        Ok((file, best.unwrap_or_default(), damage))
+    }
+
+    /// False while the file holds no slot (see [`CheckpointFile::open`]): no checkpoint
+    /// of this cursor is durable, so a restart reads every lane from its oldest segment.
+    pub(crate) fn is_allocated(&self) -> bool {
+        self.allocated
     }
 
     /// Writes `cp` to its slot and syncs. Returns only once the checkpoint is durable.
-    pub(crate) fn write(&self, cp: &Checkpoint) -> Result<()> {
+    /// Allocates both slots first if the open could not (an `ENOSPC` from that is an
+    /// [`Error::Io`] that [`Error::is_no_space`] recognises).
+    pub(crate) fn write(&mut self, cp: &Checkpoint) -> Result<()> {
+        if !self.allocated {
+            // Extending the file is its metadata: synced by the fdatasync below, before
+            // any slot is trusted (the slot's crc covers a torn write either way).
+            self.file
+                .allocate(2 * SLOT_LEN as u64)
+                .map_err(|e| Error::io("create checkpoint", &self.path, e))?;
+            self.allocated = true;
+        }
         let slot = (cp.generation % 2) * SLOT_LEN as u64;
         self.file
             .write_all_at(&cp.encode(), slot)
@@ -184,6 +225,11 @@ impl CheckpointFile {
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))
     }
+}
+
+/// `ENOSPC`.
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28)
 }
 
 /// Reads a cursor's newest checkpoint without opening it for writing (for `inspect`).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::cursor::{self, LanePosition};
 use crate::error::{Corruption, CorruptionKind, Result};
 use crate::format::{decode_frame, FileName, Frame, Watermark, SEGMENT_HEADER_LEN};
-use crate::fs::{join, OpenMode, Storage};
+use crate::fs::{join, FileKind, OpenMode, Storage};
 use crate::options::Options;
 use crate::recovery;
 use crate::segment::{self, ScanContext};
@@ -38,13 +38,71 @@ pub struct VerifyReport {
     /// Records missing between segments, entries that are not segments, checkpoints
     /// missing although records were consumed: the lanes do not add up.
     pub gaps: Vec<Gap>,
+    /// Entries named like queue files (segments, watermarks, checkpoints, locks) that are
+    /// not regular files: the queue never opens them, so what they stand for is missing.
+    pub foreign: Vec<ForeignEntry>,
 }
 
 impl VerifyReport {
-    /// True when nothing is damaged and every lane adds up.
+    /// True when nothing is damaged, every lane adds up and no foreign entry is there.
     pub fn is_clean(&self) -> bool {
-        self.damage.is_empty() && self.gaps.is_empty() && self.checkpoints.iter().all(|(_, ok)| *ok)
+        self.damage.is_empty()
+            && self.gaps.is_empty()
+            && self.foreign.is_empty()
+            && self.checkpoints.iter().all(|(_, ok)| *ok)
     }
+}
+
+/// An entry named like one of the queue's files that is not a regular file (a FIFO, a
+/// directory, a symlink, dangling or not, a socket, a device). The queue never follows,
+/// opens or removes it; `verify`, `inspect` and the reader report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignEntry {
+    /// The entry.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: FileKind,
+    /// The queue file its name stands for.
+    pub name: FileName,
+}
+
+impl std::fmt::Display for ForeignEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.name {
+            FileName::Segment(lane, seg) => format!("{seg} of {lane}"),
+            FileName::Watermark(lane) => format!("the watermark of {lane}"),
+            FileName::LaneLock(lane) => format!("the writer lock of {lane}"),
+            FileName::Checkpoint(c) => format!("the checkpoint of cursor '{c}'"),
+            FileName::CursorLock(c) => format!("the reader lock of cursor '{c}'"),
+        };
+        write!(
+            f,
+            "{}: named like {what} but is {}, not a regular file: it cannot be opened as a \
+             queue file and is never followed, read or removed (move it out of the queue \
+             directory; a segment's records in it are not in the queue)",
+            self.path.display(),
+            self.kind
+        )
+    }
+}
+
+/// The entries of `dir` named like queue files that are not regular files (see
+/// [`ForeignEntry`]), from one directory listing: nothing is opened.
+pub fn foreign(dir: impl AsRef<Path>, opts: &Options) -> Result<Vec<ForeignEntry>> {
+    let listing = segment::list_all(opts.storage.as_ref(), dir.as_ref())?;
+    Ok(foreign_entries(&listing))
+}
+
+fn foreign_entries(listing: &segment::Listing) -> Vec<ForeignEntry> {
+    listing
+        .foreign
+        .iter()
+        .map(|f| ForeignEntry {
+            path: f.path.clone(),
+            kind: f.kind,
+            name: f.name.clone(),
+        })
+        .collect()
 }
 
 /// A lane that does not add up (see [`VerifyReport::gaps`]).
@@ -145,7 +203,9 @@ pub fn verify(dir: impl AsRef<Path>, opts: &Options) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let storage = opts.storage.as_ref();
     let mut report = VerifyReport::default();
-    let lanes = segment::list(storage, dir)?;
+    let listing = segment::list_all(storage, dir)?;
+    report.foreign = foreign_entries(&listing);
+    let lanes = listing.segments;
     let mut oldest: BTreeMap<LaneId, Seq> = BTreeMap::new();
     for (lane, segs) in &lanes {
         let wm = recovery::read_watermark(storage, dir, *lane);
@@ -493,6 +553,8 @@ pub struct Inspection {
     pub cursors: Vec<CursorInfo>,
     /// Bytes the segment files occupy.
     pub segment_bytes: u64,
+    /// Entries named like queue files that are not regular files (see [`ForeignEntry`]).
+    pub foreign: Vec<ForeignEntry>,
 }
 
 /// Describes lanes, segments and cursors of `dir` without changing anything.
@@ -500,7 +562,9 @@ pub fn inspect(dir: impl AsRef<Path>, opts: &Options) -> Result<Inspection> {
     let dir = dir.as_ref();
     let storage = opts.storage.as_ref();
     let mut out = Inspection::default();
-    let all = segment::list(storage, dir)?;
+    let listing = segment::list_all(storage, dir)?;
+    out.foreign = foreign_entries(&listing);
+    let all = listing.segments;
     for (lane, segs) in &all {
         let (durable_end, end_source) = lane_end(storage, dir, *lane, segs, opts)?;
         let mut info = LaneInfo {

@@ -61,8 +61,8 @@ pub use fs::{
     Storage, StorageFile,
 };
 pub use inspect::{
-    inspect, verify, CursorInfo, CursorLane, EndSource, Gap, GapKind, Inspection, LaneInfo,
-    SegmentInfo, VerifyReport,
+    foreign, inspect, verify, CursorInfo, CursorLane, EndSource, ForeignEntry, Gap, GapKind,
+    Inspection, LaneInfo, SegmentInfo, VerifyReport,
 };
 pub use options::{Options, LANES_LIMIT};
 pub use reader::Reader;

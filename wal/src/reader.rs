@@ -53,6 +53,9 @@ pub struct Reader {
     /// Calls to `next`, to pace the busy-reader refresh.
     calls: u64,
     last_discovery: Instant,
+    /// When this reader first saw each segment (monotonic), for retention when a segment's
+    /// creation stamp (the writer's wall clock) is not believable.
+    seen: BTreeMap<(LaneId, SegmentId), Instant>,
     /// `None` for a read-only browser, which never writes, recovers or acknowledges.
     checkpointer: Option<Checkpointer>,
     _lock: Option<Box<dyn LockGuard>>,
@@ -92,6 +95,7 @@ impl Reader {
                 dirty: false,
                 calls: 0,
                 last_discovery: Instant::now(),
+                seen: BTreeMap::new(),
                 checkpointer: None,
                 _lock: None,
             };
@@ -136,6 +140,7 @@ impl Reader {
             dirty: false,
             calls: 0,
             last_discovery: Instant::now(),
+            seen: BTreeMap::new(),
             checkpointer: Some(checkpointer),
             _lock: Some(lock),
         };
@@ -313,14 +318,30 @@ impl Reader {
     /// Deletes sealed segments whose records are all older than `max_age` (retention),
     /// moving the cursor past records in them that were never acknowledged; they are
     /// reported as `Event::Expired`. Returns the number of records expired.
+    ///
+    /// A segment's records are all older than the creation of the lane's next segment.
+    /// That creation time is the next segment's header stamp (the writer's wall clock)
+    /// only when the stamp is believable (see [`stamp_is_believable`]); otherwise it is
+    /// taken as when this reader first saw the next segment (a monotonic clock, so a
+    /// segment stamped in 1970 by a box without a clock expires nothing early and one
+    /// stamped in the future still expires). Either way the age is never less than how
+    /// long this reader has seen the next segment exist.
     pub fn expire_older_than(&mut self, max_age: Duration) -> Result<u64> {
         if self.checkpointer.is_none() {
             return Err(Error::ReadOnly);
         }
-        let cutoff = crate::types::now_ns()
-            .saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
+        let now_wall = crate::types::now_ns();
+        let now_mono = Instant::now();
+        let cutoff = now_wall.saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
         let storage = self.opts.storage.as_ref();
         let all = segment::list(storage, &self.dir)?;
+        self.seen
+            .retain(|(lane, seg), _| all.get(lane).is_some_and(|s| s.contains(seg)));
+        for (lane, segs) in &all {
+            for seg in segs {
+                self.seen.entry((*lane, *seg)).or_insert(now_mono);
+            }
+        }
         let mut expired_total = 0;
         for (lane, segs) in &all {
             let Some(lr) = self.lanes.get_mut(lane) else {
@@ -335,9 +356,17 @@ impl Reader {
                 else {
                     continue;
                 };
+                let seen_for = self
+                    .seen
+                    .get(&(*lane, *newer))
+                    .map_or(Duration::ZERO, |t| now_mono.saturating_duration_since(*t));
                 match header {
                     // Every record of the older segment was written before the newer existed.
-                    Ok(h) if h.created_ns < cutoff => {
+                    Ok(h)
+                        if seen_for > max_age
+                            || stamp_is_believable(h.created_ns, now_wall)
+                                && h.created_ns < cutoff =>
+                    {
                         jump = Some((*newer, h.first_seq, jump.map_or(0, |j| j.2) + 1))
                     }
                     _ => break,
@@ -662,4 +691,18 @@ fn recover_if_abandoned(
         recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, events)?;
     }
     Ok(())
+}
+
+/// 2025-01-01T00:00:00Z in unix nanoseconds: a segment stamped earlier was created by a
+/// writer whose clock was not set (an edge box booted without a real-time clock).
+pub(crate) const CLOCK_FLOOR_NS: u64 = 1_735_689_600_000_000_000;
+
+/// How far a stamp may be ahead of the reader's clock and still be believed (5 minutes).
+pub(crate) const FUTURE_SKEW_MAX_NS: u64 = 5 * 60 * 1_000_000_000;
+
+/// Whether a writer's wall-clock stamp `stamp_ns` is believable at reader time `now_ns`:
+/// on or after 2025-01-01 and at most 5 minutes ahead. The same rule the worker applies
+/// to escalations' enqueue stamps (`docs/SEMANTICS.md`, retention).
+pub(crate) fn stamp_is_believable(stamp_ns: u64, now_ns: u64) -> bool {
+    (CLOCK_FLOOR_NS..=now_ns.saturating_add(FUTURE_SKEW_MAX_NS)).contains(&stamp_ns)
 }

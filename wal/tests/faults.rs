@@ -653,3 +653,75 @@ fn a_writer_restarting_in_a_loop_does_not_grow_the_queue_past_its_bounds() {
     assert_eq!(drain(&mut r).len(), appended + 1);
     assert!(r.take_events().is_empty());
 }
+
+/// Three segments of lane 0 holding `big("stamp", ..)` records; returns how many records
+/// the first two hold.
+fn three_segments(sim: &SimDisk) -> u64 {
+    let w = Writer::open(DIR, &opts(sim)).unwrap();
+    let mut i = 0;
+    let mut before_3 = 0;
+    loop {
+        let id = w.append(&big("stamp", i, 3000)).unwrap();
+        i += 1;
+        match id.position.segment.0 {
+            3 => return before_3,
+            _ => before_3 = id.seq.0 + 1,
+        }
+    }
+}
+
+/// Rewrites segment `seg`'s header (lane 0) with creation stamp `created_ns`.
+fn restamp(sim: &SimDisk, seg: u64, created_ns: u64) {
+    use escalation_queue_wal::layout::{SegmentHeader, SEGMENT_HEADER_LEN};
+    let path = Path::new(DIR).join(FileName::Segment(LaneId(0), SegmentId(seg)).render());
+    let mut bytes = sim.read_file(&path).unwrap();
+    let mut header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).unwrap();
+    header.created_ns = created_ns;
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    sim.write_file(&path, &bytes);
+}
+
+/// Story (probe F11 left-over): an edge box boots without a real-time clock, so the
+/// writer stamps a new segment with a 1970 time. Retention decided by that stamp: the
+/// segment before it looked 56 years old and its unconsumed records were expired at the
+/// next sweep, even with a retention age of a day. Now a stamp before 2025 is not
+/// believed: the age counts from when the reader first saw the segment, and nothing is
+/// dropped until that is past the retention age.
+#[test]
+fn a_segment_stamped_in_1970_expires_nothing_early() {
+    let sim = SimDisk::new(12);
+    let in_first_two = three_segments(&sim);
+    restamp(&sim, 2, 60_000_000_000);
+    restamp(&sim, 3, 120_000_000_000);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    assert_eq!(r.expire_older_than(Duration::from_secs(86_400)).unwrap(), 0);
+    assert!(r.take_events().is_empty());
+    assert_eq!(segments(&sim), 3);
+    assert_eq!(drain(&mut r).len() as u64, in_first_two + 1);
+}
+
+/// Story (probe F11 left-over): a writer's clock set years ahead stamps a segment in 2100.
+/// Retention decided by that stamp never expired the segment before it: the security
+/// limit on how long escalations are kept was not held. Now a stamp over 5 minutes ahead
+/// of the reader's clock is not believed, and the segment before it expires once the
+/// reader has seen the stamped one for longer than the retention age.
+#[test]
+fn a_segment_stamped_in_the_future_still_expires_its_predecessor() {
+    let sim = SimDisk::new(13);
+    let in_first_two = three_segments(&sim);
+    const YEAR_2100_NS: u64 = 4_102_444_800_000_000_000;
+    restamp(&sim, 2, YEAR_2100_NS);
+    restamp(&sim, 3, YEAR_2100_NS);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    let age = Duration::from_millis(200);
+    assert_eq!(r.expire_older_than(age).unwrap(), 0, "just seen");
+    std::thread::sleep(age + Duration::from_millis(100));
+    let expired = r.expire_older_than(age).unwrap();
+    assert_eq!(expired, in_first_two, "segments 1 and 2 expire");
+    assert_eq!(segments(&sim), 1);
+    let events = r.take_events();
+    assert!(
+        matches!(events.as_slice(), [Event::Expired { segments: 2, .. }]),
+        "{events:?}"
+    );
+}

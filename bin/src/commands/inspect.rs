@@ -46,6 +46,9 @@ struct InspectReport {
     /// (after a power loss, or tampering): they are there (found by scanning) but are not
     /// listed until a reader or writer recovers the lane.
     unlisted: Vec<Unlisted>,
+    /// Entries named like queue files that are not regular files: never opened, so a
+    /// segment's records in one are not listed (`verify` reports them, exit 3).
+    foreign: Vec<ForeignView>,
 }
 
 /// Records of one lane `inspect` could not list.
@@ -86,11 +89,20 @@ pub fn inspect(config: &Config, args: &InspectArgs) -> anyhow::Result<ExitCode> 
             u.lane, u.records, u.lane
         );
     }
+    let foreign = match subdir_present(&wal_dir)? {
+        true => wal::foreign(&wal_dir, &config.queue.wal_options())
+            .with_context(|| format!("cannot list {}", wal_dir.display()))?,
+        false => Vec::new(),
+    };
+    for f in &foreign {
+        eprintln!("warning: foreign entry: {f}; run `escalation-queue verify`");
+    }
     let report = InspectReport {
         queue_dir: dir.display().to_string(),
         records,
         truncated,
         unlisted,
+        foreign: foreign.iter().map(ForeignView::from).collect(),
     };
     match args.json {
         true => print_json(&report)?,
@@ -237,7 +249,29 @@ struct WalVerdict {
     /// an entry that is no segment file, a checkpoint missing although records were
     /// consumed.
     gaps: Vec<String>,
+    /// Entries named like queue files that are not regular files (never opened).
+    foreign: Vec<ForeignView>,
     checkpoints: Vec<(String, bool)>,
+}
+
+/// An entry named like a queue file that is not a regular file, as the JSON shows it.
+#[derive(Debug, Serialize)]
+struct ForeignView {
+    path: String,
+    /// What it is ("a FIFO (named pipe)", "a directory", "a symbolic link", ...).
+    kind: String,
+    /// The whole report line.
+    message: String,
+}
+
+impl From<&wal::ForeignEntry> for ForeignView {
+    fn from(f: &wal::ForeignEntry) -> Self {
+        Self {
+            path: f.path.display().to_string(),
+            kind: f.kind.to_string(),
+            message: f.to_string(),
+        }
+    }
 }
 
 /// Runs `verify`.
@@ -294,6 +328,7 @@ fn check(name: &'static str, dir: &Path, options: &wal::Options) -> anyhow::Resu
             .map(|(lane, at)| format!("{lane} at {at}"))
             .collect(),
         gaps: report.gaps.iter().map(ToString::to_string).collect(),
+        foreign: report.foreign.iter().map(ForeignView::from).collect(),
         checkpoints: report.checkpoints.clone(),
     })
 }
@@ -317,6 +352,9 @@ fn print_verdict(v: &WalVerdict) {
     }
     for gap in &v.gaps {
         println!("  gap: {gap}");
+    }
+    for foreign in &v.foreign {
+        println!("  foreign entry: {}", foreign.message);
     }
     for torn in &v.torn_tails {
         println!("  torn tail (an unacknowledged write cut short; recovery removes it): {torn}");

@@ -28,6 +28,9 @@ struct StatusReport {
     dead_letters: usize,
     bytes_on_disk: DiskUsage,
     lanes: Vec<LaneStatus>,
+    /// Entries in the wal named like queue files that are not regular files (a FIFO, a
+    /// directory, a symlink): never opened; `verify` reports them (exit 3).
+    foreign: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +160,7 @@ fn gather(dir: &Path, config: &Config) -> anyhow::Result<StatusReport> {
             total_bytes: dir_bytes(dir, 3),
         },
         lanes,
+        foreign: main.foreign.iter().map(ToString::to_string).collect(),
     })
 }
 
@@ -226,6 +230,9 @@ fn print_human(r: &StatusReport) {
         bytes(r.bytes_on_disk.wal_bytes),
         bytes(r.bytes_on_disk.dead_letter_bytes)
     );
+    for f in &r.foreign {
+        println!("note: foreign entry: {f}; run `escalation-queue verify`");
+    }
     if r.lanes.is_empty() {
         return;
     }

@@ -104,13 +104,15 @@ impl Checkpointer {
             shared,
             threads: Vec::new(),
         };
-        let (writer, dir_w) = (checkpointer.shared.clone(), dir.clone());
+        let (writer, dir_w, storage_w) =
+            (checkpointer.shared.clone(), dir.clone(), storage.clone());
+        let mut file = file;
         checkpointer.start(
             "wal-checkpoint",
             "spawn checkpoint writer thread",
             move || {
                 let _failure_on_panic = PanicGuard(&writer);
-                writer.run_writer(&file, &dir_w);
+                writer.run_writer(&mut file, storage_w.as_ref(), &dir_w);
             },
         )?;
         let deleter = checkpointer.shared.clone();
@@ -207,7 +209,7 @@ impl Shared {
 
     /// The writer thread: writes and syncs each requested checkpoint, publishes it as
     /// durable and hands it to the deleter.
-    fn run_writer(&self, file: &CheckpointFile, dir: &Path) {
+    fn run_writer(&self, file: &mut CheckpointFile, storage: &dyn Storage, dir: &Path) {
         loop {
             let cp = {
                 let mut st = self.lock();
@@ -225,7 +227,7 @@ impl Shared {
             };
             // IMPORTANT: durable is published only after the sync, and segments are
             // deleted only after that: a crash in between keeps records still needed.
-            let written = file.write(&cp);
+            let written = write_making_room(file, storage, dir, &cp);
             let generation = cp.generation;
             self.finish(written, dir, |st| {
                 st.durable = st.durable.max(generation);
@@ -336,6 +338,38 @@ impl Release {
         }
         Ok(true)
     }
+}
+
+/// Writes `cp`. A checkpoint file that the reader's open could not allocate (a full disk)
+/// holds no checkpoint, so nothing durable refers to any segment: when its allocation
+/// fails for want of space, the segments `cp` releases (every record in them consumed and
+/// acknowledged) are deleted first, and the write is tried once more (probe F5). A crash
+/// in between restarts the cursor at each lane's oldest remaining segment, as it would
+/// have without the deletions: records after the deleted ones are delivered again (at
+/// least once), nothing unacknowledged is lost.
+fn write_making_room(
+    file: &mut CheckpointFile,
+    storage: &dyn Storage,
+    dir: &Path,
+    cp: &Checkpoint,
+) -> Result<()> {
+    if file.is_allocated() {
+        return file.write(cp);
+    }
+    match file.write(cp) {
+        Err(e) if is_no_space(&e) => {
+            let mut release = Release::new(cp.clone());
+            while !release.step(storage, dir)? {}
+            tracing::warn!(dir = %dir.display(), "no space for the first checkpoint: freed the consumed segments before writing it");
+            file.write(cp)
+        }
+        other => other,
+    }
+}
+
+/// An I/O error for `ENOSPC`.
+fn is_no_space(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(28))
 }
 
 /// Records a failure if a checkpoint thread panics, so that callers waiting for it get an
