@@ -764,12 +764,11 @@ fn verify_reports_entries_named_like_queue_files_that_are_not_files() {
 /// that frees the disk never ran. Now it starts, delivers everything and frees the
 /// consumed segments (its first checkpoint makes room for itself).
 ///
-/// The wal side is fixed (`wal/tests/sim_faults.rs::a_reader_that_never_ran_starts_on_a_
-/// full_disk_and_frees_it`); the reader now stops next at the worker's `dedupe.log`, whose
-/// magic and run marker need a first page that a full disk does not have ("write
-/// dedupe.log: No space left on device", the reader retrying its open).
+/// The wal side is `wal/tests/sim_faults.rs::a_reader_that_never_ran_starts_on_a_full_
+/// disk_and_frees_it`; the worker's new `dedupe.log` (its magic and run marker need a
+/// first page) then failed the same way, and now keeps its ids in memory until there is
+/// room.
 #[test]
-#[ignore = "blocked in the worker: a new dedupe.log cannot be written on a full disk"]
 fn a_reader_that_never_ran_starts_on_a_full_disk_delivers_and_frees_it() {
     let sandbox = Sandbox::new();
     let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {

@@ -24,6 +24,13 @@
 //! A slot whose crc fails is ignored: a torn marker write never returned, so its request was
 //! never sent. Damage anywhere else only makes fewer records "possibly submitted" for the
 //! ones whose markers it destroyed; it is reported.
+//!
+//! A full disk (ENOSPC, EDQUOT) must not stop the reader, whose deliveries free it: when
+//! the journal cannot be rewritten at open it goes on in its old file; when there is no
+//! file yet (a reader that never ran) or no slot left and no room to compact, requests go
+//! out *unjournaled* (one WARN per spell) and the journal is tried again at the next
+//! marker. A crash inside that spell can make a redelivered record's HTTP 400 look like a
+//! real rejection: it is dead-lettered (kept, replayable), never lost.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,6 +50,8 @@ pub const SLOT_LEN: usize = 32;
 const CRC_AT: usize = SLOT_LEN - 4;
 /// Slots of a new file: enough for many checkpoint windows between compactions.
 pub const DEFAULT_SLOTS: u32 = 1024;
+/// While the disk is full, how often a marker tries to write the journal again.
+const UNJOURNALED_RETRY: Duration = Duration::from_secs(1);
 /// Largest file read on open, in slots (32 MiB): bounds memory on a damaged file.
 const SLOTS_READ_MAX: usize = 1 << 20;
 
@@ -90,7 +99,12 @@ pub struct JournalReport {
 #[derive(Debug)]
 pub struct AttemptJournal {
     path: PathBuf,
-    file: File,
+    /// `None`: no journal file yet, for want of space (see the module docs).
+    file: Option<File>,
+    /// A marker could not be made durable for want of space (logged once per spell).
+    unjournaled: bool,
+    /// While unjournaled, the next try to write the journal (at most one a second).
+    retry_at: Instant,
     slots: u32,
     next_slot: u32,
     next_generation: u64,
@@ -146,13 +160,27 @@ impl AttemptJournal {
             Err(QueueError::Io { source, .. })
                 if source.kind() == io::ErrorKind::StorageFull && !report.bad_header =>
             {
-                let kept = in_place(&path).map_err(|e| QueueError::io("reopen", &path, e))?;
-                tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");
-                kept
+                match in_place(&path) {
+                    Ok(kept) => {
+                        tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");
+                        kept
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        warn_unjournaled(&path, &source);
+                        Fresh::none()
+                    }
+                    Err(e) => return Err(QueueError::io("reopen", &path, e)),
+                }
+            }
+            Err(QueueError::Io { source, .. }) if is_no_space(&source) => {
+                warn_unjournaled(&path, &source);
+                Fresh::none()
             }
             Err(e) => return Err(e),
         };
         Ok(Self {
+            unjournaled: fresh.file.is_none(),
+            retry_at: Instant::now(),
             file: fresh.file,
             path,
             slots: fresh.slots,
@@ -233,18 +261,38 @@ impl AttemptJournal {
                 state: State::Live,
             },
         );
-        if self.next_slot >= self.slots {
-            return self.compact();
+        if self.file.is_none() || self.next_slot >= self.slots {
+            if self.unjournaled && Instant::now() < self.retry_at {
+                return Ok(()); // still unjournaled: tried again at most once a second
+            }
+            return match self.compact() {
+                Ok(()) => {
+                    if std::mem::take(&mut self.unjournaled) {
+                        tracing::info!(path = %self.path.display(), "attempt journal written again: the disk has room");
+                    }
+                    Ok(())
+                }
+                Err(QueueError::Io { source, .. }) if is_no_space(&source) => {
+                    self.retry_at = Instant::now() + UNJOURNALED_RETRY;
+                    if !std::mem::replace(&mut self.unjournaled, true) {
+                        warn_unjournaled(&self.path, &source);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
         }
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
         let slot = encode_slot(self.next_generation, id.lane.0, id.seq.0, iq_key);
         let offset = slot_offset(self.next_slot);
         let started = Instant::now();
         let synced = match self.durability {
-            MarkerDurability::Synced => self
-                .file
+            MarkerDurability::Synced => file
                 .write_all_at(&slot, offset)
-                .and_then(|()| self.file.sync_data()),
-            MarkerDurability::OsBuffered => self.file.write_all_at(&slot, offset),
+                .and_then(|()| file.sync_data()),
+            MarkerDurability::OsBuffered => file.write_all_at(&slot, offset),
         };
         synced.map_err(|e| QueueError::io("write attempt marker", &self.path, e))?;
         self.sync_time += started.elapsed();
@@ -287,7 +335,7 @@ impl AttemptJournal {
 /// The existing journal at `path`, reopened to go on after its last used slot (when no
 /// fresh file can be written for want of space).
 fn in_place(path: &Path) -> io::Result<Fresh> {
-    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let file = crate::layout::open_file(OpenOptions::new().read(true).write(true), path)?;
     let mut header = [0_u8; SLOT_LEN];
     file.read_exact_at(&mut header, 0)?;
     let declared = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
@@ -302,17 +350,40 @@ fn in_place(path: &Path) -> io::Result<Fresh> {
         }
     }
     Ok(Fresh {
-        file,
+        file: Some(file),
         slots,
         next_slot,
     })
 }
 
+/// Whether `e` says the disk (or the user's quota) has no room.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+fn warn_unjournaled(path: &Path, e: &io::Error) {
+    tracing::warn!(path = %path.display(), error = %e, "no space for the attempt journal: requests go out without a durable marker until the disk has room (after a crash meanwhile, a duplicate's HTTP 400 is dead-lettered instead of counted as delivered; dlq replay resolves it)");
+}
+
 /// A freshly written journal file and where its next marker goes.
 struct Fresh {
-    file: File,
+    file: Option<File>,
     slots: u32,
     next_slot: u32,
+}
+
+impl Fresh {
+    /// No file (no room to write one): every marker tries to create it.
+    fn none() -> Self {
+        Self {
+            file: None,
+            slots: 0,
+            next_slot: 0,
+        }
+    }
 }
 
 /// Writes `markers` to a fresh file with room for as many again (at least `slots_min`):
@@ -347,14 +418,17 @@ fn rewrite(
         &tmp,
     )
     .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()).map(|()| f));
-    let file = written.map_err(|e| QueueError::io("write", &tmp, e))?;
+    let file = written.map_err(|e| {
+        let _ = fs::remove_file(&tmp); // a partial temp file must not hold space
+        QueueError::io("write", &tmp, e)
+    })?;
     fs::rename(&tmp, path).map_err(|e| QueueError::io("rename", &tmp, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     // IMPORTANT: the new journal must be the one found after a crash before any request
     // relies on the markers it holds.
     sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
     Ok(Fresh {
-        file,
+        file: Some(file),
         slots,
         next_slot: needed,
     })

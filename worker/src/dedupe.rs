@@ -10,6 +10,13 @@
 //! (little-endian; the crc covers kind and payload). Kind 1 holds 16-byte keys (FNV-1a 128
 //! of a tag byte and the id); kind 2 a run marker. A frame that fails its check ends the
 //! log: it is cut off there (a torn append), and the keys before it are kept.
+//!
+//! On a full disk (ENOSPC, EDQUOT) the set keeps working in memory: the log is not needed
+//! for correctness (delivery is at least once; it only suppresses duplicates after a
+//! restart), so a reader that must start on a full disk to free it is not stopped by it.
+//! A write that finds no space is cut back off the file, its keys stay unsaved, and the
+//! next [`persist`](DedupeSet::persist) tries again; one WARN per spell, one INFO when
+//! the log is written again.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -74,7 +81,12 @@ pub enum PreviousRun {
 #[derive(Debug)]
 pub struct DedupeSet {
     path: PathBuf,
-    file: File,
+    /// `None` while the disk had no room to create the log (see the module docs).
+    file: Option<File>,
+    /// The log's valid length: where the next frame goes.
+    len: u64,
+    /// A write found no space and the log is behind the set.
+    degraded: bool,
     keys: HashSet<u128>,
     order: VecDeque<u128>,
     unsaved: Vec<u128>,
@@ -96,8 +108,18 @@ impl DedupeSet {
         } else {
             Loaded::default()
         };
+        let (file, len, degraded) = match create_log(&path, loaded.valid_len) {
+            Ok((file, len)) => (Some(file), len, false),
+            Err(e) if is_no_space(&e.1) => {
+                warn_no_space(&path, &e.1);
+                (None, 0, true)
+            }
+            Err((op, e)) => return Err(QueueError::io(op, &path, e)),
+        };
         let mut set = Self {
-            file: create_log(&path, loaded.valid_len)?,
+            file,
+            len,
+            degraded,
             path,
             keys: HashSet::new(),
             order: VecDeque::new(),
@@ -171,7 +193,9 @@ impl DedupeSet {
             for k in &self.unsaved {
                 payload.extend_from_slice(&k.to_le_bytes());
             }
-            self.append(KIND_KEYS, &payload)?;
+            if !self.append(KIND_KEYS, &payload)? {
+                return Ok(()); // no space: the keys stay unsaved, tried again next time
+            }
             self.keys_in_file += self.unsaved.len();
             self.unsaved.clear();
         }
@@ -179,6 +203,11 @@ impl DedupeSet {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Whether the log is behind the set because the disk had no room (module docs).
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
     }
 
     /// Records, durably, that a run is starting: until it stops cleanly, up to
@@ -207,12 +236,46 @@ impl DedupeSet {
         Ok(())
     }
 
-    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), QueueError> {
+    /// Appends one frame durably. `Ok(false)`: the disk had no room; nothing of the frame
+    /// is left in the log and the caller keeps what it holds for a later try.
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, QueueError> {
+        if self.file.is_none() {
+            match create_log(&self.path, 0) {
+                Ok((file, len)) => {
+                    self.file = Some(file);
+                    self.len = len;
+                }
+                Err((_, e)) if is_no_space(&e) => return Ok(false),
+                Err((op, e)) => return Err(QueueError::io(op, &self.path, e)),
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(false);
+        };
         let frame = frame(kind, payload);
-        self.file
-            .write_all(&frame)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| QueueError::io("append", &self.path, e))
+        match file.write_all(&frame).and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                self.len += frame.len() as u64;
+                if std::mem::take(&mut self.degraded) {
+                    tracing::info!(path = %self.path.display(), "dedupe log written again: the disk has room");
+                }
+                Ok(true)
+            }
+            Err(e) if is_no_space(&e) => {
+                // Cut the partial frame off, so that later frames follow a valid one.
+                let cut = file
+                    .set_len(self.len)
+                    .and_then(|()| io::Seek::seek(file, io::SeekFrom::Start(self.len)));
+                if let Err(cut) = cut {
+                    return Err(QueueError::io("truncate", &self.path, cut));
+                }
+                if !std::mem::replace(&mut self.degraded, true) {
+                    warn_no_space(&self.path, &e);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(QueueError::io("append", &self.path, e)),
+        }
     }
 
     /// Rewrites the log with only the remembered keys: temp file, fsync, rename, dir fsync.
@@ -236,12 +299,27 @@ impl DedupeSet {
             &tmp,
         )
         .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
-        written.map_err(|e| QueueError::io("write", &tmp, e))?;
+        match written {
+            Ok(()) => {}
+            Err(e) if is_no_space(&e) => {
+                // The log stays as it is (valid, only longer); compaction is tried again at
+                // a later persist.
+                let _ = fs::remove_file(&tmp);
+                if !std::mem::replace(&mut self.degraded, true) {
+                    warn_no_space(&self.path, &e);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(QueueError::io("write", &tmp, e)),
+        }
         fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         // IMPORTANT: the rename must be durable before the old log's keys are relied on.
         sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
-        self.file = create_log(&self.path, bytes.len() as u64)?;
+        let (file, len) =
+            create_log(&self.path, bytes.len() as u64).map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
+        self.file = Some(file);
+        self.len = len;
         self.keys_in_file = self.order.len();
         Ok(())
     }
@@ -289,9 +367,21 @@ fn decode_run(run: &[u8; RUN_LEN]) -> PreviousRun {
     }
 }
 
-/// Opens the log for appending after `valid_len` bytes, writing the magic into a new file.
-fn create_log(path: &Path, valid_len: u64) -> Result<File, QueueError> {
-    let io = |op, e| QueueError::io(op, path, e);
+/// Whether `e` says the disk (or the user's quota) has no room.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+fn warn_no_space(path: &Path, e: &io::Error) {
+    tracing::warn!(path = %path.display(), error = %e, "no space for the dedupe log: recently delivered ids are kept in memory only until the disk has room (after a crash meanwhile, some escalations may be delivered again)");
+}
+
+/// Opens the log for appending after `valid_len` bytes, writing the magic into a new file;
+/// returns it with its length. An error names the operation that failed.
+fn create_log(path: &Path, valid_len: u64) -> Result<(File, u64), (&'static str, io::Error)> {
     let mut file = crate::layout::open_file(
         OpenOptions::new()
             .read(true)
@@ -301,25 +391,30 @@ fn create_log(path: &Path, valid_len: u64) -> Result<File, QueueError> {
             .mode(0o600),
         path,
     )
-    .map_err(|e| io("open", e))?;
+    .map_err(|e| ("open", e))?;
+    let mut len = valid_len;
     if valid_len < MAGIC.len() as u64 {
-        let len = file.metadata().map_err(|e| io("stat", e))?.len();
-        if len > 0 {
-            tracing::warn!(path = %path.display(), bytes = len, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
+        let found = file.metadata().map_err(|e| ("stat", e))?.len();
+        if found > 0 {
+            tracing::warn!(path = %path.display(), bytes = found, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
         }
-        file.set_len(0).map_err(|e| io("truncate", e))?;
-        file.write_all(MAGIC).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("fsync", e))?;
+        file.set_len(0).map_err(|e| ("truncate", e))?;
+        let written = file.write_all(MAGIC).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = file.set_len(0); // never leave a partial magic behind
+            return Err(("write", e));
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         // IMPORTANT: a new log's directory entry must be durable.
-        sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
-    } else if file.metadata().map_err(|e| io("stat", e))?.len() > valid_len {
+        sync_dir(dir).map_err(|e| ("fsync dir", e))?;
+        len = MAGIC.len() as u64;
+    } else if file.metadata().map_err(|e| ("stat", e))?.len() > valid_len {
         tracing::warn!(path = %path.display(), valid_len, "dedupe log has a torn or damaged tail; cutting it off");
-        file.set_len(valid_len).map_err(|e| io("truncate", e))?;
-        file.sync_all().map_err(|e| io("fsync", e))?;
+        file.set_len(valid_len).map_err(|e| ("truncate", e))?;
+        file.sync_all().map_err(|e| ("fsync", e))?;
     }
-    io::Seek::seek(&mut file, io::SeekFrom::End(0)).map_err(|e| io("seek", e))?;
-    Ok(file)
+    io::Seek::seek(&mut file, io::SeekFrom::Start(len)).map_err(|e| ("seek", e))?;
+    Ok((file, len))
 }
 
 #[derive(Default)]
