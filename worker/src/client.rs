@@ -20,7 +20,7 @@ pub use config::{
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
 
-use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource};
+use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};
 
 /// The path of the image-query collection, after the endpoint.
 const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";
@@ -235,6 +235,15 @@ impl GroundlightClient {
         attempt: AttemptContext,
     ) -> Result<Delivered, DeliveryError> {
         let image = match &escalation.image {
+            // Not even the mock accepts an empty body; the size bound is the queue's and was
+            // applied by the worker (here only the largest any queue allows is known).
+            ImageSource::Inline(bytes) if bytes.is_empty() => {
+                return Err(DeliveryError::ImageUnavailable {
+                    source: ImageError::Invalid(ValidationError::ImageEmpty {
+                        max_bytes: 512 << 20,
+                    }),
+                })
+            }
             ImageSource::Inline(bytes) => bytes.clone(),
             // The worker loads path images (with the queue's images directory) before it
             // calls `submit`; the client has no images directory of its own to read one.
