@@ -103,11 +103,15 @@ impl EscalationQueue {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// The image is not copied: the record is encoded around it
+    /// ([`Escalation::encode_parts`]) and a large record is written from those parts, so
+    /// an enqueue holds the image once (probe F27, `docs/PERFORMANCE.md`).
     pub fn enqueue(&self, escalation: &Escalation) -> Result<EnqueueReceipt> {
         let record = escalation
-            .encode(&self.inner.limits)
+            .encode_parts(&self.inner.limits)
             .map_err(escalation_queue_worker::QueueError::from)?;
-        let id = match self.inner.writer.append(&record) {
+        let id = match self.inner.writer.append_parts(&record.parts()) {
             Ok(id) => id,
             Err(e) => {
                 self.report_failure(&e);

@@ -76,7 +76,6 @@ pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
     config.connect_timeout_first_ms = READ_TIMEOUT_MS;
     config.connect_timeout_retry_ms = READ_TIMEOUT_MS;
     config.read_timeout_ms = READ_TIMEOUT_MS;
-    config.image_limits = options().record_limits();
     GroundlightClient::new(config).expect("client")
 }
 

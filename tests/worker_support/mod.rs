@@ -172,7 +172,6 @@ pub fn client(endpoint: &str, token: &str) -> GroundlightClient {
     config.connect_timeout_first_ms = 300;
     config.connect_timeout_retry_ms = 300;
     config.read_timeout_ms = 300;
-    config.image_limits = options().record_limits();
     GroundlightClient::new(config).expect("client")
 }
 

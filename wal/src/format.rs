@@ -189,8 +189,30 @@ pub const fn frame_len(len: u32) -> u64 {
 
 /// Appends the frame for `header` + `payload` to `out` (header, payload, zero padding).
 pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
-    debug_assert_eq!(header.len as usize, payload.len());
-    debug_assert!(header.kind == RecordKind::Seal || !payload.is_empty());
+    encode_record_parts(out, header, &[payload]);
+}
+
+/// [`encode_record`] for a payload given as consecutive `parts`.
+pub fn encode_record_parts(out: &mut Vec<u8>, header: &RecordHeader, parts: &[&[u8]]) {
+    let h = encode_record_header(header, parts);
+    let start = out.len();
+    out.extend_from_slice(&h);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    let padded = start + frame_len(header.len) as usize;
+    out.resize(padded, 0);
+}
+
+/// The header bytes of the frame for `header` and the payload made of `parts` (its
+/// checksum covers the payload). The frame is these bytes, the parts, then zero padding
+/// up to [`frame_len`].
+pub fn encode_record_header(header: &RecordHeader, parts: &[&[u8]]) -> [u8; RECORD_HEADER_LEN] {
+    debug_assert_eq!(
+        header.len as usize,
+        parts.iter().map(|p| p.len()).sum::<usize>()
+    );
+    debug_assert!(header.kind == RecordKind::Seal || parts.iter().any(|p| !p.is_empty()));
     let mut h = [0u8; RECORD_HEADER_LEN];
     put::<RH_LEN, _, _>(&mut h, header.len.to_le_bytes());
     h[RH_KIND] = header.kind as u8;
@@ -199,13 +221,13 @@ pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     put::<RH_SEGMENT, _, _>(&mut h, header.segment.0.to_le_bytes());
     put::<RH_SEQ, _, _>(&mut h, header.seq.0.to_le_bytes());
     put::<RH_TIME, _, _>(&mut h, header.time_ns.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RH_LEN..]), payload);
+    let crc = parts
+        .iter()
+        .fold(crc32c::crc32c(&h[RH_LEN..]), |crc, part| {
+            crc32c::crc32c_append(crc, part)
+        });
     put::<RH_CRC, _, _>(&mut h, crc.to_le_bytes());
-    let start = out.len();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(payload);
-    let padded = start + frame_len(header.len) as usize;
-    out.resize(padded, 0);
+    h
 }
 
 /// What lies at an offset of a segment.

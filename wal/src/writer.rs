@@ -7,6 +7,13 @@
 //! `pwrite`, syncs, publishes the lane's watermark, raises `durable_seq` and wakes everyone.
 //! Records that arrived meanwhile form the next batch. A batch is written only after the
 //! previous one was synced; recovery relies on that to tell a torn tail from corruption.
+//!
+//! A record too large to share the batch buffer (a frame over half of `batch_bytes_max`,
+//! e.g. a big image) is not copied into it: its appender waits until no write is in
+//! flight, becomes the leader and writes the pending batch followed by its own frame
+//! (header, the caller's payload parts, padding) with consecutive `pwrite`s, then syncs
+//! once. The frame belongs to that batch (same `batch_start`), so group commit, checksums
+//! and recovery are unchanged; only the copy of the payload is saved.
 
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::path::{Path, PathBuf};
@@ -14,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Event, Result};
 use crate::format::{
-    encode_record, frame_len, FileName, RecordHeader, RecordKind, Watermark, SEAL_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_record_header, encode_record_parts, frame_len, FileName, RecordHeader, RecordKind,
+    Watermark, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{join, LockGuard, StorageFile};
 use crate::options::Options;
@@ -195,22 +202,47 @@ impl Writer {
     /// record is durable. Errors: `EmptyRecord`, `RecordTooLarge`, `QueueFull` and
     /// `NoSpace` (nothing was appended; retry later), `Poisoned` (reopen), `Io`.
     pub fn append(&self, payload: &[u8]) -> Result<RecordId> {
+        self.append_parts(&[payload])
+    }
+
+    /// Appends one record whose payload is the concatenation of `parts` (e.g. a record
+    /// header, a large image, a trailer), exactly as [`append`](Self::append) would append
+    /// the joined bytes. A large record (a frame over half of `batch_bytes_max`) is written
+    /// from `parts` themselves instead of being copied into the batch buffer, so appending
+    /// it costs no memory beyond the caller's.
+    pub fn append_parts(&self, parts: &[&[u8]]) -> Result<RecordId> {
         let max = self.inner.opts.record_bytes_max;
-        let len = match u32::try_from(payload.len()) {
+        let total = parts
+            .iter()
+            .try_fold(0usize, |sum, part| sum.checked_add(part.len()))
+            .unwrap_or(usize::MAX);
+        let len = match u32::try_from(total) {
             Ok(0) => return Err(Error::EmptyRecord),
             Ok(n) if n <= max => n,
-            _ => {
-                return Err(Error::RecordTooLarge {
-                    len: payload.len(),
-                    max,
-                })
-            }
+            _ => return Err(Error::RecordTooLarge { len: total, max }),
         };
+        let need = frame_len(len);
+        let direct = need > (self.inner.opts.batch_bytes_max / 2) as u64;
         let mut st = self.inner.lock();
-        st = self.inner.make_room(st, frame_len(len))?;
-        let (id, epoch) = encode(&mut st, self.inner.lane, payload);
+        st = self.inner.make_room(st, need)?;
+        while direct && st.leader {
+            // The frame is written by its own appender, as the leader of the next batch.
+            st = self.inner.wait(st);
+            st = self.inner.make_room(st, need)?;
+        }
+        let (header, id, epoch) = reserve(&mut st, self.inner.lane, len);
         st.pending_records += 1;
         st.returning = st.returning.saturating_sub(1);
+        if direct {
+            let frame = DirectFrame {
+                header: encode_record_header(&header, parts),
+                parts,
+                padding: (need - RECORD_HEADER_LEN as u64 - u64::from(len)) as usize,
+            };
+            st = self.inner.lead(st, Some(&frame));
+            return self.inner.commit(st, id, epoch);
+        }
+        encode_record_parts(&mut st.pending, &header, parts);
         if st.gathering {
             self.inner.arrivals.notify_one();
         }
@@ -274,8 +306,39 @@ fn claim_and_recover(opts: &Options, dir: &Path) -> Result<ClaimedLane> {
     }))
 }
 
-/// Encodes a record into the pending batch; returns its id and the epoch it joined.
-fn encode(st: &mut State, lane: LaneId, payload: &[u8]) -> (RecordId, u64) {
+/// A large record's frame, written by its appender right after the pending batch.
+struct DirectFrame<'a> {
+    header: [u8; RECORD_HEADER_LEN],
+    parts: &'a [&'a [u8]],
+    /// Zero bytes after the payload, up to the frame's length.
+    padding: usize,
+}
+
+impl DirectFrame<'_> {
+    fn len(&self) -> u64 {
+        (RECORD_HEADER_LEN + self.padding) as u64
+            + self.parts.iter().map(|p| p.len() as u64).sum::<u64>()
+    }
+
+    /// Writes the frame at `at` with consecutive `pwrite`s (no copy of the payload).
+    fn write_at(&self, file: &dyn StorageFile, mut at: u64) -> std::io::Result<()> {
+        file.write_all_at(&self.header, at)?;
+        at += RECORD_HEADER_LEN as u64;
+        for part in self.parts.iter().filter(|p| !p.is_empty()) {
+            file.write_all_at(part, at)?;
+            at += part.len() as u64;
+        }
+        if self.padding > 0 {
+            // Explicit zeros: the space may hold bytes of an earlier failed write.
+            file.write_all_at(&vec![0u8; self.padding], at)?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the next sequence number and the next position of the pending batch for a record
+/// of `len` bytes; returns its header, id and the epoch it joined.
+fn reserve(st: &mut State, lane: LaneId, len: u32) -> (RecordHeader, RecordId, u64) {
     let Some(active) = &st.active else {
         unreachable!("make_room guarantees an active segment");
     };
@@ -284,7 +347,7 @@ fn encode(st: &mut State, lane: LaneId, payload: &[u8]) -> (RecordId, u64) {
     st.last_time_ns = now_ns().max(st.last_time_ns);
     let offset = st.pending_start + st.pending.len() as u64;
     let header = RecordHeader {
-        len: payload.len() as u32,
+        len,
         kind: RecordKind::Data,
         lane,
         batch_start: st.pending_start as u32,
@@ -292,7 +355,6 @@ fn encode(st: &mut State, lane: LaneId, payload: &[u8]) -> (RecordId, u64) {
         seq,
         time_ns: st.last_time_ns,
     };
-    encode_record(&mut st.pending, &header, payload);
     let id = RecordId {
         lane,
         seq,
@@ -301,7 +363,7 @@ fn encode(st: &mut State, lane: LaneId, payload: &[u8]) -> (RecordId, u64) {
             offset,
         },
     };
-    (id, st.epoch)
+    (header, id, st.epoch)
 }
 
 impl Inner {
@@ -581,7 +643,7 @@ impl Inner {
             self.check_usable(&st)?;
             if !st.leader && !st.pending.is_empty() {
                 st = self.gather(st);
-                st = self.lead(st);
+                st = self.lead(st, None);
             } else {
                 st = self.wait(st);
             }
@@ -643,13 +705,19 @@ impl Inner {
         st.pending.len() >= self.opts.batch_bytes_max / 2
     }
 
-    /// Writes (and syncs, by durability mode) the whole pending batch as its leader.
-    fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    /// Writes (and syncs, by durability mode) the whole pending batch as its leader, and
+    /// after it `direct`, the leader's own large frame (reserved right after the batch).
+    fn lead<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        direct: Option<&DirectFrame<'_>>,
+    ) -> MutexGuard<'a, State> {
         st.leader = true;
         let spare = std::mem::take(&mut st.spare);
         let buf = std::mem::replace(&mut st.pending, spare);
         let at = st.pending_start;
-        st.pending_start = at + buf.len() as u64;
+        let batch_len = buf.len() as u64 + direct.map_or(0, DirectFrame::len);
+        st.pending_start = at + batch_len;
         let batch_records = std::mem::take(&mut st.pending_records);
         let end_seq = st.next_seq;
         let Some(active) = &st.active else {
@@ -664,10 +732,17 @@ impl Inner {
         drop(st);
         let wm = Watermark {
             segment: seg,
-            offset: at + buf.len() as u64,
+            offset: at + batch_len,
             next_seq: end_seq,
         };
-        let written = file.write_all_at(&buf, at);
+        let batch = match buf.is_empty() {
+            true => Ok(()),
+            false => file.write_all_at(&buf, at),
+        };
+        let written = batch.and_then(|()| match direct {
+            Some(frame) => frame.write_at(file.as_ref(), at + buf.len() as u64),
+            None => Ok(()),
+        });
         let sync_started = Instant::now();
         let synced = match (&written, sync_now) {
             (Ok(()), true) => file.sync_data().map_err(|e| {
@@ -794,5 +869,48 @@ fn spawn_flusher(inner: std::sync::Weak<Inner>, every: Duration) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "could not start the interval flusher thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Reader, SimDisk};
+
+    /// Story: probe F27, enqueue holds the image 3 times. A frame over half the batch
+    /// buffer is written from the caller's parts: the batch buffer never grows to hold it
+    /// (no copy of the payload), and the record reads back whole, in order after a small,
+    /// copied one.
+    #[test]
+    fn a_large_record_is_written_from_the_callers_parts_without_a_copy() {
+        let sim = SimDisk::new(1);
+        let opts = Options::default()
+            .storage(Arc::new(sim.clone()))
+            .segment_bytes(1 << 20)
+            .allocation_step_bytes(64 << 10)
+            .record_bytes_max(256 << 10)
+            .batch_bytes_max(64 << 10)
+            .free_disk_bytes_min(0);
+        let w = Writer::open("/q", &opts).expect("open");
+        let big: Vec<u8> = (0..200_003u32).map(|i| (i % 251) as u8).collect();
+        let (head, rest) = big.split_at(10);
+        let (middle, tail) = rest.split_at(rest.len() - 7);
+        let small = w.append(b"small").expect("small");
+        let large = w.append_parts(&[head, middle, tail]).expect("large");
+        assert_eq!(large.seq.0, small.seq.0 + 1);
+        {
+            let st = w.inner.lock();
+            assert!(
+                st.pending.capacity() < 4096 && st.spare.capacity() < 4096,
+                "the batch buffer grew to {} / {} bytes: the payload was copied",
+                st.pending.capacity(),
+                st.spare.capacity()
+            );
+        }
+        let mut r = Reader::open("/q", "c", &opts).expect("reader");
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| r.next().expect("read"))
+            .map(|rec| rec.payload.to_vec())
+            .collect();
+        assert_eq!(got, [b"small".to_vec(), big]);
     }
 }

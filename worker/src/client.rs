@@ -20,7 +20,7 @@ pub use config::{
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
 
-use crate::escalation::{python_float_repr, Escalation};
+use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};
 
 /// The path of the image-query collection, after the endpoint.
 const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";
@@ -234,10 +234,31 @@ impl GroundlightClient {
         escalation: &Escalation,
         attempt: AttemptContext,
     ) -> Result<Delivered, DeliveryError> {
-        let image = escalation
-            .image
-            .load(&self.config.image_limits)
-            .map_err(|source| DeliveryError::ImageUnavailable { source })?;
+        let image = match &escalation.image {
+            // Not even the mock accepts an empty body; the size bound is the queue's and was
+            // applied by the worker (here only the largest any queue allows is known).
+            ImageSource::Inline(bytes) if bytes.is_empty() => {
+                return Err(DeliveryError::ImageUnavailable {
+                    source: ImageError::Invalid(ValidationError::ImageEmpty {
+                        max_bytes: 512 << 20,
+                    }),
+                })
+            }
+            ImageSource::Inline(bytes) => bytes.clone(),
+            // The worker loads path images (with the queue's images directory) before it
+            // calls `submit`; the client has no images directory of its own to read one.
+            ImageSource::Path(path) => {
+                return Err(DeliveryError::ImageUnavailable {
+                    source: ImageError::Refused {
+                        path: path.clone(),
+                        reason: "the cloud client sends images already in memory; deliver path \
+                                 images through the Worker, which reads them under \
+                                 QueueOptions::images_dir (queue.images_dir)"
+                            .to_owned(),
+                    },
+                })
+            }
+        };
         let token = self
             .token
             .read()
@@ -408,6 +429,24 @@ impl Destination for GroundlightClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Story: the images directory lives in `QueueOptions` only (trust report); a path
+    /// image handed to the client directly is refused without a request, naming the
+    /// Worker and the option that does load it.
+    #[test]
+    fn the_client_refuses_a_path_image_it_was_not_given_the_bytes_of() {
+        let mut config = ClientConfig::new(ApiToken::new("token").expect("token"));
+        // Nothing listens here; a request would fail with a connect error instead.
+        config.endpoint = "http://127.0.0.1:9".to_owned();
+        let client = GroundlightClient::new(config).expect("client");
+        let esc = Escalation::new("det_1", ImageSource::Path("/images/a.jpg".into()));
+        match client.submit(&esc, AttemptContext::FIRST) {
+            Err(DeliveryError::ImageUnavailable {
+                source: ImageError::Refused { reason, .. },
+            }) => assert!(reason.contains("QueueOptions::images_dir"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
 
     #[test]
     fn ids_in_a_path_segment_cannot_change_the_url() {

@@ -46,8 +46,8 @@ pub use {
     },
     dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
     escalation::{
-        new_image_query_id, new_request_id, DecodeError, EncodeError, Escalation, HumanReview,
-        IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
+        new_image_query_id, new_request_id, DecodeError, EncodeError, EncodedRecord, Escalation,
+        HumanReview, IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
         ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
         FORMAT_VERSION, FORMAT_VERSION_V1, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX,
         METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,

@@ -52,7 +52,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let options = demo_queue_options(dir.path());
     let mut worker = Worker::open(dir.path(), &options, demo_worker_config(args.seed))
         .context("cannot open the demo queue")?;
-    let client = demo_client(&cloud, &options)?;
+    let client = demo_client(&cloud)?;
     let stats = worker.stats();
     let total = u64::from(args.escalations);
     println!(
@@ -203,13 +203,12 @@ fn demo_worker_config(seed: u64) -> WorkerConfig {
     }
 }
 
-fn demo_client(cloud: &MockCloud, options: &QueueOptions) -> anyhow::Result<GroundlightClient> {
+fn demo_client(cloud: &MockCloud) -> anyhow::Result<GroundlightClient> {
     let mut config = ClientConfig::new(ApiToken::new(TOKEN)?);
     config.endpoint = cloud.endpoint();
     config.connect_timeout_first_ms = 1_000;
     config.connect_timeout_retry_ms = 500;
     config.read_timeout_ms = 2_000;
-    config.image_limits = options.record_limits();
     Ok(GroundlightClient::new(config)?)
 }
 

@@ -4,7 +4,6 @@ use std::fmt;
 use std::time::Duration;
 
 use super::proxy::ProxyRoute;
-use crate::escalation::RecordLimits;
 
 /// Environment variable holding the API token.
 pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";
@@ -196,8 +195,6 @@ pub struct ClientConfig {
     pub send_timeout_ms: u64,
     /// Largest success response body read. Default 1 MiB; minimum 1.
     pub response_size_max_bytes: u64,
-    /// Limits applied to images (path images are read with this bound).
-    pub image_limits: RecordLimits,
     /// Sent as `User-Agent`. Default `escalation-queue/<crate version>`.
     pub user_agent: String,
     /// How requests reach the endpoint. [`new`](Self::new) connects directly;
@@ -218,7 +215,6 @@ impl ClientConfig {
             read_timeout_ms: 15_000,
             send_timeout_ms: 60_000,
             response_size_max_bytes: 1024 * 1024,
-            image_limits: RecordLimits::DEFAULT,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
             proxy: ProxyRoute::Direct,
         }

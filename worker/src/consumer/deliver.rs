@@ -149,7 +149,12 @@ impl Worker {
             response_possibly_lost: item.previous_lost,
         });
         let started = Instant::now();
-        let result = dest.submit(esc, AttemptContext::new(number));
+        // The image is read here, with the queue's own limits (`QueueOptions::images_dir`
+        // and `image_size_max_bytes`): the destination is handed bytes, never a path.
+        let result = match esc.with_image_loaded(&self.options.record_limits()) {
+            Ok(loaded) => dest.submit(&loaded, AttemptContext::new(number)),
+            Err(source) => Err(DeliveryError::ImageUnavailable { source }),
+        };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Stats::add(&self.stats.attempts, 1);
         self.stats.request_latency.observe_ms(elapsed_ms);

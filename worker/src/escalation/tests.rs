@@ -523,3 +523,41 @@ fn human_review_strings() {
     }
     assert!("always".parse::<HumanReview>().is_err());
 }
+
+/// Story: probe F27, enqueue held the image three times. `encode_parts` keeps the inline
+/// image out of its buffers (the middle part is the escalation's own memory) and the
+/// parts join to exactly what `encode` writes, so the stored format is unchanged.
+#[test]
+fn encode_parts_shares_the_image_and_joins_to_encode() {
+    let image: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let mut esc = Escalation::new("det_parts", ImageSource::Inline(image.into()));
+    esc.metadata = Some(Metadata::from_json_str(r#"{"k": "v"}"#).expect("metadata"));
+    esc.patience_time_s = Some(30.0);
+    let limits = RecordLimits::DEFAULT;
+    let parts = esc.encode_parts(&limits).expect("parts");
+    let [head, middle, tail] = parts.parts();
+    let ImageSource::Inline(bytes) = &esc.image else {
+        unreachable!()
+    };
+    assert!(std::ptr::eq(middle, &bytes[..]), "the image was copied");
+    assert!(
+        head.len() + tail.len() < 512,
+        "{} + {}",
+        head.len(),
+        tail.len()
+    );
+    assert_eq!(parts.to_vec(), esc.encode(&limits).expect("encode"));
+    assert_eq!(parts.len(), parts.to_vec().len());
+    let decoded = Escalation::decode(&parts.to_vec().into()).expect("decode");
+    assert_eq!(decoded, esc);
+
+    let path = Escalation::new("det_parts", ImageSource::Path("/images/a.jpg".into()));
+    let limits = RecordLimits {
+        images_dir: Some("/images".into()),
+        ..RecordLimits::DEFAULT
+    };
+    let parts = path.encode_parts(&limits).expect("path parts");
+    assert!(parts.parts()[1].is_empty());
+    let decoded = Escalation::decode(&parts.to_vec().into()).expect("decode");
+    assert_eq!(decoded, path);
+}
