@@ -316,8 +316,8 @@ impl DedupeSet {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         // IMPORTANT: the rename must be durable before the old log's keys are relied on.
         sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
-        let (file, len) =
-            create_log(&self.path, bytes.len() as u64).map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
+        let (file, len) = create_log(&self.path, bytes.len() as u64)
+            .map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
         self.file = Some(file);
         self.len = len;
         self.keys_in_file = self.order.len();
