@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use escalation_queue_wal::RecordId;
 
-use crate::layout::{sync_dir, QueueError};
+use crate::layout::{is_no_space, sync_dir, QueueError};
 
 const MAGIC: &[u8; 8] = b"EQATTEM1";
 const VERSION: u32 = 1;
@@ -354,14 +354,6 @@ fn in_place(path: &Path) -> io::Result<Fresh> {
         slots,
         next_slot,
     })
-}
-
-/// Whether `e` says the disk (or the user's quota) has no room.
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 fn warn_unjournaled(path: &Path, e: &io::Error) {

@@ -25,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::escalation::Escalation;
-use crate::layout::{sync_dir, QueueError};
+use crate::layout::{is_no_space, sync_dir, QueueError};
 
 const MAGIC: &[u8; 8] = b"EQDEDUP1";
 const FRAME_HEADER_LEN: usize = 9;
@@ -365,14 +365,6 @@ fn decode_run(run: &[u8; RUN_LEN]) -> PreviousRun {
             window_records: u32::from_le_bytes([run[1], run[2], run[3], run[4]]),
         },
     }
-}
-
-/// Whether `e` says the disk (or the user's quota) has no room.
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 fn warn_no_space(path: &Path, e: &io::Error) {

@@ -338,6 +338,16 @@ impl From<EncodeError> for QueueError {
     }
 }
 
+/// Whether `e` says the disk (or the user's quota) has no room: the worker's own files
+/// (`dedupe.log`, `attempts.log`) then degrade instead of stopping the reader, whose
+/// deliveries are what frees the disk.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
