@@ -803,3 +803,46 @@ fn a_reader_that_never_ran_starts_on_a_full_disk_delivers_and_frees_it() {
     );
     assert_eq!(queue.run(&["status", "--json"]).json()["pending_total"], 0);
 }
+
+/// Story (probe F5 left-over, found in review): as above, but the reader's first
+/// checkpoint lands inside the lane's first segment (here after 3 acknowledgements), so
+/// it releases nothing and there is still no room for the checkpoint file. Before, that
+/// failure was sticky: the worker stopped on it, the daemon reopened the queue and
+/// redelivered from the oldest segment, and failed again at the next checkpoint, forever;
+/// the disk was never freed. Now the checkpoint is deferred (logged once), delivery goes
+/// on, and a later checkpoint that releases whole segments makes room for itself.
+#[test]
+fn a_first_checkpoint_inside_the_first_segment_does_not_stop_a_reader_on_a_full_disk() {
+    let sandbox = Sandbox::new();
+    let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
+        return;
+    };
+    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let cloud = MockCloudProcess::start(&sandbox, &[]);
+    queue.enqueue(10, 60_000);
+    assert_eq!(queue.segments(), 3);
+    disk.fill();
+
+    let flags = queue.flags();
+    let mut extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    extra.extend(["--set", "worker.checkpoint_acks_max=3"]);
+    let mut reader = spawn_reader(&sandbox, &cloud.endpoint, &extra);
+    let addr = reader.status_addr();
+    wait_until(Duration::from_secs(30), "10 deliveries", || {
+        get_json(addr, "/stats").1["worker"]["delivered"] == 10
+    });
+    wait_until(Duration::from_secs(30), "consumed segments freed", || {
+        queue.segments() == 1
+    });
+    reader.terminate();
+    assert_eq!(reader.wait_exit(Duration::from_secs(20)), Some(0));
+    let summary = cloud.stop();
+    assert_eq!(
+        summary["resubmissions"], 0,
+        "nothing was delivered twice: {summary}"
+    );
+    assert_eq!(
+        summary["image_query_ids"].as_array().map(Vec::len),
+        Some(10)
+    );
+}

@@ -136,6 +136,11 @@ pub(crate) struct CheckpointFile {
 }
 
 impl CheckpointFile {
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (creating) the checkpoint of cursor `name`. Returns the newest valid
     /// checkpoint, and a corruption report when the file held slots but none was valid.
     ///

@@ -125,6 +125,15 @@ pub enum Error {
     /// The reader was opened with `Reader::browse`, which cannot acknowledge or expire.
     #[error("this reader is read-only (opened to browse); open the cursor to acknowledge")]
     ReadOnly,
+    /// A cursor's first checkpoint found no space for its file, and the segments it
+    /// releases did not free enough: nothing was made durable, nothing is lost, and the
+    /// next checkpoint (which may release whole segments) tries again. Until one succeeds,
+    /// a crash redelivers from each lane's oldest segment.
+    #[error("no space for the first cursor checkpoint in {path}: the acknowledgements are not durable yet and the next checkpoint tries again (a crash meanwhile delivers them again)")]
+    CheckpointDeferred {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// Damage the wal cannot step over (for example an unreadable checkpoint with both
     /// slots destroyed, or a segment header that fails its checksum).
     #[error("corruption: {0}")]

@@ -256,7 +256,9 @@ impl Reader {
     /// segments it releases (every record acknowledged) are then deleted by a background
     /// thread, which [`Reader::wait_for_deletions`] waits for. Once a checkpoint write or a
     /// deletion has failed, this and every later checkpoint call returns that failure
-    /// until the reader is reopened.
+    /// until the reader is reopened. [`Error::CheckpointDeferred`] is not such a failure:
+    /// the cursor's first checkpoint found no space (a full disk) and is tried again at
+    /// the next call.
     pub fn checkpoint(&mut self) -> Result<()> {
         // With nothing new to save, still wait for the last one handed over: it may have
         // failed in the background, and then this call must not claim durability.
@@ -265,7 +267,13 @@ impl Reader {
             None => self.checkpoint.generation,
         };
         if let Some(c) = &self.checkpointer {
-            c.wait_durable(generation)?;
+            let waited = c.wait_durable(generation);
+            if matches!(waited, Err(Error::CheckpointDeferred { .. })) {
+                // Not written for want of space: the next call hands the same positions
+                // over again, so that a checkpoint is retried even with no new acks.
+                self.dirty = true;
+            }
+            waited?;
         }
         Ok(())
     }

@@ -811,3 +811,49 @@ fn a_power_loss_while_the_first_checkpoint_makes_room_loses_nothing_unacknowledg
         .collect();
     assert!(got.ends_with(&unacked), "{got:?}");
 }
+
+/// Story (probe F5 left-over, found in review): as above, but the reader's first
+/// checkpoint lands inside the lane's first segment, so it releases nothing and there is
+/// still no room for the checkpoint file. Before, that failure was sticky: every later
+/// checkpoint failed too, even after whole segments were consumed, so the worker reopened
+/// and redelivered from the start forever and the disk was never freed. Now it is
+/// deferred (`Error::CheckpointDeferred`, nothing durable claimed), and a later checkpoint
+/// that releases whole segments makes room and is written.
+#[test]
+fn a_first_checkpoint_that_releases_nothing_on_a_full_disk_is_tried_again() {
+    let sim = SimDisk::new(47);
+    let (w, per_seg) = four_segments(&sim);
+    drop(w);
+    sim.set_capacity(Some(sim.used_bytes()));
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).expect("opens on a full disk");
+    let first = r.next().unwrap().expect("a record");
+    r.ack(first.id).unwrap();
+    match r.checkpoint() {
+        Err(Error::CheckpointDeferred { .. }) => {}
+        other => panic!("the first checkpoint releases nothing: {other:?}"),
+    }
+    // Asked again with nothing new: still deferred, not a sticky failure.
+    assert!(matches!(
+        r.checkpoint(),
+        Err(Error::CheckpointDeferred { .. })
+    ));
+    let mut delivered = vec![decode(&first.payload)];
+    while let Some(rec) = r.next().unwrap() {
+        delivered.push(decode(&rec.payload));
+        r.ack(rec.id).unwrap();
+    }
+    r.checkpoint()
+        .expect("a checkpoint releasing whole segments makes room for itself");
+    r.wait_for_deletions().unwrap();
+    let want: Vec<Option<u32>> = per_seg.values().flatten().map(|n| Some(*n)).collect();
+    assert_eq!(delivered, want);
+    let left: Vec<u64> = support::segment_files(&sim)
+        .iter()
+        .map(|s| s.1 .0)
+        .collect();
+    assert_eq!(left, [4], "consumed segments are freed");
+    drop(r);
+    sim.crash(CrashMode::LoseUnsynced);
+    let mut r = Reader::open(DIR, "worker", &opts(&sim)).unwrap();
+    assert!(r.next().unwrap().is_none(), "the checkpoint is durable");
+}

@@ -157,9 +157,7 @@ impl AttemptJournal {
             // A full file system must not stop the reader from starting: delivering is what
             // frees space (probe F5). Go on in the old file, after its last used slot; the
             // next compaction retries the rewrite.
-            Err(QueueError::Io { source, .. })
-                if source.kind() == io::ErrorKind::StorageFull && !report.bad_header =>
-            {
+            Err(QueueError::Io { source, .. }) if is_no_space(&source) && !report.bad_header => {
                 match in_place(&path) {
                     Ok(kept) => {
                         tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");

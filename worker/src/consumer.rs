@@ -426,9 +426,22 @@ impl Worker {
     /// records are recognised as duplicates instead of being submitted again.
     fn checkpoint(&mut self) -> Result<(), QueueError> {
         self.dedupe.persist()?;
-        if let Err(e) = self.reader.checkpoint() {
-            self.raise_storage_failure("cursor checkpoint failed", &e);
-            return Err(e.into());
+        match self.reader.checkpoint() {
+            Ok(()) => {}
+            Err(escalation_queue_wal::Error::CheckpointDeferred { path }) => {
+                // A full disk, and the first checkpoint could not free enough: delivery
+                // goes on (it is what frees the disk); the acknowledgements stay in memory
+                // and the attempt markers are kept, as after a crash. Tried again at the
+                // next checkpoint, which may release whole segments.
+                tracing::debug!(path = %path.display(), "cursor checkpoint deferred for want of space");
+                self.acks_since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+                return Ok(());
+            }
+            Err(e) => {
+                self.raise_storage_failure("cursor checkpoint failed", &e);
+                return Err(e.into());
+            }
         }
         self.attempts.checkpointed();
         if self.acks_since_checkpoint > 0 {

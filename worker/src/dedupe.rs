@@ -111,8 +111,10 @@ impl DedupeSet {
         let (file, len, degraded) = match create_log(&path, loaded.valid_len) {
             Ok((file, len)) => (Some(file), len, false),
             Err(e) if is_no_space(&e.1) => {
+                // Retried from the same valid length: a log that is valid up to it keeps
+                // its keys and run marker.
                 warn_no_space(&path, &e.1);
-                (None, 0, true)
+                (None, loaded.valid_len, true)
             }
             Err((op, e)) => return Err(QueueError::io(op, &path, e)),
         };
@@ -240,7 +242,7 @@ impl DedupeSet {
     /// is left in the log and the caller keeps what it holds for a later try.
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, QueueError> {
         if self.file.is_none() {
-            match create_log(&self.path, 0) {
+            match create_log(&self.path, self.len) {
                 Ok((file, len)) => {
                     self.file = Some(file);
                     self.len = len;

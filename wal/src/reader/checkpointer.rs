@@ -44,6 +44,12 @@ struct State {
     /// A failure of either thread stops checkpointing until the reader is reopened; every
     /// later call returns it.
     failed: Option<Failure>,
+    /// Newest generation the writer could not write for want of space while the file was
+    /// still unallocated (see [`write_making_room`]): not a failure, its waiters get
+    /// [`Error::CheckpointDeferred`] and a later generation tries again.
+    deferred: u64,
+    /// The checkpoint file, for [`Error::CheckpointDeferred`].
+    path: PathBuf,
     /// Set on drop: unless checkpointing failed, the threads finish what is pending, then
     /// exit.
     stop: bool,
@@ -99,6 +105,7 @@ impl Checkpointer {
             let mut st = shared.lock();
             st.durable = durable;
             st.released = durable;
+            st.path = file.path().to_path_buf();
         }
         let mut checkpointer = Self {
             shared,
@@ -160,7 +167,21 @@ impl Checkpointer {
 
     /// Waits until checkpoint `generation` (or a newer one) is durable.
     pub(crate) fn wait_durable(&self, generation: u64) -> Result<()> {
-        self.wait(|st| st.durable >= generation)
+        let mut deferred = None;
+        self.wait(|st| {
+            if st.durable >= generation {
+                return true;
+            }
+            if st.deferred >= generation {
+                deferred = Some(st.path.clone());
+                return true;
+            }
+            false
+        })?;
+        match deferred {
+            Some(path) => Err(Error::CheckpointDeferred { path }),
+            None => Ok(()),
+        }
     }
 
     /// Waits until the segments released by checkpoint `generation` (or a newer one) are
@@ -172,7 +193,7 @@ impl Checkpointer {
     /// Waits until `done` holds. A failure is returned even when `done` already holds: it
     /// is sticky, and a deletion failing after its checkpoint became durable must still be
     /// reported by the calls that follow.
-    fn wait(&self, done: impl Fn(&State) -> bool) -> Result<()> {
+    fn wait(&self, mut done: impl FnMut(&State) -> bool) -> Result<()> {
         let mut st = self.shared.lock();
         loop {
             if let Some(f) = &st.failed {
@@ -229,6 +250,18 @@ impl Shared {
             // deleted only after that: a crash in between keeps records still needed.
             let written = write_making_room(file, storage, dir, &cp);
             let generation = cp.generation;
+            if matches!(&written, Err(e) if is_no_space(e)) && !file.is_allocated() {
+                // Nothing durable refers to any segment yet, so there is nothing to fail:
+                // the next request (its positions include these) tries again, by when it
+                // may release whole segments and make room.
+                let mut st = self.lock();
+                if st.deferred == 0 {
+                    tracing::warn!(dir = %dir.display(), "no space for the first cursor checkpoint, even after freeing the segments it releases; acknowledgements stay in memory until a later checkpoint can be written");
+                }
+                st.deferred = st.deferred.max(generation);
+                self.changed.notify_all();
+                continue;
+            }
             self.finish(written, dir, |st| {
                 st.durable = st.durable.max(generation);
                 st.to_release = Some(cp);
