@@ -230,6 +230,53 @@ pub fn encode_record_header(header: &RecordHeader, parts: &[&[u8]]) -> [u8; RECO
     h
 }
 
+/// A record header's fields read where they lie, with no check at all: no checksum, no
+/// bound on any value. For cheap filters before [`decode_frame`] (the scanner's search
+/// for the next valid frame), for sizing the read of a frame not yet decoded, and for
+/// tools. Each field is `None` when the bytes end before it.
+#[derive(Debug, Clone, Copy)]
+pub struct UncheckedHeader<'a> {
+    /// The bytes from the frame's start on.
+    bytes: &'a [u8],
+}
+
+impl<'a> UncheckedHeader<'a> {
+    /// The header that would start at `offset` of `seg`.
+    pub fn at(seg: &'a [u8], offset: u64) -> Self {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|o| seg.get(o..))
+            .unwrap_or_default();
+        Self { bytes }
+    }
+
+    fn field<const AT: usize, const N: usize>(&self) -> Option<[u8; N]> {
+        self.bytes.get(AT..)?.first_chunk().copied()
+    }
+
+    /// The payload length field.
+    pub fn payload_len(&self) -> Option<u32> {
+        self.field::<RH_LEN, 4>().map(u32::from_le_bytes)
+    }
+
+    /// The kind byte (1 data, 2 seal, anything else invalid).
+    pub fn kind_byte(&self) -> Option<u8> {
+        self.field::<RH_KIND, 1>().map(|[k]| k)
+    }
+
+    /// The lane the frame claims.
+    pub fn lane(&self) -> Option<LaneId> {
+        self.field::<RH_LANE, 2>()
+            .map(|b| LaneId(u16::from_le_bytes(b)))
+    }
+
+    /// The segment the frame claims.
+    pub fn segment(&self) -> Option<SegmentId> {
+        self.field::<RH_SEGMENT, 8>()
+            .map(|b| SegmentId(u64::from_le_bytes(b)))
+    }
+}
+
 /// What lies at an offset of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

@@ -14,7 +14,7 @@ use crate::cursor::{Checkpoint, CheckpointFile};
 use crate::error::{Error, Result};
 use crate::format::FileName;
 use crate::fs::{join, Storage};
-use crate::segment;
+use crate::lane;
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -395,7 +395,7 @@ impl Drop for PanicGuard<'_> {
 /// The segments `cp` releases, newest last (removed oldest first).
 fn released(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<Vec<PathBuf>> {
     let mut victims = Vec::new();
-    for (lane, segs) in segment::list(storage, dir)? {
+    for (lane, segs) in lane::list(storage, dir)? {
         let Some(pos) = cp.lanes.get(&lane) else {
             continue;
         };
