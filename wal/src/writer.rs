@@ -809,10 +809,10 @@ mod tests {
     use super::*;
     use crate::{Reader, SimDisk};
 
-    /// Story: probe F27, enqueue holds the image 3 times. A frame over half the batch
-    /// buffer is written from the caller's parts: the batch buffer never grows to hold it
-    /// (no copy of the payload), and the record reads back whole, in order after a small,
-    /// copied one.
+    /// Story: an enqueue held a large image three times over (the caller's bytes, the
+    /// batch buffer, its spare). A frame over half the batch buffer is now written from
+    /// the caller's parts: the batch buffer never grows to hold it (no copy of the
+    /// payload), and the record reads back whole, in order after a small, copied one.
     #[test]
     fn a_large_record_is_written_from_the_callers_parts_without_a_copy() {
         let sim = SimDisk::new(1);

@@ -343,7 +343,7 @@ impl Release {
 /// Writes `cp`. A checkpoint file that the reader's open could not allocate (a full disk)
 /// holds no checkpoint, so nothing durable refers to any segment: when its allocation
 /// fails for want of space, the segments `cp` releases (every record in them consumed and
-/// acknowledged) are deleted first, and the write is tried once more (probe F5). A crash
+/// acknowledged) are deleted first, and the write is tried once more. A crash
 /// in between restarts the cursor at each lane's oldest remaining segment, as it would
 /// have without the deletions: records after the deleted ones are delivered again (at
 /// least once), nothing unacknowledged is lost.
