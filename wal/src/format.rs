@@ -632,6 +632,24 @@ mod tests {
         assert_eq!(f, Frame::Bad(BadRecord::BadLength { len: 0 }));
     }
 
+    /// Story: the scanner's cheap filter and the reader's window sizing read header fields
+    /// before the frame is verified. They now read them through `UncheckedHeader`, which
+    /// must see exactly the fields `decode_frame` verifies, and nothing past the bytes.
+    #[test]
+    fn unchecked_header_reads_the_fields_decode_frame_verifies() {
+        let mut buf = vec![0u8; 8];
+        encode_record(&mut buf, &header(5), b"hello");
+        let h = UncheckedHeader::at(&buf, 8);
+        assert_eq!(h.payload_len(), Some(5));
+        assert_eq!(h.kind_byte(), Some(RecordKind::Data as u8));
+        assert_eq!(h.lane(), Some(LaneId(3)));
+        assert_eq!(h.segment(), Some(SegmentId(7)));
+        // Cut inside the segment field: the fields before it are there, it is not.
+        let cut = UncheckedHeader::at(&buf[..8 + RH_SEGMENT + 7], 8);
+        assert_eq!((cut.lane(), cut.segment()), (Some(LaneId(3)), None));
+        assert_eq!(UncheckedHeader::at(&buf, u64::MAX).payload_len(), None);
+    }
+
     #[test]
     fn a_valid_frame_from_another_segment_is_misplaced() {
         let mut buf = Vec::new();
