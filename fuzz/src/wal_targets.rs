@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use escalation_queue_wal::layout::{
     self, decode_checkpoint, encode_record, frame_len, BootId, FileName, Frame, RecordKind,
-    ScanInput, SegmentHeader, Watermark, ALIGN, RECORD_HEADER_LEN,
+    ScanInput, SegmentHeader, UncheckedHeader, Watermark, ALIGN, RECORD_HEADER_LEN,
 };
 use escalation_queue_wal::{LaneId, OpenMode, Options, Reader, SegmentId, Seq, SimDisk, Storage};
 
@@ -40,16 +40,14 @@ pub fn decode_frame(data: &[u8]) {
 /// The lane stamped in the frame at `offset`, so the identity check passes and the
 /// decoder goes deeper.
 fn frame_lane(seg: &[u8], offset: u64) -> LaneId {
-    let o = offset as usize;
-    LaneId(
-        seg.get(o + 10..o + 12)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]])),
-    )
+    UncheckedHeader::at(seg, offset).lane().unwrap_or(LaneId(0))
 }
 
+/// The segment stamped in the frame at `offset`.
 fn frame_seg(seg: &[u8], offset: u64) -> SegmentId {
-    let o = offset as usize;
-    SegmentId(seg.get(o + 16..o + 24).map_or(0, u64_of))
+    UncheckedHeader::at(seg, offset)
+        .segment()
+        .unwrap_or(SegmentId(0))
 }
 
 fn check_frame(seg: &[u8], offset: u64, lane: LaneId, segment: SegmentId, len_max: u32) {

@@ -146,7 +146,7 @@ impl CheckpointFile {
     ///
     /// A file shorter than its two slots is extended to them. On a full disk (`ENOSPC`)
     /// that is left for the first [`CheckpointFile::write`], so a reader that never ran
-    /// can still start, deliver and free space (probe F5): the file then holds no valid
+    /// can still start, deliver and free space: the file then holds no valid
     /// slot, which is what it held before.
     pub(crate) fn open(
         storage: &dyn Storage,

@@ -230,6 +230,53 @@ pub fn encode_record_header(header: &RecordHeader, parts: &[&[u8]]) -> [u8; RECO
     h
 }
 
+/// A record header's fields read where they lie, with no check at all: no checksum, no
+/// bound on any value. For cheap filters before [`decode_frame`] (the scanner's search
+/// for the next valid frame), for sizing the read of a frame not yet decoded, and for
+/// tools. Each field is `None` when the bytes end before it.
+#[derive(Debug, Clone, Copy)]
+pub struct UncheckedHeader<'a> {
+    /// The bytes from the frame's start on.
+    bytes: &'a [u8],
+}
+
+impl<'a> UncheckedHeader<'a> {
+    /// The header that would start at `offset` of `seg`.
+    pub fn at(seg: &'a [u8], offset: u64) -> Self {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|o| seg.get(o..))
+            .unwrap_or_default();
+        Self { bytes }
+    }
+
+    fn field<const AT: usize, const N: usize>(&self) -> Option<[u8; N]> {
+        self.bytes.get(AT..)?.first_chunk().copied()
+    }
+
+    /// The payload length field.
+    pub fn payload_len(&self) -> Option<u32> {
+        self.field::<RH_LEN, 4>().map(u32::from_le_bytes)
+    }
+
+    /// The kind byte (1 data, 2 seal, anything else invalid).
+    pub fn kind_byte(&self) -> Option<u8> {
+        self.field::<RH_KIND, 1>().map(|[k]| k)
+    }
+
+    /// The lane the frame claims.
+    pub fn lane(&self) -> Option<LaneId> {
+        self.field::<RH_LANE, 2>()
+            .map(|b| LaneId(u16::from_le_bytes(b)))
+    }
+
+    /// The segment the frame claims.
+    pub fn segment(&self) -> Option<SegmentId> {
+        self.field::<RH_SEGMENT, 8>()
+            .map(|b| SegmentId(u64::from_le_bytes(b)))
+    }
+}
+
 /// What lies at an offset of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -583,6 +630,24 @@ mod tests {
         buf[4..8].copy_from_slice(&0u32.to_le_bytes());
         let f = decode_frame(&buf, 0, LaneId(3), SegmentId(7), 1024);
         assert_eq!(f, Frame::Bad(BadRecord::BadLength { len: 0 }));
+    }
+
+    /// Story: the scanner's cheap filter and the reader's window sizing read header fields
+    /// before the frame is verified. They now read them through `UncheckedHeader`, which
+    /// must see exactly the fields `decode_frame` verifies, and nothing past the bytes.
+    #[test]
+    fn unchecked_header_reads_the_fields_decode_frame_verifies() {
+        let mut buf = vec![0u8; 8];
+        encode_record(&mut buf, &header(5), b"hello");
+        let h = UncheckedHeader::at(&buf, 8);
+        assert_eq!(h.payload_len(), Some(5));
+        assert_eq!(h.kind_byte(), Some(RecordKind::Data as u8));
+        assert_eq!(h.lane(), Some(LaneId(3)));
+        assert_eq!(h.segment(), Some(SegmentId(7)));
+        // Cut inside the segment field: the fields before it are there, it is not.
+        let cut = UncheckedHeader::at(&buf[..8 + RH_SEGMENT + 7], 8);
+        assert_eq!((cut.lane(), cut.segment()), (Some(LaneId(3)), None));
+        assert_eq!(UncheckedHeader::at(&buf, u64::MAX).payload_len(), None);
     }
 
     #[test]

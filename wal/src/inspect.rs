@@ -2,8 +2,8 @@
 //! directory and reports damage; `inspect` describes lanes, segments and cursors.
 //!
 //! Neither trusts what it has not checked: a lane's published durable end (its watermark)
-//! is used only when it matches the segment files (probe F14), and `verify` checks that
-//! each lane's records follow on without a gap from segment to segment (probe F12).
+//! is used only when it matches the segment files, and `verify` checks that each lane's
+//! records follow on without a gap from segment to segment.
 
 mod extent;
 
@@ -14,8 +14,8 @@ use crate::cursor::{self, LanePosition};
 use crate::error::{Corruption, CorruptionKind, Result};
 use crate::format::{decode_frame, FileName, Frame, Watermark, SEGMENT_HEADER_LEN};
 use crate::fs::{join, FileKind, OpenMode, Storage};
+use crate::lane::{self, LaneFiles};
 use crate::options::Options;
-use crate::recovery;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, SegmentId, Seq};
 
@@ -89,11 +89,11 @@ impl std::fmt::Display for ForeignEntry {
 /// The entries of `dir` named like queue files that are not regular files (see
 /// [`ForeignEntry`]), from one directory listing: nothing is opened.
 pub fn foreign(dir: impl AsRef<Path>, opts: &Options) -> Result<Vec<ForeignEntry>> {
-    let listing = segment::list_all(opts.storage.as_ref(), dir.as_ref())?;
+    let listing = lane::list_all(opts.storage.as_ref(), dir.as_ref())?;
     Ok(foreign_entries(&listing))
 }
 
-fn foreign_entries(listing: &segment::Listing) -> Vec<ForeignEntry> {
+fn foreign_entries(listing: &lane::Listing) -> Vec<ForeignEntry> {
     listing
         .foreign
         .iter()
@@ -203,13 +203,13 @@ pub fn verify(dir: impl AsRef<Path>, opts: &Options) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let storage = opts.storage.as_ref();
     let mut report = VerifyReport::default();
-    let listing = segment::list_all(storage, dir)?;
+    let listing = lane::list_all(storage, dir)?;
     report.foreign = foreign_entries(&listing);
     let lanes = listing.segments;
     let mut oldest: BTreeMap<LaneId, Seq> = BTreeMap::new();
     for (lane, segs) in &lanes {
-        let wm = recovery::read_watermark(storage, dir, *lane);
-        let walk = verify_lane(storage, dir, *lane, segs, wm, opts, &mut report)?;
+        let files = LaneFiles::new(storage, dir, *lane);
+        let walk = verify_lane(files, segs, opts, &mut report)?;
         if let Some(first) = walk {
             oldest.insert(*lane, first);
         }
@@ -262,21 +262,20 @@ pub fn verify(dir: impl AsRef<Path>, opts: &Options) -> Result<VerifyReport> {
 /// before it ended. Returns the first sequence number of its oldest segment (`None` when
 /// that one is unreadable or vanished during the walk).
 fn verify_lane(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
+    files: LaneFiles<'_>,
     segs: &[SegmentId],
-    wm: Option<Watermark>,
     opts: &Options,
     report: &mut VerifyReport,
 ) -> Result<Option<Seq>> {
+    let (storage, dir, lane) = (files.storage(), files.dir(), files.lane());
+    let wm = files.read_watermark();
     let tail = segs.last().copied();
     let mut oldest = None;
     // The lane's next sequence number after the segments checked so far (None: unknown,
     // after a damaged header or before the first segment).
     let mut expected: Option<Seq> = None;
     for &seg in segs {
-        let walked = verify_segment(storage, dir, lane, seg, Some(seg) == tail, wm, opts, report)?;
+        let walked = verify_segment(files, seg, Some(seg) == tail, wm, opts, report)?;
         let Some(walked) = walked else {
             // Gone since the listing: consumed by a running reader (oldest first), so the
             // sequence starts over; still listed: an entry that is no file.
@@ -329,8 +328,7 @@ fn verify_lane(
     if let (Some(w), Some(have), Some(t)) = (wm, expected, tail) {
         // A watermark naming a newer segment than the listing showed is a writer that
         // rolled since; it is a gap only when that segment is not there.
-        let newer_exists =
-            w.segment > t && segment::open_if_present(storage, dir, lane, w.segment)?.is_some();
+        let newer_exists = w.segment > t && files.open_segment_if_present(w.segment)?.is_some();
         if w.next_seq > have && w.segment >= t && !newer_exists {
             report.gaps.push(Gap {
                 path: join(dir, &FileName::Segment(lane, w.segment)),
@@ -354,22 +352,19 @@ struct Walked {
     end: u64,
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "walks one segment with its lane's context"
-)]
+/// Walks segment `seg` of the lane (`is_tail`: its newest), adding what it finds to
+/// `report`. `None` when the segment is gone.
 fn verify_segment(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
+    files: LaneFiles<'_>,
     seg: SegmentId,
     is_tail: bool,
     wm: Option<Watermark>,
     opts: &Options,
     report: &mut VerifyReport,
 ) -> Result<Option<Walked>> {
+    let lane = files.lane();
     // A segment consumed and deleted by a running reader since the listing is no damage.
-    let Some((file, path, header)) = segment::open_if_present(storage, dir, lane, seg)? else {
+    let Some((file, path, header)) = files.open_segment_if_present(seg)? else {
         return Ok(None);
     };
     report.segments += 1;
@@ -450,7 +445,7 @@ fn payload_bytes(data: &[u8], cx: &ScanContext, end: u64) -> u64 {
                 total += u64::from(header.len);
                 off = next;
             }
-            _ => match segment::find_next_valid(data, off + 8, cx) {
+            _ => match segment::find_next_valid(data, off + crate::format::ALIGN, cx) {
                 Some((at, _)) => off = at,
                 None => break,
             },
@@ -562,21 +557,21 @@ pub fn inspect(dir: impl AsRef<Path>, opts: &Options) -> Result<Inspection> {
     let dir = dir.as_ref();
     let storage = opts.storage.as_ref();
     let mut out = Inspection::default();
-    let listing = segment::list_all(storage, dir)?;
+    let listing = lane::list_all(storage, dir)?;
     out.foreign = foreign_entries(&listing);
     let all = listing.segments;
     for (lane, segs) in &all {
-        let (durable_end, end_source) = lane_end(storage, dir, *lane, segs, opts)?;
+        let files = LaneFiles::new(storage, dir, *lane);
+        let (durable_end, end_source) = lane_end(files, segs, opts)?;
         let mut info = LaneInfo {
             lane: *lane,
-            writer_active: is_locked(storage, &join(dir, &FileName::LaneLock(*lane))),
+            writer_active: is_locked(storage, &files.lock_path()),
             segments: Vec::new(),
             durable_end,
             end_source,
         };
         for seg in segs {
-            let Some((file, _, header)) = segment::open_if_present(storage, dir, *lane, *seg)?
-            else {
+            let Some((file, _, header)) = files.open_segment_if_present(*seg)? else {
                 continue;
             };
             let size_bytes = file.size().unwrap_or(0);
@@ -619,7 +614,11 @@ pub fn inspect(dir: impl AsRef<Path>, opts: &Options) -> Result<Inspection> {
                 .durable_end
                 .map_or(0, |(_, end)| end.0.saturating_sub(position.next_seq.0));
             let oldest_pending_ns = if pending > 0 {
-                record_time(storage, dir, lane.lane, position.position, opts)
+                record_time(
+                    LaneFiles::new(storage, dir, lane.lane),
+                    position.position,
+                    opts,
+                )
             } else {
                 None
             };
@@ -638,25 +637,23 @@ pub fn inspect(dir: impl AsRef<Path>, opts: &Options) -> Result<Inspection> {
 }
 
 /// A lane's durable end, verified (see [`EndSource`]): never a watermark the segment files
-/// contradict, so `pending` is neither 0 for a lane holding records nor absurd (probe F14).
+/// contradict, so `pending` is neither 0 for a lane holding records nor absurd.
 fn lane_end(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
+    files: LaneFiles<'_>,
     segs: &[SegmentId],
     opts: &Options,
 ) -> Result<(Option<(Position, Seq)>, EndSource)> {
     let place = |segment, offset, next| Some((Position { segment, offset }, next));
-    if let Some(w) = recovery::read_watermark(storage, dir, lane) {
+    if let Some(w) = files.read_watermark() {
         if segs.contains(&w.segment) {
-            let checked = scan_end(storage, dir, lane, w.segment, Some(w.offset), opts)?;
+            let checked = scan_end(files, w.segment, Some(w.offset), opts)?;
             if checked == Some((w.offset, w.next_seq)) {
                 return Ok((place(w.segment, w.offset, w.next_seq), EndSource::Watermark));
             }
         }
     }
     for &seg in segs.iter().rev() {
-        if let Some((end, next)) = scan_end(storage, dir, lane, seg, None, opts)? {
+        if let Some((end, next)) = scan_end(files, seg, None, opts)? {
             return Ok((place(seg, end, next), EndSource::Scanned));
         }
     }
@@ -667,14 +664,12 @@ fn lane_end(
 /// its frames up to `upto` (a claimed end) or to its end. `None` when the segment is gone,
 /// its header is damaged (no first sequence number), or `upto` lies outside its data.
 fn scan_end(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
+    files: LaneFiles<'_>,
     seg: SegmentId,
     upto: Option<u64>,
     opts: &Options,
 ) -> Result<Option<(u64, Seq)>> {
-    let Some((file, path, header)) = segment::open_if_present(storage, dir, lane, seg)? else {
+    let Some((file, path, header)) = files.open_segment_if_present(seg)? else {
         return Ok(None);
     };
     let Ok(h) = header else { return Ok(None) };
@@ -687,7 +682,7 @@ fn scan_end(
         None => data,
     };
     let cx = ScanContext {
-        lane,
+        lane: files.lane(),
         segment: seg,
         len_max: opts.record_bytes_max,
         durable_hint: upto.unwrap_or(0),
@@ -699,17 +694,12 @@ fn scan_end(
 }
 
 /// Enqueue time of the record at `p` (following a seal into the next segment).
-fn record_time(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
-    p: Position,
-    opts: &Options,
-) -> Option<u64> {
+fn record_time(files: LaneFiles<'_>, p: Position, opts: &Options) -> Option<u64> {
+    let lane = files.lane();
     let mut seg = p.segment;
     let mut off = p.offset;
     for _ in 0..2 {
-        let (file, _, _) = segment::open(storage, dir, lane, seg, OpenMode::Read).ok()?;
+        let (file, _, _) = files.open_segment(seg, OpenMode::Read).ok()?;
         let data = file.map().ok()?;
         match decode_frame(&data, off, lane, seg, opts.record_bytes_max) {
             Frame::Record { header, .. } if header.kind == crate::format::RecordKind::Data => {

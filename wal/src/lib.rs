@@ -44,10 +44,10 @@ mod error;
 mod format;
 mod fs;
 mod inspect;
+mod lane;
 mod mmap;
 mod options;
 mod reader;
-mod recovery;
 mod segment;
 mod sim;
 mod sync;
@@ -74,9 +74,9 @@ pub mod layout {
     pub use crate::cursor::SLOT_LEN as CHECKPOINT_SLOT_LEN;
     pub use crate::format::{
         decode_frame, encode_record, frame_len, BadRecord, BadSegmentHeader, BootId, FileName,
-        Frame, RecordHeader, RecordKind, SegmentHeader, Watermark, ALIGN, FORMAT_VERSION,
-        FORMAT_VERSIONS_READ, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
-        WATERMARK_LEN,
+        Frame, RecordHeader, RecordKind, SegmentHeader, UncheckedHeader, Watermark, ALIGN,
+        FORMAT_VERSION, FORMAT_VERSIONS_READ, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN,
+        SEGMENT_MAGIC, WATERMARK_LEN,
     };
     pub use crate::sim::SECTOR;
 

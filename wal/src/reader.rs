@@ -5,8 +5,8 @@
 //! that releases them is durable, and never the newest segment of a lane.
 
 mod checkpointer;
+mod follower;
 mod foreign;
-mod lane;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,13 +18,13 @@ use crate::format::{
     self, decode_frame, valid_cursor_name, FileName, Frame, Watermark, SEAL_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{join, LockGuard, OpenMode};
+use crate::lane::{self, LaneFiles};
 use crate::options::Options;
-use crate::recovery;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, Record, RecordId, SegmentId, Seq};
 use checkpointer::Checkpointer;
+use follower::LaneFollower;
 use foreign::Reported;
-use lane::LaneReader;
 
 /// How often a busy reader looks for new lanes, checked every `BUSY_REFRESH_CALLS` reads.
 const LANE_DISCOVERY_BUSY_EVERY: Duration = Duration::from_millis(100);
@@ -45,7 +45,7 @@ pub struct Reader {
     opts: Options,
     name: String,
     checkpoint: Checkpoint,
-    lanes: BTreeMap<LaneId, LaneReader>,
+    lanes: BTreeMap<LaneId, LaneFollower>,
     events: Vec<Event>,
     /// Foreign files (named like queue files, not regular) already reported.
     foreign: Reported,
@@ -148,6 +148,11 @@ impl Reader {
         Ok(reader)
     }
 
+    /// The files of `lane` in this reader's queue directory.
+    fn files(&self, lane: LaneId) -> LaneFiles<'_> {
+        LaneFiles::new(self.opts.storage.as_ref(), &self.dir, lane)
+    }
+
     /// The cursor's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -187,8 +192,10 @@ impl Reader {
     /// The oldest next record across lanes (by enqueue time), taken from its lane.
     fn merge(&mut self) -> Result<Option<Record>> {
         let mut best: Option<(u64, LaneId)> = None;
+        let storage = self.opts.storage.as_ref();
         for lr in self.lanes.values_mut() {
-            if let Some(r) = lr.peek(&self.opts, &self.dir, &mut self.events)? {
+            let files = LaneFiles::new(storage, &self.dir, lr.lane);
+            if let Some(r) = lr.peek(files, &mut self.events)? {
                 if best.is_none_or(|(t, _)| r.time_ns < t) {
                     best = Some((r.time_ns, lr.lane));
                 }
@@ -342,7 +349,7 @@ impl Reader {
         let now_mono = Instant::now();
         let cutoff = now_wall.saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
         let storage = self.opts.storage.as_ref();
-        let all = segment::list(storage, &self.dir)?;
+        let all = lane::list(storage, &self.dir)?;
         self.seen
             .retain(|(lane, seg), _| all.get(lane).is_some_and(|s| s.contains(seg)));
         for (lane, segs) in &all {
@@ -359,9 +366,8 @@ impl Reader {
             for pair in segs.windows(2) {
                 let [_, newer] = pair else { continue };
                 // The deleter may have removed it since the listing: it was consumed.
-                let Some((_, _, header)) =
-                    segment::open_if_present(storage, &self.dir, *lane, *newer)?
-                else {
+                let files = LaneFiles::new(storage, &self.dir, *lane);
+                let Some((_, _, header)) = files.open_segment_if_present(*newer)? else {
                     continue;
                 };
                 let seen_for = self
@@ -421,16 +427,14 @@ impl Reader {
         self.lanes
             .values_mut()
             .map(|lr| {
-                lr.watermark =
-                    recovery::read_watermark(storage, &self.dir, lr.lane).or(lr.watermark);
+                let files = LaneFiles::new(storage, &self.dir, lr.lane);
+                lr.watermark = files.read_watermark().or(lr.watermark);
                 let end = lr.watermark.map_or(lr.acked.next_seq, |w| w.next_seq);
                 (lr.lane, end.0.saturating_sub(lr.acked.next_seq.0))
             })
             .collect()
     }
 
-    /// Called when no lane has a record: finds new lanes, and recovers idle lanes whose
-    /// writer is gone so their last records become readable.
     /// Finds new lanes (when due) and recovers lanes whose writer is gone so their last
     /// records become readable. `force_discovery` runs discovery regardless of the idle
     /// cadence. Returns true when a lane was found or recovered.
@@ -447,10 +451,11 @@ impl Reader {
             }
             lr.last_owner_check = Instant::now();
             let before = lr.watermark;
+            let files = LaneFiles::new(storage, &self.dir, lr.lane);
             let recovered =
-                recover_if_abandoned(storage, &self.dir, lr.lane, &self.opts, &mut self.events);
+                files.recover_if_abandoned(self.opts.record_bytes_max, &mut self.events);
             skip_foreign(recovered, &mut self.foreign, &mut self.events)?;
-            lr.watermark = recovery::read_watermark(storage, &self.dir, lr.lane);
+            lr.watermark = files.read_watermark();
             changed |= lr.watermark != before;
         }
         Ok(changed)
@@ -460,7 +465,7 @@ impl Reader {
         self.last_discovery = Instant::now();
         let storage = self.opts.storage.clone();
         let storage = storage.as_ref();
-        let listing = segment::list_all(storage, &self.dir)?;
+        let listing = lane::list_all(storage, &self.dir)?;
         for f in &listing.foreign {
             self.foreign.report(&mut self.events, &f.path, f.kind);
         }
@@ -469,24 +474,24 @@ impl Reader {
                 continue;
             }
             let Some(&first) = segs.first() else { continue };
+            let files = LaneFiles::new(storage, &self.dir, lane);
             let first = if self.checkpointer.is_some() {
                 let recovered =
-                    recover_if_abandoned(storage, &self.dir, lane, &self.opts, &mut self.events);
+                    files.recover_if_abandoned(self.opts.record_bytes_max, &mut self.events);
                 skip_foreign(recovered, &mut self.foreign, &mut self.events)?;
                 // Recovery may have removed a segment whose creation never completed.
-                let segs = segment::list(storage, &self.dir)?.remove(&lane);
-                let Some(&first) = segs.as_ref().and_then(|s| s.first()) else {
+                let Some(&first) = files.segments()?.first() else {
                     continue;
                 };
                 first
             } else {
                 first
             };
-            let watermark = recovery::read_watermark(storage, &self.dir, lane);
+            let watermark = files.read_watermark();
             let start = match self.checkpoint.lanes.get(&lane) {
                 Some(p) => *p,
                 None => {
-                    let (_, _, h) = segment::open(storage, &self.dir, lane, first, OpenMode::Read)?;
+                    let (_, _, h) = files.open_segment(first, OpenMode::Read)?;
                     LanePosition {
                         position: Position {
                             segment: first,
@@ -497,8 +502,8 @@ impl Reader {
                 }
             };
             let start = self.check_start(lane, start, first, watermark);
-            self.lanes
-                .insert(lane, LaneReader::new(lane, start, watermark));
+            let follower = LaneFollower::new(lane, start, watermark, self.opts.record_bytes_max);
+            self.lanes.insert(lane, follower);
         }
         Ok(())
     }
@@ -537,8 +542,9 @@ impl Reader {
         }
         if p.position.segment < first {
             self.dirty = true;
-            let storage = self.opts.storage.as_ref();
-            let first_seq = segment::open(storage, &self.dir, lane, first, OpenMode::Read)
+            let first_seq = self
+                .files(lane)
+                .open_segment(first, OpenMode::Read)
                 .ok()
                 .and_then(|(_, _, h)| h.ok())
                 .map_or(p.next_seq, |h| h.first_seq);
@@ -563,9 +569,7 @@ impl Reader {
     /// True when nothing was ever written at `at` (zeros, or past the end of the file).
     /// Damaged bytes are not "nothing": reading reports and steps over them.
     fn nothing_at(&self, lane: LaneId, at: Position) -> bool {
-        let storage = self.opts.storage.as_ref();
-        let Ok((file, _, _)) = segment::open(storage, &self.dir, lane, at.segment, OpenMode::Read)
-        else {
+        let Ok((file, _, _)) = self.files(lane).open_segment(at.segment, OpenMode::Read) else {
             return false;
         };
         let Ok(map) = file.map() else { return false };
@@ -585,7 +589,7 @@ impl Reader {
     /// where a cursor past it resumes: at the segment's seal if it has one, so that reading
     /// goes on with the next segment.
     fn segment_end(&self, lane: LaneId, seg: SegmentId, w: &Watermark) -> (Position, LanePosition) {
-        let storage = self.opts.storage.as_ref();
+        let files = self.files(lane);
         let at = |segment, offset, next_seq| LanePosition {
             position: Position { segment, offset },
             next_seq,
@@ -595,12 +599,13 @@ impl Reader {
                 segment: w.segment,
                 offset: w.offset,
             };
-            if recovery::sealed_at(storage, &self.dir, lane, w) {
+            if files.sealed_at(w) {
                 return (end, at(w.segment, w.offset - SEAL_LEN, w.next_seq));
             }
             return (end, at(w.segment, w.offset, w.next_seq));
         }
-        let scanned = segment::open(storage, &self.dir, lane, seg, OpenMode::Read)
+        let scanned = files
+            .open_segment(seg, OpenMode::Read)
             .ok()
             .and_then(|(file, _, h)| {
                 let map = file.map().ok()?;
@@ -673,32 +678,6 @@ fn skip_foreign(
         },
         Ok(()) => Ok(()),
     }
-}
-
-/// If no writer holds `lane` and its tail is not settled (sealed, or exactly described by a
-/// watermark of this boot with nothing written after it), recovers it: records a killed
-/// writer synced become readable, and a torn tail is cut off.
-fn recover_if_abandoned(
-    storage: &dyn crate::fs::Storage,
-    dir: &Path,
-    lane: LaneId,
-    opts: &Options,
-    events: &mut Vec<Event>,
-) -> Result<()> {
-    let path = join(dir, &FileName::LaneLock(lane));
-    let Some(_guard) = storage
-        .try_lock(&path)
-        .map_err(|e| Error::io("flock", &path, e))?
-    else {
-        return Ok(());
-    };
-    let newest = segment::list(storage, dir)?
-        .get(&lane)
-        .and_then(|s| s.last().copied());
-    if !recovery::is_settled(storage, dir, lane, newest) {
-        recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, events)?;
-    }
-    Ok(())
 }
 
 /// 2025-01-01T00:00:00Z in unix nanoseconds: a segment stamped earlier was created by a

@@ -1,294 +1,13 @@
-//! Segment files: creation (preallocated, header synced, directory synced), listing, and
-//! the scanner that walks a segment's frames and tells a torn tail from corruption.
+//! The segment scanner: walks a segment's frames and tells a torn tail (the last write
+//! batch, never acknowledged) from corruption (damage inside durable data). Creating,
+//! opening and listing segment files is the lane's (`lane/`).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::error::{CorruptionKind, Error, Result};
+use crate::error::CorruptionKind;
 use crate::format::{
-    self, decode_frame, BadRecord, BadSegmentHeader, FileName, Frame, RecordHeader, RecordKind,
-    SegmentHeader, ALIGN, SEGMENT_HEADER_LEN,
+    decode_frame, BadRecord, Frame, RecordHeader, RecordKind, UncheckedHeader, ALIGN,
+    RECORD_HEADER_LEN,
 };
-use crate::fs::{FileKind, OpenMode, Storage, StorageFile};
-use crate::types::{now_ns, LaneId, SegmentId, Seq};
-
-/// A newly created segment file.
-#[derive(Debug, Clone)]
-pub(crate) struct SegmentFile {
-    pub file: Arc<dyn StorageFile>,
-}
-
-/// How much of a new segment to allocate.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Allocation {
-    /// The most bytes the segment may grow to (written into its header).
-    pub capacity: u64,
-    /// Bytes allocated now; later steps are allocated as records arrive.
-    pub first: u64,
-}
-
-/// Creates segment `id` of `lane`: allocate its first step, write and sync the header,
-/// sync the dir. On failure nothing is left behind (a half-made file is removed).
-pub(crate) fn create(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
-    id: SegmentId,
-    first_seq: Seq,
-    allocation: Allocation,
-) -> Result<SegmentFile> {
-    let path = dir.join(FileName::Segment(lane, id).render());
-    let file = match storage.open(&path, OpenMode::CreateNew) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            remove_if_never_used(storage, dir, lane, id, &path)?;
-            storage
-                .open(&path, OpenMode::CreateNew)
-                .map_err(|e| Error::io("create", &path, e))?
-        }
-        Err(e) => return Err(Error::io("create", &path, e)),
-    };
-    let header = SegmentHeader {
-        lane,
-        segment: id,
-        first_seq,
-        created_ns: now_ns(),
-        size_bytes: allocation.capacity,
-    };
-    let size_bytes = allocation.first;
-    let made = file
-        .allocate(size_bytes)
-        .map_err(|e| (e, "fallocate"))
-        .and_then(|()| {
-            file.write_all_at(&header.encode(), 0)
-                .map_err(|e| (e, "write header"))
-        })
-        .and_then(|()| file.sync_data().map_err(|e| (e, "fdatasync")));
-    if let Err((e, op)) = made {
-        let _ = storage.remove_file(&path);
-        let _ = storage.sync_dir(dir);
-        if e.raw_os_error() == Some(28) {
-            return Err(Error::NoSpace {
-                path: dir.to_path_buf(),
-                available_bytes: storage.available_bytes(dir).unwrap_or(0),
-                needed_bytes: size_bytes,
-            });
-        }
-        return Err(Error::io(op, &path, e));
-    }
-    // IMPORTANT: the new directory entry must be durable before any record in it is
-    // acknowledged, or a power loss could drop the whole file.
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync dir", dir, e))?;
-    Ok(SegmentFile { file })
-}
-
-/// A file already named like the segment a writer is about to create. It may be left by an
-/// earlier failed creation of ours (no valid header, no record: removed), or it may hold
-/// records (a stray copy, or a lane whose ids were reused): then nothing is removed and the
-/// creation fails, because deleting it could delete acknowledged records.
-fn remove_if_never_used(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
-    id: SegmentId,
-    path: &Path,
-) -> Result<()> {
-    let (file, _, header) = open(storage, dir, lane, id, OpenMode::Read)?;
-    let data = file.map().map_err(|e| Error::io("map", path, e))?;
-    let cx = ScanContext {
-        lane,
-        segment: id,
-        len_max: u32::MAX,
-        durable_hint: 0,
-        first_seq: Seq(0),
-        lookahead: true,
-    };
-    let holds_records = find_next_valid(&data, SEGMENT_HEADER_LEN as u64, &cx).is_some();
-    if header.is_ok() || holds_records {
-        return Err(Error::io(
-            "create",
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a segment with this id already exists and holds data; refusing to overwrite it",
-            ),
-        ));
-    }
-    storage
-        .remove_file(path)
-        .map_err(|e| Error::io("remove", path, e))
-}
-
-/// Maps a failed `fallocate` of `needed_bytes` more to the error an appender sees: no
-/// space is `NoSpace` (retryable), anything else an I/O error.
-pub(crate) fn allocation_error(
-    storage: &dyn Storage,
-    dir: &Path,
-    path: &Path,
-    e: std::io::Error,
-    needed_bytes: u64,
-) -> Error {
-    if e.raw_os_error() == Some(28) {
-        return Error::NoSpace {
-            path: dir.to_path_buf(),
-            available_bytes: storage.available_bytes(dir).unwrap_or(0),
-            needed_bytes,
-        };
-    }
-    Error::io("fallocate", path, e)
-}
-
-/// Bytes every segment file in `dir` occupies (their lengths: what was allocated), the
-/// figure `queue_bytes_max` limits. Files deleted while being counted count as 0.
-pub(crate) fn disk_bytes(storage: &dyn Storage, dir: &Path) -> Result<u64> {
-    let mut total = 0u64;
-    for (lane, segs) in list(storage, dir)? {
-        for id in segs {
-            let path = dir.join(FileName::Segment(lane, id).render());
-            let size = match storage.open(&path, OpenMode::Read) {
-                Ok(f) => f.size().map_err(|e| Error::io("stat", &path, e))?,
-                // Gone, or swapped for a foreign file since the listing: holds nothing.
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound
-                        || crate::fs::not_regular_kind(&e).is_some() =>
-                {
-                    0
-                }
-                Err(e) => return Err(Error::io("open", &path, e)),
-            };
-            total = total.saturating_add(size);
-        }
-    }
-    Ok(total)
-}
-
-/// An opened segment: its file, its path, and its header or why the header is bad.
-pub(crate) type OpenedSegment = (
-    Arc<dyn StorageFile>,
-    PathBuf,
-    std::result::Result<SegmentHeader, BadSegmentHeader>,
-);
-
-/// Opens an existing segment and reads its header. A header that fails verification is
-/// returned as the error half, with the file still usable: frames carry their own
-/// identity, so a damaged header does not hide the records behind it.
-pub(crate) fn open(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
-    id: SegmentId,
-    mode: OpenMode,
-) -> Result<OpenedSegment> {
-    let path = dir.join(FileName::Segment(lane, id).render());
-    let file = storage
-        .open(&path, mode)
-        .map_err(|e| Error::io("open", &path, e))?;
-    read_header(file, path, lane, id)
-}
-
-/// Like [`open`], but `None` when the file is gone: a reader deleted it after it was
-/// listed (for tools that walk a live queue).
-pub(crate) fn open_if_present(
-    storage: &dyn Storage,
-    dir: &Path,
-    lane: LaneId,
-    id: SegmentId,
-) -> Result<Option<OpenedSegment>> {
-    let path = dir.join(FileName::Segment(lane, id).render());
-    match storage.open(&path, OpenMode::Read) {
-        Ok(file) => read_header(file, path, lane, id).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("open", &path, e)),
-    }
-}
-
-fn read_header(
-    file: Arc<dyn StorageFile>,
-    path: PathBuf,
-    lane: LaneId,
-    id: SegmentId,
-) -> Result<OpenedSegment> {
-    let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    let header = match file.read_exact_at(&mut buf, 0) {
-        Ok(()) => match SegmentHeader::decode(&buf) {
-            Ok(h) if h.lane != lane || h.segment != id => Err(BadSegmentHeader::Foreign),
-            other => other,
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(BadSegmentHeader::Short),
-        Err(e) => return Err(Error::io("read", &path, e)),
-    };
-    Ok((file, path, header))
-}
-
-/// Every segment in `dir` that is a regular file, grouped by lane and sorted by id.
-/// Entries named like a segment that are something else (symlinks, FIFOs, directories)
-/// are left out, as if absent: see [`list_all`].
-pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<BTreeMap<LaneId, Vec<SegmentId>>> {
-    Ok(list_all(storage, dir)?.segments)
-}
-
-/// A file named like one of the queue's files that is not a regular file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Foreign {
-    pub path: PathBuf,
-    pub name: FileName,
-    pub kind: FileKind,
-}
-
-/// What [`list_all`] found in a queue directory.
-#[derive(Debug, Default)]
-pub(crate) struct Listing {
-    /// Regular segment files, by lane, sorted by id.
-    pub segments: BTreeMap<LaneId, Vec<SegmentId>>,
-    /// Entries named like queue files (segments, watermarks, checkpoints, locks) that are
-    /// not regular files. Never opened; reported, and no segment takes their ids.
-    pub foreign: Vec<Foreign>,
-}
-
-impl Listing {
-    /// The largest segment id a foreign entry of `lane` is named with.
-    pub fn foreign_segment_max(&self, lane: LaneId) -> Option<SegmentId> {
-        self.foreign
-            .iter()
-            .filter_map(|f| match f.name {
-                FileName::Segment(l, s) if l == lane => Some(s),
-                _ => None,
-            })
-            .max()
-    }
-}
-
-/// Lists `dir`: regular segments, and foreign entries named like queue files.
-pub(crate) fn list_all(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
-    let names = storage
-        .list_dir_kinds(dir)
-        .map_err(|e| Error::io("list", dir, e))?;
-    let mut listing = Listing::default();
-    for (text, kind) in names {
-        let Some(name) = FileName::parse(&text) else {
-            continue;
-        };
-        match (&name, kind) {
-            (FileName::Segment(lane, seg), FileKind::Regular) => {
-                listing.segments.entry(*lane).or_default().push(*seg)
-            }
-            (_, FileKind::Regular) => {}
-            (_, kind) => listing.foreign.push(Foreign {
-                path: dir.join(&text),
-                name,
-                kind,
-            }),
-        }
-    }
-    for segs in listing.segments.values_mut() {
-        segs.sort_unstable();
-    }
-    listing.foreign.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(listing)
-}
+use crate::types::{LaneId, SegmentId, Seq};
 
 /// Damage found inside a segment and stepped over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -473,15 +192,15 @@ pub(crate) fn find_next_valid(
     from: u64,
     cx: &ScanContext,
 ) -> Option<(u64, RecordHeader)> {
-    let lane = cx.lane.0.to_le_bytes();
-    let seg = cx.segment.0.to_le_bytes();
     let mut off = from.div_ceil(ALIGN) * ALIGN;
-    let last = (data.len() as u64).checked_sub(format::RECORD_HEADER_LEN as u64)?;
+    let last = (data.len() as u64).checked_sub(RECORD_HEADER_LEN as u64)?;
     while off <= last {
-        let o = off as usize;
-        let plausible = data.get(o + 8).is_some_and(|&k| k == 1 || k == 2)
-            && data.get(o + 10..o + 12) == Some(&lane[..])
-            && data.get(o + 16..o + 24) == Some(&seg[..]);
+        let h = UncheckedHeader::at(data, off);
+        let plausible = h
+            .kind_byte()
+            .is_some_and(|k| k == RecordKind::Data as u8 || k == RecordKind::Seal as u8)
+            && h.lane() == Some(cx.lane)
+            && h.segment() == Some(cx.segment);
         if plausible {
             if let Frame::Record { header, .. } =
                 decode_frame(data, off, cx.lane, cx.segment, cx.len_max)
@@ -535,29 +254,6 @@ mod tests {
         }
         buf.resize(1024, 0);
         buf
-    }
-
-    /// Story: a file already carries the name of the segment a writer creates (a stray
-    /// copy, ids reused). If this fails, creation deletes it and the records in it.
-    #[test]
-    fn create_never_removes_an_existing_segment_that_holds_data() {
-        use crate::fs::Storage;
-        let disk = crate::sim::SimDisk::new(1);
-        let dir = Path::new("/q");
-        let alloc = Allocation {
-            capacity: 64 << 10,
-            first: 8 << 10,
-        };
-        create(&disk, dir, LANE, SEG, Seq(0), alloc).expect("first creation");
-        let path = dir.join(FileName::Segment(LANE, SEG).render());
-        let before = disk.read_file(&path).expect("file");
-        let err = create(&disk, dir, LANE, SEG, Seq(0), alloc).expect_err("refused");
-        assert!(err.to_string().contains("already exists"), "{err}");
-        assert_eq!(disk.read_file(&path), Some(before));
-        // A file left by a failed creation (no header, no record) is replaced.
-        disk.write_file(&path, &[0u8; 100]);
-        create(&disk, dir, LANE, SEG, Seq(0), alloc).expect("replaces an empty leftover");
-        assert!(disk.list_dir(dir).expect("list").len() == 1);
     }
 
     #[test]

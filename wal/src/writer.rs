@@ -21,13 +21,15 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Event, Result};
 use crate::format::{
-    encode_record_header, encode_record_parts, frame_len, FileName, RecordHeader, RecordKind,
-    Watermark, RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN,
+    encode_record_header, encode_record_parts, frame_len, RecordHeader, RecordKind, Watermark,
+    RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::fs::{join, LockGuard, StorageFile};
+use crate::fs::{LockGuard, StorageFile};
+use crate::lane::{
+    self, allocation_error, Allocation, ClaimedLane, LaneEnd, LaneFiles, OpenTail, SealAt,
+    WatermarkFile,
+};
 use crate::options::Options;
-use crate::recovery::{self, LaneEnd, OpenTail, SealAt};
-use crate::segment;
 use crate::types::{now_ns, Durability, LaneId, Position, RecordId, SegmentId, Seq};
 
 /// Syncs faster than this never make a leader wait for more appenders.
@@ -51,7 +53,7 @@ struct Inner {
     wake: Condvar,
     /// Signalled by appenders while a leader gathers a batch (see `Inner::gather`).
     arrivals: Condvar,
-    watermark: Arc<dyn StorageFile>,
+    watermark: WatermarkFile,
     recovery: Vec<Event>,
     _lock: Box<dyn LockGuard>,
 }
@@ -116,7 +118,13 @@ impl Writer {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create dir", &dir, e))?;
-        let (lane, lock, end, watermark, events) = claim_and_recover(opts, &dir)?;
+        let ClaimedLane {
+            lane,
+            lock,
+            end,
+            watermark,
+            events,
+        } = lane::claim(storage, &dir, opts)?;
         for e in &events {
             tracing::info!(?e, "lane recovery");
         }
@@ -258,54 +266,6 @@ impl Writer {
     }
 }
 
-/// A claimed, recovered lane: its lock, where it continues, its watermark file, and what
-/// recovery found.
-type ClaimedLane = (
-    LaneId,
-    Box<dyn LockGuard>,
-    LaneEnd,
-    Arc<dyn StorageFile>,
-    Vec<Event>,
-);
-
-/// Claims the first free lane and recovers its tail. A lane whose files include a foreign
-/// one (its lock, watermark or tail named like a queue file but a symlink, FIFO,
-/// directory...) cannot be written safely: it is reported and the next lane is tried, so
-/// one stray file does not stop every enqueue. When every free lane was refused, the
-/// first refusal is returned.
-fn claim_and_recover(opts: &Options, dir: &Path) -> Result<ClaimedLane> {
-    let storage = opts.storage.as_ref();
-    let mut refused: Option<Error> = None;
-    for l in 0..opts.lanes_max {
-        let lane = LaneId(l);
-        let path = join(dir, &FileName::LaneLock(lane));
-        let claimed = storage
-            .try_lock(&path)
-            .map_err(|e| Error::io("flock", &path, e))
-            .and_then(|guard| {
-                let Some(guard) = guard else { return Ok(None) };
-                let mut events = Vec::new();
-                let end =
-                    recovery::recover_lane(storage, dir, lane, opts.record_bytes_max, &mut events)?;
-                let watermark = recovery::open_watermark(storage, dir, lane)?;
-                Ok(Some((lane, guard, end, watermark, events)))
-            });
-        match claimed {
-            Ok(Some(c)) => return Ok(c),
-            Ok(None) => {}
-            Err(e) if e.not_regular_file().is_some() => {
-                tracing::error!(lane = l, error = %e, "writer lane refused: it holds a foreign file; trying the next lane");
-                refused.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(refused.unwrap_or(Error::NoFreeLane {
-        path: dir.to_path_buf(),
-        lanes_max: opts.lanes_max,
-    }))
-}
-
 /// A large record's frame, written by its appender right after the pending batch.
 struct DirectFrame<'a> {
     header: [u8; RECORD_HEADER_LEN],
@@ -367,6 +327,16 @@ fn reserve(st: &mut State, lane: LaneId, len: u32) -> (RecordHeader, RecordId, u
 }
 
 impl Inner {
+    /// The files of this writer's lane.
+    fn files(&self) -> LaneFiles<'_> {
+        LaneFiles::new(self.opts.storage.as_ref(), &self.dir, self.lane)
+    }
+
+    /// Publishes the lane's durable end (after the sync that made it durable).
+    fn publish(&self, wm: &Watermark) -> Result<()> {
+        self.watermark.publish(self.opts.storage.as_ref(), wm)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -443,15 +413,9 @@ impl Inner {
         st.leader = true;
         drop(st);
         let result = self.check_space(to.saturating_sub(from)).and_then(|()| {
-            let path = join(&self.dir, &FileName::Segment(self.lane, id));
+            let path = self.files().segment_path(id);
             file.allocate(to).map_err(|e| {
-                segment::allocation_error(
-                    self.opts.storage.as_ref(),
-                    &self.dir,
-                    &path,
-                    e,
-                    to - from,
-                )
+                allocation_error(self.opts.storage.as_ref(), &self.dir, &path, e, to - from)
             })
         });
         let mut st = self.lock();
@@ -525,9 +489,8 @@ impl Inner {
         let first_step = self.opts.allocation_target(0, self.opts.segment_bytes);
         self.check_space(first_step)
             .map_err(|e| (false, e, false))?;
-        let storage = self.opts.storage.as_ref();
         if let Some(a) = old {
-            let path = join(&self.dir, &FileName::Segment(self.lane, a.id));
+            let path = self.files().segment_path(a.id);
             let seal = SealAt {
                 lane: self.lane,
                 segment: a.id,
@@ -535,56 +498,41 @@ impl Inner {
                 next_seq,
                 last_time_ns: last_time,
             };
-            let sealed_end = recovery::write_seal(a.file.as_ref(), &path, &seal, a.allocated)
+            let sealed_end = lane::write_seal(a.file.as_ref(), &path, &seal, a.allocated)
                 .map_err(|e| (false, e, true))?;
             let wm = Watermark {
                 segment: a.id,
                 offset: sealed_end,
                 next_seq,
             };
-            recovery::publish(
-                self.opts.storage.as_ref(),
-                self.watermark.as_ref(),
-                &wm,
-                &self.dir,
-            )
-            .map_err(|e| (true, e, true))?;
+            self.publish(&wm).map_err(|e| (true, e, true))?;
         }
-        let seg = segment::create(
-            storage,
-            &self.dir,
-            self.lane,
-            next_id,
-            next_seq,
-            segment::Allocation {
-                capacity: self.opts.segment_bytes,
-                first: first_step,
-            },
-        )
-        .map_err(|e| {
-            // A failed sync poisons even here, where only an empty new segment is at stake
-            // (DESIGN.md §3.2): after fsyncgate nothing the kernel reports can be trusted.
-            let poison = matches!(
-                &e,
-                Error::Io {
-                    op: "fdatasync" | "fsync dir",
-                    ..
-                }
-            );
-            (true, e, poison)
-        })?;
+        let allocation = Allocation {
+            capacity: self.opts.segment_bytes,
+            first: first_step,
+        };
+        let seg = self
+            .files()
+            .create_segment(next_id, next_seq, allocation)
+            .map_err(|e| {
+                // A failed sync poisons even here, where only an empty new segment is at stake:
+                // after a failed fsync nothing the kernel reports can be trusted (the page
+                // cache may have dropped the data and cleared the error).
+                let poison = matches!(
+                    &e,
+                    Error::Io {
+                        op: "fdatasync" | "fsync dir",
+                        ..
+                    }
+                );
+                (true, e, poison)
+            })?;
         let wm = Watermark {
             segment: next_id,
             offset: SEGMENT_HEADER_LEN as u64,
             next_seq,
         };
-        recovery::publish(
-            self.opts.storage.as_ref(),
-            self.watermark.as_ref(),
-            &wm,
-            &self.dir,
-        )
-        .map_err(|e| (true, e, true))?;
+        self.publish(&wm).map_err(|e| (true, e, true))?;
         Ok(Active {
             id: next_id,
             file: seg.file,
@@ -597,7 +545,7 @@ impl Inner {
     /// segment's first step, or a further step of the active one).
     fn check_space(&self, extra: u64) -> Result<()> {
         let storage = self.opts.storage.as_ref();
-        let queue_bytes = segment::disk_bytes(storage, &self.dir)?;
+        let queue_bytes = lane::disk_bytes(storage, &self.dir)?;
         if queue_bytes + extra > self.opts.queue_bytes_max {
             return Err(Error::QueueFull {
                 queue_bytes,
@@ -662,7 +610,7 @@ impl Inner {
                 needed_bytes: 0,
             };
         }
-        let path = self.dir.join(FileName::LaneLock(self.lane).render());
+        let path = self.files().lock_path();
         Error::Io {
             op: "write",
             path,
@@ -754,16 +702,7 @@ impl Inner {
         let publish = written.is_ok()
             && synced.is_ok()
             && (sync_now || self.opts.durability == Durability::None);
-        let published = if publish {
-            recovery::publish(
-                self.opts.storage.as_ref(),
-                self.watermark.as_ref(),
-                &wm,
-                &self.dir,
-            )
-        } else {
-            Ok(())
-        };
+        let published = if publish { self.publish(&wm) } else { Ok(()) };
         let mut st = self.lock();
         let mut buf = buf;
         buf.clear();
@@ -825,14 +764,7 @@ impl Inner {
                 lane: self.lane,
                 cause: Arc::new(e),
             })
-            .and_then(|()| {
-                recovery::publish(
-                    self.opts.storage.as_ref(),
-                    self.watermark.as_ref(),
-                    &wm,
-                    &self.dir,
-                )
-            });
+            .and_then(|()| self.publish(&wm));
         let mut st = self.lock();
         st.leader = false;
         st.last_sync = Instant::now();
@@ -877,10 +809,10 @@ mod tests {
     use super::*;
     use crate::{Reader, SimDisk};
 
-    /// Story: probe F27, enqueue holds the image 3 times. A frame over half the batch
-    /// buffer is written from the caller's parts: the batch buffer never grows to hold it
-    /// (no copy of the payload), and the record reads back whole, in order after a small,
-    /// copied one.
+    /// Story: an enqueue held a large image three times over (the caller's bytes, the
+    /// batch buffer, its spare). A frame over half the batch buffer is now written from
+    /// the caller's parts: the batch buffer never grows to hold it (no copy of the
+    /// payload), and the record reads back whole, in order after a small, copied one.
     #[test]
     fn a_large_record_is_written_from_the_callers_parts_without_a_copy() {
         let sim = SimDisk::new(1);

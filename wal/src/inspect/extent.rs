@@ -1,5 +1,5 @@
 //! Reading one segment for the offline tools at the cost of its data, not of its file
-//! length (probe F23): a segment is read up to the capacity its header declares (bytes past
+//! length: a segment is read up to the capacity its header declares (bytes past
 //! it are never part of the lane), and trailing holes of a sparse file are skipped with
 //! `SEEK_DATA`/`SEEK_HOLE`, so a 10 GiB sparse file holding two records costs what two
 //! records cost.

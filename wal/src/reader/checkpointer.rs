@@ -14,7 +14,7 @@ use crate::cursor::{Checkpoint, CheckpointFile};
 use crate::error::{Error, Result};
 use crate::format::FileName;
 use crate::fs::{join, Storage};
-use crate::segment;
+use crate::lane;
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -376,7 +376,7 @@ impl Release {
 /// Writes `cp`. A checkpoint file that the reader's open could not allocate (a full disk)
 /// holds no checkpoint, so nothing durable refers to any segment: when its allocation
 /// fails for want of space, the segments `cp` releases (every record in them consumed and
-/// acknowledged) are deleted first, and the write is tried once more (probe F5). A crash
+/// acknowledged) are deleted first, and the write is tried once more. A crash
 /// in between restarts the cursor at each lane's oldest remaining segment, as it would
 /// have without the deletions: records after the deleted ones are delivered again (at
 /// least once), nothing unacknowledged is lost.
@@ -428,7 +428,7 @@ impl Drop for PanicGuard<'_> {
 /// The segments `cp` releases, newest last (removed oldest first).
 fn released(storage: &dyn Storage, dir: &Path, cp: &Checkpoint) -> Result<Vec<PathBuf>> {
     let mut victims = Vec::new();
-    for (lane, segs) in segment::list(storage, dir)? {
+    for (lane, segs) in lane::list(storage, dir)? {
         let Some(pos) = cp.lanes.get(&lane) else {
             continue;
         };

@@ -1,4 +1,4 @@
-//! Reading one lane: follows the lane's segments up to its durable end (the watermark),
+//! Following one lane for the reader: follows the lane's segments up to its durable end (the watermark),
 //! decodes frames from a bounded window of the segment's map, steps over damage, and
 //! remembers what was delivered but not yet acknowledged.
 //!
@@ -8,7 +8,6 @@
 //! backlogs are.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,12 +15,11 @@ use bytes::Bytes;
 use crate::cursor::LanePosition;
 use crate::error::{Corruption, CorruptionKind, Error, Event, Result};
 use crate::format::{
-    self, decode_frame, frame_len, BadRecord, FileName, Frame, RecordKind, Watermark,
+    self, decode_frame, frame_len, BadRecord, Frame, RecordKind, UncheckedHeader, Watermark,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::fs::{join, OpenMode};
-use crate::options::Options;
-use crate::recovery;
+use crate::fs::OpenMode;
+use crate::lane::LaneFiles;
 use crate::segment::{self, ScanContext};
 use crate::types::{LaneId, Position, Record, RecordId, SegmentId};
 
@@ -62,8 +60,10 @@ struct Span {
 }
 
 #[derive(Debug)]
-pub(super) struct LaneReader {
+pub(super) struct LaneFollower {
     pub lane: LaneId,
+    /// Largest payload accepted (`Options::record_bytes_max`).
+    len_max: u32,
     /// Next record not yet acknowledged.
     pub acked: LanePosition,
     /// Next record not yet delivered.
@@ -93,10 +93,16 @@ pub(super) struct LaneReader {
     foreign_reported: Option<SegmentId>,
 }
 
-impl LaneReader {
-    pub fn new(lane: LaneId, start: LanePosition, watermark: Option<Watermark>) -> Self {
+impl LaneFollower {
+    pub fn new(
+        lane: LaneId,
+        start: LanePosition,
+        watermark: Option<Watermark>,
+        len_max: u32,
+    ) -> Self {
         Self {
             lane,
+            len_max,
             acked: start,
             read: start,
             acked_moved: false,
@@ -145,16 +151,15 @@ impl LaneReader {
             }
     }
 
-    fn refresh_watermark(&mut self, opts: &Options, dir: &Path) {
-        let fresh = recovery::read_watermark(opts.storage.as_ref(), dir, self.lane);
+    fn refresh_watermark(&mut self, files: LaneFiles<'_>) {
+        let fresh = files.read_watermark();
         self.watermark = fresh.or(self.watermark);
     }
 
     /// Decodes (once) the lane's next durable record.
     pub fn peek(
         &mut self,
-        opts: &Options,
-        dir: &Path,
+        files: LaneFiles<'_>,
         events: &mut Vec<Event>,
     ) -> Result<Option<&Record>> {
         if self.peeked.is_some() {
@@ -167,14 +172,14 @@ impl LaneReader {
                     if refreshed {
                         return Ok(None);
                     }
-                    self.refresh_watermark(opts, dir);
+                    self.refresh_watermark(files);
                     refreshed = true;
                     continue;
                 }
                 Some(w) if !self.caught_up(&w) => w,
                 _ if refreshed => return Ok(None),
                 _ => {
-                    self.refresh_watermark(opts, dir);
+                    self.refresh_watermark(files);
                     refreshed = true;
                     continue;
                 }
@@ -182,7 +187,7 @@ impl LaneReader {
             let seg = self.read.position.segment;
             let limit_in_seg = (seg == wm.segment).then_some(wm.offset);
             let off = self.read.position.offset;
-            let Some((frame, w)) = self.frame_at(opts, dir, seg, off, limit_in_seg, events)? else {
+            let Some((frame, w)) = self.frame_at(files, seg, off, limit_in_seg, events)? else {
                 if self.stalled_on == Some(self.read.position.segment) {
                     return Ok(None);
                 }
@@ -205,13 +210,13 @@ impl LaneReader {
                             if refreshed {
                                 return Ok(None);
                             }
-                            self.refresh_watermark(opts, dir);
+                            self.refresh_watermark(files);
                             refreshed = true;
                             continue;
                         }
-                        if !self.next_segment(opts, dir)? {
+                        if !self.next_segment(files)? {
                             // The watermark names a later segment, and there is none.
-                            self.distrust(wm, dir, events);
+                            self.distrust(wm, files, events);
                             return Ok(None);
                         }
                         continue;
@@ -251,36 +256,33 @@ impl LaneReader {
                 }
                 // Past the real end of the lane's last segment, under a watermark that
                 // names a segment that does not exist: nothing here is durable data.
-                _ if wm.segment > seg && !self.later_segment_exists(opts, dir, seg)? => {
-                    self.distrust(wm, dir, events);
+                _ if wm.segment > seg && !self.later_segment_exists(files, seg)? => {
+                    self.distrust(wm, files, events);
                     return Ok(None);
                 }
                 Frame::Record { .. } if w.start + frame_end(&frame) <= limit => {
                     let misplaced = Frame::Bad(BadRecord::Misplaced);
-                    self.quarantine(off, limit, misplaced, opts, dir, events)?;
+                    self.quarantine(off, limit, misplaced, files, events)?;
                 }
-                bad => self.quarantine(off, limit, bad, opts, dir, events)?,
+                bad => self.quarantine(off, limit, bad, files, events)?,
             }
         }
     }
 
     /// True when the lane has a (regular) segment after `seg`.
-    fn later_segment_exists(&self, opts: &Options, dir: &Path, seg: SegmentId) -> Result<bool> {
-        let segs = segment::list(opts.storage.as_ref(), dir)?;
-        Ok(segs
-            .get(&self.lane)
-            .is_some_and(|s| s.iter().any(|id| *id > seg)))
+    fn later_segment_exists(&self, files: LaneFiles<'_>, seg: SegmentId) -> Result<bool> {
+        Ok(files.segments()?.iter().any(|id| *id > seg))
     }
 
     /// Stops trusting `wm`, which names a segment after every segment the lane has:
     /// reported once (ERROR log and a corruption event), then ignored until it changes.
-    fn distrust(&mut self, wm: Watermark, dir: &Path, events: &mut Vec<Event>) {
+    fn distrust(&mut self, wm: Watermark, files: LaneFiles<'_>, events: &mut Vec<Event>) {
         if self.distrusted == Some(wm) {
             return;
         }
         self.distrusted = Some(wm);
         let corruption = Corruption {
-            path: join(dir, &FileName::Watermark(self.lane)),
+            path: files.watermark_path(),
             lane: Some(self.lane),
             segment: Some(wm.segment),
             offset: 0,
@@ -298,18 +300,17 @@ impl LaneReader {
     /// when the segment is gone and reading moved on.
     fn frame_at(
         &mut self,
-        opts: &Options,
-        dir: &Path,
+        files: LaneFiles<'_>,
         seg: SegmentId,
         off: u64,
         durable: Option<u64>,
         events: &mut Vec<Event>,
     ) -> Result<Option<(Frame, Span)>> {
         let header = RECORD_HEADER_LEN as u64;
-        if !self.window_for(opts, dir, seg, off, header, durable, events)? {
+        if !self.window_for(files, seg, off, header, durable, events)? {
             return Ok(None);
         }
-        let (frame, span) = self.decode_in_window(off, seg, opts.record_bytes_max);
+        let (frame, span) = self.decode_in_window(off, seg, self.len_max);
         // A frame cut by the end of the file is truncated only if the file has not grown
         // since it was mapped: what is durable now may lie past that end.
         let grown = durable.is_some_and(|d| d > span.file_len);
@@ -319,11 +320,11 @@ impl LaneReader {
         // The frame runs past the window: map one that holds it. Its length field is not
         // verified yet, but a length over the limit decodes as `BadLength`, not
         // `Truncated`, so here it is at most `record_bytes_max`.
-        let need = frame_len(self.len_field(off).min(opts.record_bytes_max));
-        if !self.window_for(opts, dir, seg, off, need, durable, events)? {
+        let need = frame_len(self.len_field(off).min(self.len_max));
+        if !self.window_for(files, seg, off, need, durable, events)? {
             return Ok(None);
         }
-        Ok(Some(self.decode_in_window(off, seg, opts.record_bytes_max)))
+        Ok(Some(self.decode_in_window(off, seg, self.len_max)))
     }
 
     /// True for a valid data frame that repeats (or precedes) one already accepted from
@@ -339,11 +340,8 @@ impl LaneReader {
     fn len_field(&self, off: u64) -> u32 {
         self.window
             .as_ref()
-            .and_then(|w| {
-                let at = usize::try_from(off - w.start).ok()? + 4;
-                w.bytes.get(at..at + 4)?.try_into().ok()
-            })
-            .map_or(0, u32::from_le_bytes)
+            .and_then(|w| UncheckedHeader::at(&w.bytes, off - w.start).payload_len())
+            .unwrap_or(0)
     }
 
     /// Decodes the frame at file offset `off` from the current window.
@@ -371,11 +369,9 @@ impl LaneReader {
     /// Makes the current window one of `seg` holding `[off, off + need)` (clipped to the
     /// file), keeping the current one when it does and is fresh enough. False when the
     /// segment is gone and reading moved on.
-    #[expect(clippy::too_many_arguments, reason = "the lane's read context")]
     fn window_for(
         &mut self,
-        opts: &Options,
-        dir: &Path,
+        files: LaneFiles<'_>,
         seg: SegmentId,
         off: u64,
         need: u64,
@@ -390,7 +386,7 @@ impl LaneReader {
             let holds = w.segment == seg
                 && w.start <= off
                 && (off + need <= w.end() || (w.end() >= w.file_len && !grown));
-            let fresh = opts.storage.maps_are_live()
+            let fresh = files.storage().maps_are_live()
                 || match (w.covered, durable) {
                     (None, _) => true,
                     (Some(c), Some(d)) => c >= d,
@@ -400,12 +396,11 @@ impl LaneReader {
                 return Ok(true);
             }
         }
-        let storage = opts.storage.as_ref();
-        let path = join(dir, &FileName::Segment(self.lane, seg));
-        let file = match storage.open(&path, OpenMode::Read) {
+        let path = files.segment_path(seg);
+        let file = match files.storage().open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.skip_missing(opts, dir, seg, events, e)?;
+                self.skip_missing(files, seg, events, e)?;
                 return Ok(false);
             }
             Err(e) if crate::fs::not_regular_kind(&e).is_some() => {
@@ -417,7 +412,7 @@ impl LaneReader {
                         events.push(super::foreign::event(&path, kind));
                     }
                 }
-                self.skip_missing(opts, dir, seg, events, e)?;
+                self.skip_missing(files, seg, events, e)?;
                 return Ok(false);
             }
             Err(e) => return Err(Error::io("open", &path, e)),
@@ -442,30 +437,22 @@ impl LaneReader {
     /// the next segment that exists and report the sequence gap.
     fn skip_missing(
         &mut self,
-        opts: &Options,
-        dir: &Path,
+        files: LaneFiles<'_>,
         seg: SegmentId,
         events: &mut Vec<Event>,
         cause: std::io::Error,
     ) -> Result<()> {
-        let storage = opts.storage.as_ref();
-        let segs = segment::list(storage, dir)?
-            .remove(&self.lane)
-            .unwrap_or_default();
+        let segs = files.segments()?;
         let Some(&next) = segs.iter().find(|s| **s > seg) else {
             if crate::fs::not_regular_kind(&cause).is_some() {
                 // Reported already; wait for a later segment.
                 self.stalled_on = Some(seg);
                 return Ok(());
             }
-            return Err(Error::io(
-                "open",
-                join(dir, &FileName::Segment(self.lane, seg)),
-                cause,
-            ));
+            return Err(Error::io("open", files.segment_path(seg), cause));
         };
         self.stalled_on = None;
-        let (_, _, h) = segment::open(storage, dir, self.lane, next, OpenMode::Read)?;
+        let (_, _, h) = files.open_segment(next, OpenMode::Read)?;
         let first_seq = h.map_or(self.read.next_seq, |h| h.first_seq);
         events.push(Event::Gap {
             lane: self.lane,
@@ -484,11 +471,9 @@ impl LaneReader {
     }
 
     /// After a seal at the read position: moves to the next segment if it exists.
-    fn next_segment(&mut self, opts: &Options, dir: &Path) -> Result<bool> {
+    fn next_segment(&mut self, files: LaneFiles<'_>) -> Result<bool> {
         let seg = self.read.position.segment;
-        let segs = segment::list(opts.storage.as_ref(), dir)?
-            .remove(&self.lane)
-            .unwrap_or_default();
+        let segs = files.segments()?;
         let Some(&next) = segs.iter().find(|s| **s > seg) else {
             return Ok(false);
         };
@@ -516,21 +501,20 @@ impl LaneReader {
         off: u64,
         limit: u64,
         bad: Frame,
-        opts: &Options,
-        dir: &Path,
+        files: LaneFiles<'_>,
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let seg = self.read.position.segment;
-        let path = join(dir, &FileName::Segment(self.lane, seg));
-        let whole = opts
-            .storage
+        let path = files.segment_path(seg);
+        let whole = files
+            .storage()
             .open(&path, OpenMode::Read)
             .and_then(|f| f.map())
             .map_err(|e| Error::io("map", &path, e))?;
         let cx = ScanContext {
             lane: self.lane,
             segment: seg,
-            len_max: opts.record_bytes_max,
+            len_max: self.len_max,
             durable_hint: limit,
             first_seq: self.read.next_seq,
             lookahead: true,
@@ -584,7 +568,7 @@ impl LaneReader {
         self.window = None;
         if next.is_none() && Some(seg) != self.watermark.map(|w| w.segment) {
             // The rest of a sealed segment is unreadable: continue with the next one.
-            self.next_segment(opts, dir)?;
+            self.next_segment(files)?;
         }
         Ok(())
     }
