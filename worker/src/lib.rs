@@ -45,21 +45,21 @@ pub use {
         ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
     },
     dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
-    escalation::{
+    escalation_queue_producer::{
         new_image_query_id, new_request_id, DecodeError, EncodeError, EncodedRecord, Escalation,
         HumanReview, IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
         ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
         FORMAT_VERSION, FORMAT_VERSION_V1, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX,
         METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,
     },
-    incidents::{
-        Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
-        Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
-    },
-    layout::{
+    escalation_queue_producer::{
         QueueError, QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
         DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE,
         RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
+    },
+    incidents::{
+        Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
+        Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
     },
     mock_cloud::{
         FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
