@@ -54,9 +54,11 @@ pub use {
     escalation_queue_worker::{
         ApiToken, ClientConfig, DeadLetter, DeadLetterId, DeadLetterQueue, DeadLetterReport,
         Destination, Escalation, GroundlightClient, HumanReview, ImageSource, Incident,
-        IncidentConfig, MockCloud, MockCloudConfig, QueueError, QueueLayout, QueueOptions,
-        RunSummary, Selector, Severity, Stats, StatsSnapshot, StopHandle, ValidationError, Worker,
-        WorkerConfig,
+        IncidentConfig, QueueError, QueueLayout, QueueOptions, RunSummary, Selector, Severity,
+        Stats, StatsSnapshot, StopHandle, ValidationError, Worker, WorkerConfig,
     },
     queue::EscalationQueue,
 };
+
+#[cfg(feature = "mock-cloud")]
+pub use escalation_queue_worker::{MockCloud, MockCloudConfig};

@@ -2,6 +2,4 @@
 //! worker's code.
 
 pub(crate) use escalation_queue_producer::support::python_float_repr;
-pub(crate) use escalation_queue_producer::{
-    new_image_query_id, Escalation, ImageError, ImageSource, ValidationError,
-};
+pub(crate) use escalation_queue_producer::{Escalation, ImageError, ImageSource, ValidationError};

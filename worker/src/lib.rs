@@ -3,7 +3,8 @@
 //! trait), retry classification, backoff, the circuit breaker, per-item budgets, the
 //! delivery [`Worker`], the [`DeadLetterQueue`], the persistent [`DedupeSet`], [`Incidents`]
 //! (human escalation), [`Stats`], the queue directory layout ([`QueueLayout`],
-//! [`QueueOptions`]), and [`MockCloud`], a fault-injecting stand-in for the cloud API.
+//! [`QueueOptions`]), and (feature `mock-cloud`, which the binary enables for `demo` and
+//! `mock-cloud`) `MockCloud`, a fault-injecting stand-in for the cloud API.
 //! The delivery rules are in `docs/SEMANTICS.md`.
 //!
 //! ```
@@ -26,6 +27,7 @@ mod dedupe;
 mod escalation;
 mod incidents;
 mod layout;
+#[cfg(feature = "mock-cloud")]
 mod mock_cloud;
 mod retry;
 mod stats;
@@ -61,10 +63,6 @@ pub use {
         Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
         Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
     },
-    mock_cloud::{
-        FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
-        RecordedRequest, BODY_PREFIX_LEN_BYTES,
-    },
     retry::{
         Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit,
         CircuitBreaker, CircuitState, Classification, ClassificationPolicy, DeadLetterReason,
@@ -75,4 +73,11 @@ pub use {
         DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,
         LATENCY_BUCKET_BOUNDS_MS,
     },
+};
+
+/// The mock cloud: the binary's `demo` and `mock-cloud` commands and the tests.
+#[cfg(feature = "mock-cloud")]
+pub use mock_cloud::{
+    FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
+    RecordedRequest, BODY_PREFIX_LEN_BYTES,
 };
