@@ -4,9 +4,12 @@
 //! needs a human. Nothing acknowledged is lost, and every record ends delivered,
 //! dead-lettered or expired.
 //!
-//! This crate is what an edge-endpoint links: [`EscalationQueue`] (one per process; clone it
-//! for threads) and, for the reader process, [`Worker`]. The [`wal`] and [`worker`] crates
-//! are re-exported whole; the names most callers need are re-exported here.
+//! This crate is the facade: [`EscalationQueue`] (one per process; clone it for threads)
+//! and, for the reader process, [`Worker`]. The [`wal`], [`producer`] and [`worker`] crates
+//! are re-exported whole; the names most callers need are re-exported here. A process that
+//! only enqueues (the Python package, any Rust producer) links `escalation-queue-producer`
+//! alone: the same record, options and writer handle without the worker's HTTP client and
+//! TLS.
 //!
 //! ```
 //! use escalation_queue::{
@@ -42,18 +45,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod error;
 mod queue;
 
 pub use {
-    error::{Error, Result},
+    escalation_queue_producer as producer,
+    escalation_queue_producer::{EnqueueReceipt, Error, Result},
     escalation_queue_wal as wal, escalation_queue_worker as worker,
     escalation_queue_worker::{
         ApiToken, ClientConfig, DeadLetter, DeadLetterId, DeadLetterQueue, DeadLetterReport,
         Destination, Escalation, GroundlightClient, HumanReview, ImageSource, Incident,
-        IncidentConfig, MockCloud, MockCloudConfig, QueueError, QueueLayout, QueueOptions,
-        RunSummary, Selector, Severity, Stats, StatsSnapshot, StopHandle, ValidationError, Worker,
-        WorkerConfig,
+        IncidentConfig, QueueError, QueueLayout, QueueOptions, RunSummary, Selector, Severity,
+        Stats, StatsSnapshot, StopHandle, ValidationError, Worker, WorkerConfig,
     },
-    queue::{EnqueueReceipt, EscalationQueue},
+    queue::EscalationQueue,
 };
+
+#[cfg(feature = "mock-cloud")]
+pub use escalation_queue_worker::{MockCloud, MockCloudConfig};

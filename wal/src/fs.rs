@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+#[cfg(any(test, feature = "test-support"))]
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -366,12 +367,14 @@ fn parse_uuid(s: &str) -> Option<BootId> {
 
 /// Wraps a storage so every `sync_data` takes at least `sync_latency` (the real sync, then
 /// a sleep for the rest): a slow disk, to measure how group commit amortizes one.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug)]
 pub struct SlowSyncStorage {
     inner: Arc<dyn Storage>,
     sync_latency: Duration,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl SlowSyncStorage {
     /// `inner` with every data sync taking at least `sync_latency`.
     pub fn new(inner: Arc<dyn Storage>, sync_latency: Duration) -> Self {
@@ -382,12 +385,14 @@ impl SlowSyncStorage {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug)]
 struct SlowSyncFile {
     inner: Arc<dyn StorageFile>,
     sync_latency: Duration,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl StorageFile for SlowSyncFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_exact_at(buf, offset)
@@ -414,6 +419,7 @@ impl StorageFile for SlowSyncFile {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Storage for SlowSyncStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         Ok(Arc::new(SlowSyncFile {

@@ -49,6 +49,7 @@ mod mmap;
 mod options;
 mod reader;
 mod segment;
+#[cfg(any(test, feature = "test-support"))]
 mod sim;
 mod sync;
 mod types;
@@ -56,9 +57,12 @@ mod writer;
 
 pub use cursor::{Checkpoint, LanePosition};
 pub use error::{Corruption, CorruptionKind, Error, Event, Result};
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub use fs::SlowSyncStorage;
 pub use fs::{
-    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, SlowSyncStorage,
-    Storage, StorageFile,
+    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, Storage,
+    StorageFile,
 };
 pub use inspect::{
     foreign, inspect, verify, CursorInfo, CursorLane, EndSource, ForeignEntry, Gap, GapKind,
@@ -66,10 +70,15 @@ pub use inspect::{
 };
 pub use options::{Options, LANES_LIMIT};
 pub use reader::Reader;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
 pub use sim::{CrashMode, Fault, Repeat, SimDisk, SimErrno, SimOp};
 pub use types::{Durability, LaneId, Position, Record, RecordId, SegmentId, Seq};
 
-/// The on-disk format's building blocks, for tools and tests that craft or damage files.
+/// The on-disk format's building blocks, for tools and tests that craft or damage files
+/// (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
 pub mod layout {
     pub use crate::cursor::SLOT_LEN as CHECKPOINT_SLOT_LEN;
     pub use crate::format::{

@@ -3,7 +3,8 @@
 //! trait), retry classification, backoff, the circuit breaker, per-item budgets, the
 //! delivery [`Worker`], the [`DeadLetterQueue`], the persistent [`DedupeSet`], [`Incidents`]
 //! (human escalation), [`Stats`], the queue directory layout ([`QueueLayout`],
-//! [`QueueOptions`]), and [`MockCloud`], a fault-injecting stand-in for the cloud API.
+//! [`QueueOptions`]), and (feature `mock-cloud`, which the binary enables for `demo` and
+//! `mock-cloud`) `MockCloud`, a fault-injecting stand-in for the cloud API.
 //! The delivery rules are in `docs/SEMANTICS.md`.
 //!
 //! ```
@@ -26,6 +27,7 @@ mod dedupe;
 mod escalation;
 mod incidents;
 mod layout;
+#[cfg(feature = "mock-cloud")]
 mod mock_cloud;
 mod retry;
 mod stats;
@@ -45,25 +47,21 @@ pub use {
         ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
     },
     dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
-    escalation::{
+    escalation_queue_producer::{
         new_image_query_id, new_request_id, DecodeError, EncodeError, EncodedRecord, Escalation,
         HumanReview, IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
         ParseHumanReviewError, RecordLimits, ValidationError, DEFAULT_IMAGE_SIZE_MAX_BYTES,
         FORMAT_VERSION, FORMAT_VERSION_V1, ID_LEN_MAX_CHARS, IMAGE_QUERY_ID_PREFIX,
         METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,
     },
-    incidents::{
-        Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
-        Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
-    },
-    layout::{
+    escalation_queue_producer::{
         QueueError, QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
         DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE,
         RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
     },
-    mock_cloud::{
-        FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
-        RecordedRequest, BODY_PREFIX_LEN_BYTES,
+    incidents::{
+        Incident, IncidentConfig, IncidentContext, IncidentDraft, IncidentKind, IncidentLog,
+        Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
     },
     retry::{
         Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit,
@@ -75,4 +73,11 @@ pub use {
         DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,
         LATENCY_BUCKET_BOUNDS_MS,
     },
+};
+
+/// The mock cloud: the binary's `demo` and `mock-cloud` commands and the tests.
+#[cfg(feature = "mock-cloud")]
+pub use mock_cloud::{
+    FaultAction, FaultPlan, MockCloud, MockCloudConfig, MockOutcome, OutageMode, RandomFaults,
+    RecordedRequest, BODY_PREFIX_LEN_BYTES,
 };

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::Bytes;
+pub use escalation_queue_producer::MalformedEntry;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::{BudgetLimit, DeadLetterReason};
@@ -221,11 +222,6 @@ pub struct DeadLetter {
     pub record: Bytes,
 }
 
-/// A stored entry that cannot be decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("dead-letter entry is malformed: {0}")]
-pub struct MalformedEntry(String);
-
 impl DeadLetter {
     /// The stable id.
     pub fn id(&self) -> &DeadLetterId {
@@ -234,8 +230,9 @@ impl DeadLetter {
 
     /// The stored form (see the module docs).
     pub fn encode(&self) -> Result<Vec<u8>, MalformedEntry> {
-        let info = postcard::to_allocvec(&self.info).map_err(|e| MalformedEntry(e.to_string()))?;
-        let info_len = u32::try_from(info.len()).map_err(|e| MalformedEntry(e.to_string()))?;
+        let info =
+            postcard::to_allocvec(&self.info).map_err(|e| MalformedEntry::new(e.to_string()))?;
+        let info_len = u32::try_from(info.len()).map_err(|e| MalformedEntry::new(e.to_string()))?;
         let mut out = Vec::with_capacity(5 + info.len() + self.record.len());
         out.push(ENTRY_FORMAT_VERSION);
         out.extend_from_slice(&info_len.to_le_bytes());
@@ -246,10 +243,10 @@ impl DeadLetter {
 
     /// Reads what [`encode`](Self::encode) wrote; the record shares `stored`'s memory.
     pub fn decode(stored: &Bytes) -> Result<Self, MalformedEntry> {
-        let bad = |what: &str| MalformedEntry(what.to_owned());
+        let bad = |what: &str| MalformedEntry::new(what);
         match stored.first() {
             Some(&ENTRY_FORMAT_VERSION) => {}
-            Some(v) => return Err(MalformedEntry(format!("unknown version {v}"))),
+            Some(v) => return Err(MalformedEntry::new(format!("unknown version {v}"))),
             None => return Err(bad("empty")),
         }
         let len_bytes = stored.get(1..5).ok_or_else(|| bad("truncated header"))?;
@@ -260,7 +257,7 @@ impl DeadLetter {
             .get(5..info_end)
             .ok_or_else(|| bad("truncated context"))?;
         let info: DeadLetterInfo =
-            postcard::from_bytes(info_bytes).map_err(|e| MalformedEntry(e.to_string()))?;
+            postcard::from_bytes(info_bytes).map_err(|e| MalformedEntry::new(e.to_string()))?;
         let record = stored.slice(info_end..);
         if record.len() as u64 != info.record_len_bytes {
             return Err(bad("record length does not match the context"));

@@ -1,9 +1,7 @@
-//! Where incidents go besides the log: a bounded JSON-lines file and an optional webhook.
+//! Where incidents go besides the log and `incidents.jsonl` (the producer crate's
+//! `IncidentLog`): the optional webhook.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -15,67 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::Incident;
 use crate::client::{redact_url, ProxyRoute};
 use crate::layout::QueueError;
-
-/// The bounded incident file: one JSON object per line. When a line would take the file
-/// past `max_bytes`, the file is renamed to `<name>.1` (replacing an older one) and a new
-/// file is started, so at most about twice `max_bytes` is kept. Several processes may
-/// append (each line is one `write` in append mode).
-#[derive(Clone, Debug)]
-pub struct IncidentLog {
-    path: PathBuf,
-    max_bytes: u64,
-}
-
-impl IncidentLog {
-    /// A log at `path`, rotated at `max_bytes` (minimum 4 KiB).
-    pub fn new(path: impl Into<PathBuf>, max_bytes: u64) -> Self {
-        Self {
-            path: path.into(),
-            max_bytes: max_bytes.max(4096),
-        }
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one incident as a line and syncs it (incidents are rare; a CRITICAL one
-    /// should survive the crash that may follow it).
-    pub fn append(&self, incident: &Incident) -> io::Result<()> {
-        let mut line = serde_json::to_vec(incident).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let len = fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        if len > 0 && len + line.len() as u64 > self.max_bytes {
-            let mut old = self.path.clone().into_os_string();
-            old.push(".1");
-            fs::rename(&self.path, &old)?;
-        }
-        let mut file = crate::layout::open_file(
-            OpenOptions::new().create(true).append(true).mode(0o600),
-            &self.path,
-        )?;
-        file.write_all(&line)?;
-        file.sync_data()
-    }
-
-    /// Every incident in the file (and its rotated predecessor), oldest first. Lines that
-    /// do not parse (a torn last line) are skipped.
-    pub fn read_all(&self) -> io::Result<Vec<Incident>> {
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        let mut out = Vec::new();
-        for path in [PathBuf::from(old), self.path.clone()] {
-            let text = match crate::layout::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
-        }
-        Ok(out)
-    }
-}
 
 /// Webhook settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

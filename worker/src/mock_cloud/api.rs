@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::http::{Request, Response};
-use crate::escalation::new_image_query_id;
+use escalation_queue_producer::new_image_query_id;
 
 /// The path suffix served; any prefix (such as `/device-api`) is accepted.
 pub(super) const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";

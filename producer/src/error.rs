@@ -1,9 +1,10 @@
-//! The one error type of the `escalation-queue` crate.
+//! The one error type of opening a queue and enqueueing (re-exported by `escalation-queue`).
 
 use std::path::PathBuf;
 
+use crate::escalation::ValidationError;
+use crate::layout::QueueError;
 use escalation_queue_wal::Error as WalError;
-use escalation_queue_worker::{QueueError, ValidationError};
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -273,7 +273,7 @@ impl Formatter for PythonFormatter {
 
 /// CPython's `repr(float)`: shortest round-trip digits, positional for exponents in
 /// `-4..16`, otherwise `d.ddde±XX` with at least two exponent digits.
-pub(crate) fn python_float_repr(value: f64) -> String {
+pub fn python_float_repr(value: f64) -> String {
     if !value.is_finite() {
         // `Value` cannot hold these; mirror Python's spelling anyway.
         return if value.is_nan() {
