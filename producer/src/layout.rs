@@ -10,9 +10,8 @@
 //!   incidents.jsonl            the bounded incident log (0600), rotated to incidents.jsonl.1
 //! ```
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,14 +86,11 @@ impl QueueLayout {
     }
 }
 
-/// Creates `dir` and its parents with mode 0700 (existing directories are left alone).
+/// Creates `dir` and its parents with mode 0700 (existing directories are left alone),
+/// as the wal creates its directories ([`escalation_queue_wal::create_private_dir`]).
 #[doc(hidden)]
 pub fn create_private_dir(dir: &Path) -> Result<(), QueueError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| QueueError::io("create dir", dir, e))
+    escalation_queue_wal::create_private_dir(dir).map_err(|e| QueueError::io("create dir", dir, e))
 }
 
 /// Opens one of the queue's own files the way the wal opens its files: no symlink
@@ -127,7 +123,10 @@ pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, QueueError> {
         Err(e) => return Err(QueueError::io("stat", path, e)),
     };
     let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".foreign-{}", crate::queue::now_unix_ms()));
+    aside.push(format!(
+        ".foreign-{}",
+        escalation_queue_wal::clock::now_unix_ms()
+    ));
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside).map_err(|e| QueueError::io("rename", path, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
