@@ -15,7 +15,7 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use escalation_queue_wal::{Durability, Options, Storage};
+use escalation_queue_wal::{defaults, Durability, Options, Storage};
 
 use crate::escalation::{EncodeError, RecordLimits, ValidationError};
 
@@ -176,12 +176,12 @@ impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             image_size_max_bytes: crate::escalation::DEFAULT_IMAGE_SIZE_MAX_BYTES,
-            segment_bytes: 64 << 20,
-            queue_bytes_max: 8 << 30,
-            allocation_step_bytes: 4 << 20,
-            free_disk_bytes_min: 64 << 20,
-            lanes_max: 16,
-            durability: Durability::SyncEachAppend,
+            segment_bytes: defaults::SEGMENT_BYTES,
+            queue_bytes_max: defaults::QUEUE_BYTES_MAX,
+            allocation_step_bytes: defaults::ALLOCATION_STEP_BYTES,
+            free_disk_bytes_min: defaults::FREE_DISK_BYTES_MIN,
+            lanes_max: defaults::LANES_MAX,
+            durability: defaults::DURABILITY,
             storage: None,
             images_dir: None,
         }

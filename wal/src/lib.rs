@@ -69,7 +69,7 @@ pub use inspect::{
     foreign, inspect, verify, CursorInfo, CursorLane, EndSource, ForeignEntry, Gap, GapKind,
     Inspection, LaneInfo, SegmentInfo, VerifyReport,
 };
-pub use options::{Options, LANES_LIMIT};
+pub use options::{defaults, Options, LANES_LIMIT};
 pub use reader::Reader;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
