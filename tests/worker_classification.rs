@@ -1,4 +1,4 @@
-//! One test per row of the classification table (DESIGN.md §4, docs/SEMANTICS.md), run by
+//! One test per row of the classification table (docs/SEMANTICS.md §3), run by
 //! the real worker over loopback HTTP against the mock cloud: attempts made, waits between
 //! them, and where the item ends (delivered, dead-lettered, expired, still queued).
 

@@ -155,7 +155,7 @@ fn crash_redelivers_only_after_the_last_checkpoint_and_their_400s_count_as_deliv
 
 #[test]
 fn after_a_crash_a_rejected_escalation_that_was_never_sent_is_a_dead_letter() {
-    // Story (issue 9 §3): after a kill -9, an escalation that had never been sent got HTTP
+    // Story: after a kill -9, an escalation that had never been sent got HTTP
     // 400 (its detector is rejected) and was counted as a delivered duplicate, because
     // every record in the first `checkpoint_acks_max + 1` of a lane was "possibly
     // submitted". It vanished from the operator's view. Now only records with a durable

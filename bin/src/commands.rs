@@ -9,8 +9,7 @@ mod mock_cloud;
 mod reader;
 mod status;
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -49,10 +48,7 @@ pub fn writable_queue_dir(config: &Config) -> Result<&Path, UsageError> {
             config.origin("queue_dir")
         ))
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    escalation_queue::wal::create_private_dir(dir)
         .map_err(|e| unusable(format!("cannot be created: {}", io_reason(&e, dir))))?;
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
     let created = OpenOptions::new().write(true).create_new(true).open(&probe);
@@ -145,12 +141,8 @@ fn io_reason(e: &std::io::Error, path: &Path) -> String {
     )
 }
 
-/// Now, in milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// Now, in milliseconds since the Unix epoch (the wal's clock).
+pub use escalation_queue::wal::clock::now_unix_ms;
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

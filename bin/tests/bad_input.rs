@@ -1,7 +1,7 @@
 //! Every mistake an operator or a deployment can make gets the documented exit code and a
 //! message that names the problem: the flag, the key, the value, the file, what is
 //! allowed. A supervisor that restarts on failure, or a script that branches on `$?`,
-//! depends on these codes (issue 4, "Exit codes"); a human reading the message at 3 a.m.
+//! depends on these codes (docs/OPERATIONS.md, "Exit codes"); a human reading the message at 3 a.m.
 //! depends on the wording.
 
 mod util;
@@ -151,7 +151,7 @@ fn reader_without_token_exits_2_naming_the_variable() {
     ]);
 }
 
-/// One reader per queue (DESIGN §3.10): the second is refused with exit 4, naming the
+/// One reader per queue (docs/OPERATIONS.md, "Exit codes", 4): the second is refused with exit 4, naming the
 /// queue, and the first keeps running.
 #[test]
 fn second_reader_exits_4() {

@@ -1,6 +1,6 @@
 //! The happy path of every subcommand, run as an operator would run it: the real binary,
 //! a temporary queue directory, the mock cloud as a separate process. What these guard is
-//! the operator surface of issue 4: that `enqueue` prints the image query id only once
+//! the operator surface of docs/OPERATIONS.md: that `enqueue` prints the image query id only once
 //! the escalation is durable, that `status`/`inspect`/`dlq list` report what is really in
 //! the queue (as JSON a script can rely on), that `drain` exits 0 or 1 as documented, and
 //! that `demo` finishes quickly with nothing lost.

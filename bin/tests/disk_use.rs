@@ -1,4 +1,4 @@
-//! Disk use when every escalation is enqueued by a process of its own (issue 9 §1): a shell
+//! Disk use when every escalation is enqueued by a process of its own (docs/OPERATIONS.md, "Disk use"): a shell
 //! loop, a cron job or a service that spawns `escalation-queue enqueue` once per
 //! escalation. Each process opens the queue, claims a lane, appends one record and exits.
 //! Disk use must follow the data (plus at most one partly filled segment per lane in use),

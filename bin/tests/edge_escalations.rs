@@ -1,6 +1,6 @@
 //! Escalations exactly as edge-endpoint and the Groundlight SDK produce them are accepted by
 //! `escalation-queue enqueue` and delivered; only what the SDK itself refuses is refused
-//! (issue 9 §4). A refused escalation is refused with a message naming the rule, and nothing
+//! (docs/SEMANTICS.md §12). A refused escalation is refused with a message naming the rule, and nothing
 //! is written.
 
 mod util;

@@ -377,7 +377,7 @@ fn absurd_patience_times_are_refused_at_enqueue() {
 
 /// Story (probe F27): a reused `--request-id` made the later escalation a silent duplicate
 /// (an INFO line), even with another image and detector. Request-id dedupe stays (it
-/// suppresses an SDK retry of one edge request, DESIGN §4), but the skip is a WARN naming
+/// suppresses an SDK retry of one edge request, docs/SEMANTICS.md §6), but the skip is a WARN naming
 /// both ids and the rule, and the drain summary counts it.
 #[test]
 fn a_reused_request_id_is_skipped_with_a_warning_not_silently() {

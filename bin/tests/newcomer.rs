@@ -1,5 +1,4 @@
-//! The command line as a newcomer and an operator meet it (issue 9, "CLI consistency and
-//! newcomer rough edges"): a flag a command does not use is refused, not silently ignored;
+//! The command line as a newcomer and an operator meet it: a flag a command does not use is refused, not silently ignored;
 //! `drain` can be probed like the daemon; what the demo dead-letters is shown, since its
 //! queue is gone afterwards; `status` agrees with itself; the last progress frame tells
 //! the truth; counts read as English; and `--help` gives the exit codes exactly as

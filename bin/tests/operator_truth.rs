@@ -1,4 +1,4 @@
-//! The operator's view must be the truth (issue 10, probe F5, F12, F13, F14, F23, F26): the
+//! The operator's view must be the truth (probe F5, F12, F13, F14, F23, F26): the
 //! reader starts on a full disk and frees it; `verify` never calls a queue with missing
 //! records clean; a command that cannot read the queue says so instead of reporting an
 //! empty one; `status` and `inspect` do not trust an unverified watermark; `verify` costs

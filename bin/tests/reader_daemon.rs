@@ -1,7 +1,7 @@
 //! The reader as a daemon, against the mock cloud as a separate process.
 //!
 //! The Python original lost items in two crash windows and had no way to ask it how it
-//! was doing. These tests guard the replacement's promises (issue 4, DESIGN §5): a reader
+//! was doing. These tests guard the replacement's promises (docs/OPERATIONS.md, "Stopping", "Status server"): a reader
 //! killed with SIGKILL mid-delivery and started again delivers every escalation (at least
 //! once, nothing lost); SIGTERM stops it cleanly within the in-flight request plus 2 s,
 //! releasing the queue; while it runs, `/health`, `/stats` and `/metrics` tell the truth,

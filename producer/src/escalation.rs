@@ -10,7 +10,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -298,9 +297,6 @@ pub enum DecodeError {
 impl Escalation {
     /// A new escalation for `detector_id` with fresh ids, enqueued now, no optional fields.
     pub fn new(detector_id: impl Into<String>, image: ImageSource) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         Self {
             detector_id: detector_id.into(),
             image,
@@ -311,7 +307,7 @@ impl Escalation {
             confidence_threshold: None,
             human_review: None,
             metadata: None,
-            enqueued_at_unix_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            enqueued_at_unix_ms: escalation_queue_wal::clock::now_unix_ms(),
             possibly_submitted: false,
         }
     }

@@ -10,13 +10,12 @@
 //!   incidents.jsonl            the bounded incident log (0600), rotated to incidents.jsonl.1
 //! ```
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use escalation_queue_wal::{Durability, Options, Storage};
+use escalation_queue_wal::{defaults, Durability, Options, Storage};
 
 use crate::escalation::{EncodeError, RecordLimits, ValidationError};
 
@@ -87,14 +86,11 @@ impl QueueLayout {
     }
 }
 
-/// Creates `dir` and its parents with mode 0700 (existing directories are left alone).
+/// Creates `dir` and its parents with mode 0700 (existing directories are left alone),
+/// as the wal creates its directories ([`escalation_queue_wal::create_private_dir`]).
 #[doc(hidden)]
 pub fn create_private_dir(dir: &Path) -> Result<(), QueueError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| QueueError::io("create dir", dir, e))
+    escalation_queue_wal::create_private_dir(dir).map_err(|e| QueueError::io("create dir", dir, e))
 }
 
 /// Opens one of the queue's own files the way the wal opens its files: no symlink
@@ -127,7 +123,10 @@ pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, QueueError> {
         Err(e) => return Err(QueueError::io("stat", path, e)),
     };
     let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".foreign-{}", crate::queue::now_unix_ms()));
+    aside.push(format!(
+        ".foreign-{}",
+        escalation_queue_wal::clock::now_unix_ms()
+    ));
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside).map_err(|e| QueueError::io("rename", path, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -177,12 +176,12 @@ impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             image_size_max_bytes: crate::escalation::DEFAULT_IMAGE_SIZE_MAX_BYTES,
-            segment_bytes: 64 << 20,
-            queue_bytes_max: 8 << 30,
-            allocation_step_bytes: 4 << 20,
-            free_disk_bytes_min: 64 << 20,
-            lanes_max: 16,
-            durability: Durability::SyncEachAppend,
+            segment_bytes: defaults::SEGMENT_BYTES,
+            queue_bytes_max: defaults::QUEUE_BYTES_MAX,
+            allocation_step_bytes: defaults::ALLOCATION_STEP_BYTES,
+            free_disk_bytes_min: defaults::FREE_DISK_BYTES_MIN,
+            lanes_max: defaults::LANES_MAX,
+            durability: defaults::DURABILITY,
             storage: None,
             images_dir: None,
         }

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::escalation::{Escalation, RecordLimits};
 use crate::incidents::{IncidentContext, IncidentDraft, IncidentKind, IncidentRecorder};
 use crate::layout::{QueueError, QueueLayout, QueueOptions};
+use escalation_queue_wal::clock::now_unix_ms;
 use escalation_queue_wal::{Error as WalError, Writer};
 
 /// A handle for enqueueing escalations into one queue directory.
@@ -165,12 +166,6 @@ impl EscalationQueue {
         };
         self.inner.incidents.raise(draft, context, now_unix_ms());
     }
-}
-
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

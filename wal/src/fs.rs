@@ -134,6 +134,17 @@ pub fn not_regular_kind(e: &io::Error) -> Option<FileKind> {
     e.get_ref()?.downcast_ref::<NotRegular>().map(|n| n.0)
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (existing directories are left
+/// alone): how every queue directory is created, by the wal, the producer, the worker and
+/// the binary.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Opens `path` with `options` the way every queue file is opened: without following a
 /// symlink in the last component (`O_NOFOLLOW`), without blocking on a FIFO or device
 /// (`O_NONBLOCK`, cleared again once the file is known to be regular), without taking a
@@ -303,11 +314,7 @@ impl Storage for RealStorage {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        create_private_dir(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

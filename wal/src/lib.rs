@@ -39,6 +39,7 @@
 #![deny(clippy::unwrap_used)]
 #![deny(clippy::indexing_slicing)]
 
+pub mod clock;
 mod cursor;
 mod error;
 mod format;
@@ -61,14 +62,14 @@ pub use error::{Corruption, CorruptionKind, Error, Event, Result};
 #[doc(hidden)]
 pub use fs::SlowSyncStorage;
 pub use fs::{
-    not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage, Storage,
-    StorageFile,
+    create_private_dir, not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage,
+    Storage, StorageFile,
 };
 pub use inspect::{
     foreign, inspect, verify, CursorInfo, CursorLane, EndSource, ForeignEntry, Gap, GapKind,
     Inspection, LaneInfo, SegmentInfo, VerifyReport,
 };
-pub use options::{Options, LANES_LIMIT};
+pub use options::{defaults, Options, LANES_LIMIT};
 pub use reader::Reader;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]

@@ -12,6 +12,29 @@ use crate::types::Durability;
 /// Most lanes a queue can have (lane ids are 0..64).
 pub const LANES_LIMIT: u16 = 64;
 
+/// Each option's default, written once: [`Options::default`], the producer's
+/// `QueueOptions::default` and the binary's configuration file all take them from here.
+pub mod defaults {
+    use crate::types::Durability;
+
+    /// `segment_bytes`: 64 MiB.
+    pub const SEGMENT_BYTES: u64 = 64 << 20;
+    /// `record_bytes_max`: 16 MiB.
+    pub const RECORD_BYTES_MAX: u32 = 16 << 20;
+    /// `queue_bytes_max`: 8 GiB.
+    pub const QUEUE_BYTES_MAX: u64 = 8 << 30;
+    /// `free_disk_bytes_min`: 64 MiB.
+    pub const FREE_DISK_BYTES_MIN: u64 = 64 << 20;
+    /// `lanes_max`: 16.
+    pub const LANES_MAX: u16 = 16;
+    /// `durability`: sync before an append returns.
+    pub const DURABILITY: Durability = Durability::SyncEachAppend;
+    /// `batch_bytes_max`: 8 MiB.
+    pub const BATCH_BYTES_MAX: usize = 8 << 20;
+    /// `allocation_step_bytes`: 4 MiB.
+    pub const ALLOCATION_STEP_BYTES: u64 = 4 << 20;
+}
+
 /// How a queue directory is opened. Build with [`Options::default`] and the setters.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -30,14 +53,14 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             storage: Arc::new(RealStorage),
-            segment_bytes: 64 << 20,
-            record_bytes_max: 16 << 20,
-            queue_bytes_max: 8 << 30,
-            free_disk_bytes_min: 64 << 20,
-            lanes_max: 16,
-            durability: Durability::SyncEachAppend,
-            batch_bytes_max: 8 << 20,
-            allocation_step_bytes: 4 << 20,
+            segment_bytes: defaults::SEGMENT_BYTES,
+            record_bytes_max: defaults::RECORD_BYTES_MAX,
+            queue_bytes_max: defaults::QUEUE_BYTES_MAX,
+            free_disk_bytes_min: defaults::FREE_DISK_BYTES_MIN,
+            lanes_max: defaults::LANES_MAX,
+            durability: defaults::DURABILITY,
+            batch_bytes_max: defaults::BATCH_BYTES_MAX,
+            allocation_step_bytes: defaults::ALLOCATION_STEP_BYTES,
         }
     }
 }

@@ -345,7 +345,7 @@ impl Reader {
         if self.checkpointer.is_none() {
             return Err(Error::ReadOnly);
         }
-        let now_wall = crate::types::now_ns();
+        let now_wall = crate::clock::now_ns();
         let now_mono = Instant::now();
         let cutoff = now_wall.saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
         let storage = self.opts.storage.as_ref();

@@ -19,6 +19,7 @@ use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::clock::now_ns;
 use crate::error::{Error, Event, Result};
 use crate::format::{
     encode_record_header, encode_record_parts, frame_len, RecordHeader, RecordKind, Watermark,
@@ -30,7 +31,7 @@ use crate::lane::{
     WatermarkFile,
 };
 use crate::options::Options;
-use crate::types::{now_ns, Durability, LaneId, Position, RecordId, SegmentId, Seq};
+use crate::types::{Durability, LaneId, Position, RecordId, SegmentId, Seq};
 
 /// Syncs faster than this never make a leader wait for more appenders.
 const GATHER_SYNC_MIN: Duration = Duration::from_micros(200);

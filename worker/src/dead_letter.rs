@@ -15,7 +15,6 @@ mod entry;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use escalation_queue_wal::{Error as WalError, Options, Reader, RecordId, Writer};
@@ -302,12 +301,5 @@ impl DeadLetterSink {
     }
 }
 
-/// Current unix time in milliseconds.
-pub(crate) fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis()
-        .try_into()
-        .unwrap_or(u64::MAX)
-}
+/// Current unix time in milliseconds, from the wal's clock.
+pub(crate) use escalation_queue_wal::clock::now_unix_ms;

@@ -1,5 +1,5 @@
 //! Failures end to end: injected faults on a real loopback connection, classified by the
-//! DESIGN.md §4 table, with the breaker, budget and backoff a worker loop applies.
+//! decision table (docs/SEMANTICS.md §3), with the breaker, budget and backoff a worker loop applies.
 
 mod support;
 
@@ -21,7 +21,7 @@ use support::{classify, client, escalation, start_mock, submit, TOKEN};
 #[test]
 fn every_status_row_classifies_end_to_end() {
     // Story: the Python original dropped 5xx and TLS errors and retried a bad token forever;
-    // each row of the DESIGN.md §4 table must hold over real HTTP.
+    // each row of the decision table (docs/SEMANTICS.md §3) must hold over real HTTP.
     let mock = start_mock();
     let client = client(&mock.endpoint());
     let retry = Classification::Retry { not_before: None };

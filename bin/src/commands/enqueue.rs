@@ -103,9 +103,7 @@ fn open_waiting_for_a_lane(
 }
 
 fn jitter_up_to(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = escalation_queue::wal::clock::since_epoch().subsec_nanos();
     let seed = u64::from(nanos ^ std::process::id().wrapping_mul(2_654_435_761));
     let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
     Duration::from_micros(seed % max_us)

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use escalation_queue::worker::DEFAULT_IMAGE_SIZE_MAX_BYTES;
-use escalation_queue::WorkerConfig;
+use escalation_queue::wal::Durability;
+use escalation_queue::{QueueOptions, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
 /// The whole file. Unknown keys are rejected, so a typo never silently does nothing.
@@ -88,18 +88,34 @@ pub struct QueueSection {
     pub images_dir: Option<PathBuf>,
 }
 
+/// Sync interval of `durability = "interval"` when the file gives none.
+const DURABILITY_INTERVAL_MS_DEFAULT: u64 = 10;
+
+/// The library's defaults ([`QueueOptions::default`]), key for key.
 impl Default for QueueSection {
     fn default() -> Self {
+        let lib = QueueOptions::default();
+        let (durability, durability_interval_ms) = match lib.durability {
+            Durability::SyncEachAppend => (
+                DurabilityKind::SyncEachAppend,
+                DURABILITY_INTERVAL_MS_DEFAULT,
+            ),
+            Durability::Interval(every) => (
+                DurabilityKind::Interval,
+                u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            ),
+            Durability::None => (DurabilityKind::None, DURABILITY_INTERVAL_MS_DEFAULT),
+        };
         Self {
-            image_size_max_bytes: DEFAULT_IMAGE_SIZE_MAX_BYTES,
-            segment_bytes: 64 << 20,
-            queue_bytes_max: 8 << 30,
-            allocation_step_bytes: 4 << 20,
-            free_disk_bytes_min: 64 << 20,
-            lanes_max: 16,
-            durability: DurabilityKind::SyncEachAppend,
-            durability_interval_ms: 10,
-            images_dir: None,
+            image_size_max_bytes: lib.image_size_max_bytes,
+            segment_bytes: lib.segment_bytes,
+            queue_bytes_max: lib.queue_bytes_max,
+            allocation_step_bytes: lib.allocation_step_bytes,
+            free_disk_bytes_min: lib.free_disk_bytes_min,
+            lanes_max: lib.lanes_max,
+            durability,
+            durability_interval_ms,
+            images_dir: lib.images_dir,
         }
     }
 }
@@ -215,7 +231,7 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
     use escalation_queue::worker::WebhookConfig;
-    use escalation_queue::{ApiToken, ClientConfig, QueueOptions};
+    use escalation_queue::{ApiToken, ClientConfig};
 
     #[test]
     fn defaults_match_the_libraries() {

@@ -1,7 +1,5 @@
 //! Generated identifiers, shaped like the ones the Python edge-endpoint produces.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Prefix of generated request ids (`"req_uu" + uuid4().hex` in the original).
 pub const REQUEST_ID_PREFIX: &str = "req_uu";
 
@@ -26,9 +24,7 @@ pub fn new_request_id() -> String {
 /// resolution (svix `KsuidMs` layout: 4 bytes of seconds since the KSUID epoch, 1 byte of
 /// milliseconds / 4, 15 random bytes), so ids sort by creation time like the original's.
 pub fn new_image_query_id() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = escalation_queue_wal::clock::since_epoch();
     format!(
         "{IMAGE_QUERY_ID_PREFIX}{}",
         ksuid_ms(now.as_millis(), fastrand::u128(..))

@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use super::LaneFiles;
+use crate::clock::now_ns;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
     decode_frame, encode_record, Frame, RecordHeader, RecordKind, Watermark, SEAL_LEN,
 };
 use crate::fs::{OpenMode, StorageFile};
-use crate::types::{now_ns, LaneId, SegmentId, Seq};
+use crate::types::{LaneId, SegmentId, Seq};
 
 /// True when the frame that ends at the watermark is a seal: the lane was closed cleanly
 /// and needs no recovery.

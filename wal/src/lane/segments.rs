@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::LaneFiles;
+use crate::clock::now_ns;
 use crate::error::{Error, Result};
 use crate::format::{BadSegmentHeader, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::fs::{OpenMode, Storage, StorageFile};
 use crate::segment::{self, ScanContext};
-use crate::types::{now_ns, SegmentId, Seq};
+use crate::types::{SegmentId, Seq};
 
 /// A newly created segment file.
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! and `GET …/v1/image-queries/{id}`, answering from what it accepted.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -196,9 +195,7 @@ fn decode_metadata(value: &str) -> Result<Map<String, Value>, String> {
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = escalation_queue_wal::clock::since_epoch();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));

@@ -1,4 +1,4 @@
-//! Maps an attempt's result to what happens to the item next (DESIGN.md §4 table).
+//! Maps an attempt's result to what happens to the item next (the decision table, docs/SEMANTICS.md §3).
 
 use std::fmt;
 use std::time::Duration;
@@ -158,7 +158,7 @@ impl Classification {
     }
 }
 
-/// The classification table, one field per row; [`Default`] is DESIGN.md §4. Deserializes
+/// The classification table, one field per row; [`Default`] is docs/SEMANTICS.md §3. Deserializes
 /// from a config table in which missing rows keep their default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
