@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use escalation_queue::wal::Error as WalError;
+use escalation_queue::wal::{Error as WalError, ErrorKind as WalErrorKind};
 use escalation_queue::worker::ConfigError;
 use escalation_queue::{Error as QueueHandleError, QueueError};
 
@@ -139,12 +139,9 @@ fn queue_error(error: &QueueError) -> Exit {
 }
 
 fn wal_error(error: &WalError) -> Exit {
-    match error {
-        WalError::CursorLocked { .. } | WalError::NoFreeLane { .. } => Exit::Locked,
-        WalError::Config { .. }
-        | WalError::InvalidCursorName(_)
-        | WalError::EmptyRecord
-        | WalError::RecordTooLarge { .. } => Exit::Usage,
+    match error.kind() {
+        WalErrorKind::Locked => Exit::Locked,
+        WalErrorKind::Config | WalErrorKind::InvalidRecord => Exit::Usage,
         _ => Exit::Storage,
     }
 }
