@@ -49,7 +49,7 @@ mod queue;
 
 pub use {
     escalation_queue_producer as producer,
-    escalation_queue_producer::{EnqueueReceipt, Error, Result},
+    escalation_queue_producer::{EnqueueReceipt, Error, ErrorKind, Result},
     escalation_queue_wal as wal, escalation_queue_worker as worker,
     escalation_queue_worker::{
         ApiToken, ClientConfig, DeadLetter, DeadLetterId, DeadLetterQueue, DeadLetterReport,

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use escalation_queue::wal::Error as WalError;
+use escalation_queue::wal::{Error as WalError, ErrorKind as WalErrorKind};
 use escalation_queue::worker::ConfigError;
-use escalation_queue::{Error as QueueHandleError, QueueError};
+use escalation_queue::{Error as QueueHandleError, ErrorKind, QueueError};
 
 /// What the process tells its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,50 +101,35 @@ impl UsageError {
     }
 }
 
-/// The exit code for a failed command: the first error in the chain that says.
+/// The exit code for a failed command: the first error in the chain that says, by its
+/// kind (one match, [`exit_for_kind`]).
 pub fn exit_for(error: &anyhow::Error) -> Exit {
     for cause in error.chain() {
         if cause.is::<UsageError>() || cause.is::<ConfigError>() {
             return Exit::Usage;
         }
-        if let Some(e) = cause.downcast_ref::<QueueHandleError>() {
-            return handle_error(e);
-        }
-        if let Some(e) = cause.downcast_ref::<QueueError>() {
-            return queue_error(e);
-        }
-        if let Some(e) = cause.downcast_ref::<WalError>() {
-            return wal_error(e);
-        }
+        let kind = if let Some(e) = cause.downcast_ref::<QueueHandleError>() {
+            e.kind()
+        } else if let Some(e) = cause.downcast_ref::<QueueError>() {
+            e.kind()
+        } else if let Some(e) = cause.downcast_ref::<WalError>() {
+            ErrorKind::Wal(e.kind())
+        } else {
+            continue;
+        };
+        return exit_for_kind(kind);
     }
     Exit::Storage
 }
 
-fn handle_error(error: &QueueHandleError) -> Exit {
-    match error {
-        QueueHandleError::Invalid(_) => Exit::Usage,
-        QueueHandleError::NoFreeLane { .. } => Exit::Locked,
-        QueueHandleError::Queue(e) => queue_error(e),
-        _ => Exit::Storage,
-    }
-}
-
-fn queue_error(error: &QueueError) -> Exit {
-    match error {
-        QueueError::Invalid(_) | QueueError::Encode(_) | QueueError::Config { .. } => Exit::Usage,
-        QueueError::WorkerRunning { .. } | QueueError::DeadLetterBusy { .. } => Exit::Locked,
-        QueueError::Wal(e) => wal_error(e),
-        _ => Exit::Storage,
-    }
-}
-
-fn wal_error(error: &WalError) -> Exit {
-    match error {
-        WalError::CursorLocked { .. } | WalError::NoFreeLane { .. } => Exit::Locked,
-        WalError::Config { .. }
-        | WalError::InvalidCursorName(_)
-        | WalError::EmptyRecord
-        | WalError::RecordTooLarge { .. } => Exit::Usage,
+/// The exit code for a queue error of `kind`.
+fn exit_for_kind(kind: ErrorKind) -> Exit {
+    match kind {
+        ErrorKind::Invalid
+        | ErrorKind::Encode
+        | ErrorKind::Config
+        | ErrorKind::Wal(WalErrorKind::Config | WalErrorKind::InvalidRecord) => Exit::Usage,
+        ErrorKind::Locked | ErrorKind::Wal(WalErrorKind::Locked) => Exit::Locked,
         _ => Exit::Storage,
     }
 }
@@ -168,6 +153,18 @@ mod tests {
         });
         assert_eq!(exit_for(&anyhow::Error::new(io)), Exit::Storage);
         assert_eq!(exit_for(&anyhow::anyhow!("unknown")), Exit::Storage);
+        let lanes = QueueHandleError::NoFreeLane {
+            path: PathBuf::from("/q"),
+            lanes_max: 1,
+        };
+        assert_eq!(exit_for(&anyhow::Error::new(lanes)), Exit::Locked);
+        let empty = anyhow::Error::new(WalError::EmptyRecord).context("enqueue");
+        assert_eq!(exit_for(&empty), Exit::Usage);
+        let poisoned = QueueHandleError::from(WalError::Poisoned {
+            lane: escalation_queue::wal::LaneId(0),
+            cause: std::sync::Arc::new(std::io::Error::other("EIO")),
+        });
+        assert_eq!(exit_for(&anyhow::Error::new(poisoned)), Exit::Storage);
     }
 
     #[test]

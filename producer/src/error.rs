@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::escalation::ValidationError;
 use crate::layout::QueueError;
-use escalation_queue_wal::Error as WalError;
+use escalation_queue_wal::{Error as WalError, ErrorKind as WalErrorKind};
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -57,10 +57,65 @@ pub enum Error {
     Queue(QueueError),
 }
 
+/// What kind of failure an [`Error`] or a [`QueueError`] is: the wal's kinds for what the
+/// write-ahead log reported, and the queue's own. Retry loops and exit codes decide on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The escalation breaks a rule.
+    Invalid,
+    /// The escalation could not be encoded.
+    Encode,
+    /// An option is out of range.
+    Config,
+    /// Another process holds the queue (the worker cursor, the dead-letter queue).
+    Locked,
+    /// A file outside the wal could not be used.
+    Io,
+    /// A stored dead-letter entry is malformed.
+    Malformed,
+    /// The write-ahead log failed; its kind.
+    Wal(WalErrorKind),
+}
+
+impl ErrorKind {
+    /// True when the same call may succeed later without a fix (queue or disk full).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Wal(kind) if kind.is_retryable())
+    }
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::QueueFull { .. } => ErrorKind::Wal(WalErrorKind::QueueFull),
+            Self::DiskFull { .. } => ErrorKind::Wal(WalErrorKind::NoSpace),
+            Self::Poisoned(wal) => ErrorKind::Wal(wal.kind()),
+            Self::NoFreeLane { .. } => ErrorKind::Wal(WalErrorKind::Locked),
+            Self::Queue(queue) => queue.kind(),
+        }
+    }
+
     /// True when the same call may succeed later without a fix (queue or disk full).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::QueueFull { .. } | Self::DiskFull { .. })
+        self.kind().is_retryable()
+    }
+}
+
+impl QueueError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Encode(_) => ErrorKind::Encode,
+            Self::Wal(wal) => ErrorKind::Wal(wal.kind()),
+            Self::Io { .. } => ErrorKind::Io,
+            Self::WorkerRunning { .. } | Self::DeadLetterBusy { .. } => ErrorKind::Locked,
+            Self::DeadLetterMalformed(_) => ErrorKind::Malformed,
+            Self::Config { .. } => ErrorKind::Config,
+        }
     }
 }
 

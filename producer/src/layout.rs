@@ -343,7 +343,7 @@ impl QueueError {
     /// True when the operation may succeed later without operator action (the queue is
     /// full or the disk is short of space): back off and retry.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Wal(e) if e.is_retryable())
+        self.kind().is_retryable()
     }
 }
 

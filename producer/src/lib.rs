@@ -31,7 +31,7 @@ mod queue;
 
 pub use escalation_queue_wal as wal;
 pub use {
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     escalation::{
         new_image_query_id, new_request_id, DecodeError, EncodeError, EncodedRecord, Escalation,
         HumanReview, IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,

@@ -172,7 +172,7 @@ impl CheckpointFile {
             // IMPORTANT: the checkpoint's directory entry must be durable.
             storage
                 .sync_dir(dir)
-                .map_err(|e| Error::io("fsync dir", dir, e))?;
+                .map_err(|e| Error::sync_failed("fsync dir", dir, e))?;
         }
         let mut slots = vec![0u8; 2 * SLOT_LEN];
         let have = match allocated {
@@ -228,7 +228,7 @@ impl CheckpointFile {
             .map_err(|e| Error::io("write checkpoint", &self.path, e))?;
         self.file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))
+            .map_err(|e| Error::sync_failed("fdatasync", &self.path, e))
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+        /// The call was a sync (`fdatasync`, `fsync` of a directory): after it failed, the
+        /// kernel may have dropped written data, so a writer that sees it is poisoned.
+        sync: bool,
     },
     /// A path named like one of the queue's files is not a regular file (a symlink, a
     /// FIFO, a directory, a device, a socket). The queue never follows, opens, writes or
@@ -43,6 +46,13 @@ pub enum Error {
         lane: LaneId,
         /// The failure that poisoned it.
         cause: Arc<std::io::Error>,
+    },
+    /// [`Writer::close`](crate::Writer::close) was called on a clone of this handle: it
+    /// appends nothing more. Open a new writer to append.
+    #[error("writer for {lane} was closed; open the queue again to append")]
+    Closed {
+        /// The lane whose writer was closed.
+        lane: LaneId,
     },
     /// The queue holds `queue_bytes_max` already; the append was not made.
     #[error("queue is full: {queue_bytes} bytes on disk, limit {queue_bytes_max} (queue_bytes_max); appends resume when the reader frees segments")]
@@ -140,21 +150,102 @@ pub enum Error {
     Corrupt(Corruption),
 }
 
+/// What kind of failure an [`Error`] is: what callers (retry loops, exit codes, poisoning)
+/// decide on, without matching variants or operation names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A file-system call failed; `sync` when it was a sync (`fdatasync`, `fsync dir`).
+    Io {
+        /// The failed call was a sync: a writer that sees it is poisoned.
+        sync: bool,
+    },
+    /// A file named like a queue file is not a regular file.
+    NotRegularFile,
+    /// The writer is poisoned by an earlier sync failure.
+    Poisoned,
+    /// The writer was closed.
+    Closed,
+    /// The queue holds `queue_bytes_max` already.
+    QueueFull,
+    /// The file system is short of space.
+    NoSpace,
+    /// A lane has no segment ids left.
+    SegmentIdsExhausted,
+    /// The record is empty or too large.
+    InvalidRecord,
+    /// Another process holds what was asked for (every writer lane, a cursor).
+    Locked,
+    /// An option or a cursor name is invalid.
+    Config,
+    /// The call does not fit the handle's state (acknowledging what was not delivered, a
+    /// browsing reader).
+    Misuse,
+    /// The first checkpoint was deferred for lack of space.
+    CheckpointDeferred,
+    /// Stored bytes failed verification.
+    Corruption,
+}
+
+impl ErrorKind {
+    /// True when the operation may succeed later without operator action (the queue is
+    /// full, the disk is short of space): the caller should back off and retry.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::QueueFull | Self::NoSpace)
+    }
+}
+
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        let path = path.into();
+        Self::io_call(op, path.into(), source, false)
+    }
+
+    /// A failed sync (`fdatasync`, `fsync dir`): [`ErrorKind::Io`] with `sync`.
+    pub(crate) fn sync_failed(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::io_call(op, path.into(), source, true)
+    }
+
+    fn io_call(op: &'static str, path: PathBuf, source: std::io::Error, sync: bool) -> Self {
         if let Some(found) = crate::fs::not_regular_kind(&source) {
             // Not logged here: whoever skips the file reports it, once.
             return Self::NotRegularFile { op, path, found };
         }
         tracing::error!(op, path = %path.display(), error = %source, "wal file-system call failed");
-        Self::Io { op, path, source }
+        Self::Io {
+            op,
+            path,
+            source,
+            sync,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io { sync, .. } => ErrorKind::Io { sync: *sync },
+            Self::NotRegularFile { .. } => ErrorKind::NotRegularFile,
+            Self::Poisoned { .. } => ErrorKind::Poisoned,
+            Self::Closed { .. } => ErrorKind::Closed,
+            Self::QueueFull { .. } => ErrorKind::QueueFull,
+            Self::NoSpace { .. } => ErrorKind::NoSpace,
+            Self::SegmentIdsExhausted { .. } => ErrorKind::SegmentIdsExhausted,
+            Self::EmptyRecord | Self::RecordTooLarge { .. } => ErrorKind::InvalidRecord,
+            Self::NoFreeLane { .. } | Self::CursorLocked { .. } => ErrorKind::Locked,
+            Self::InvalidCursorName(_) | Self::Config { .. } => ErrorKind::Config,
+            Self::NotDelivered { .. } | Self::ReadOnly => ErrorKind::Misuse,
+            Self::CheckpointDeferred { .. } => ErrorKind::CheckpointDeferred,
+            Self::Corrupt(_) => ErrorKind::Corruption,
+        }
     }
 
     /// True when the operation may succeed later without operator action
     /// (`QueueFull`, `NoSpace`): the caller should back off and retry.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::QueueFull { .. } | Self::NoSpace { .. })
+        self.kind().is_retryable()
     }
 
     /// The path and what it is, when this error is a refused foreign file

@@ -57,7 +57,7 @@ mod types;
 mod writer;
 
 pub use cursor::{Checkpoint, LanePosition};
-pub use error::{Corruption, CorruptionKind, Error, Event, Result};
+pub use error::{Corruption, CorruptionKind, Error, ErrorKind, Event, Result};
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub use fs::SlowSyncStorage;

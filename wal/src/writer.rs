@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ns;
-use crate::error::{Error, Event, Result};
+use crate::error::{Error, ErrorKind, Event, Result};
 use crate::format::{
     encode_record_header, encode_record_parts, frame_len, RecordHeader, RecordKind, Watermark,
     RECORD_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN,
@@ -104,9 +104,35 @@ struct State {
     /// it ended below this were acknowledged, the rest were discarded (and their sequence
     /// numbers are being reused).
     failed_from: Seq,
-    failure: Option<Arc<std::io::Error>>,
+    failure: Option<WriteFailure>,
     poisoned: Option<Arc<std::io::Error>>,
     closed: bool,
+}
+
+/// The write that ended an epoch: the segment file it wrote to and the OS error.
+#[derive(Debug)]
+struct WriteFailure {
+    path: PathBuf,
+    cause: Arc<std::io::Error>,
+}
+
+/// Why a roll failed: the error, whether the old segment was sealed already (then it
+/// is not restored as the active one), and whether the failure poisons the writer.
+struct RollFailure {
+    error: Error,
+    sealed: bool,
+    poisons: bool,
+}
+
+impl RollFailure {
+    /// A failure before anything was written: nothing is poisoned.
+    fn unsealed(error: Error) -> Self {
+        Self {
+            error,
+            sealed: false,
+            poisons: false,
+        }
+    }
 }
 
 impl Writer {
@@ -365,10 +391,7 @@ impl Inner {
             });
         }
         if st.closed {
-            return Err(Error::Poisoned {
-                lane: self.lane,
-                cause: Arc::new(std::io::Error::other("writer was closed")),
-            });
+            return Err(Error::Closed { lane: self.lane });
         }
         Ok(())
     }
@@ -455,21 +478,21 @@ impl Inner {
                 st.unsynced = None;
                 Ok(st)
             }
-            Err((sealed, err, poison)) => {
-                if !sealed {
+            Err(failure) => {
+                if !failure.sealed {
                     st.active = old;
                 }
-                if let (true, Error::Io { source, .. }) = (poison, &err) {
+                if let (true, Error::Io { source, .. }) = (failure.poisons, &failure.error) {
                     let cause = Arc::new(std::io::Error::new(source.kind(), source.to_string()));
                     st.poisoned = Some(cause);
                 }
-                Err(err)
+                Err(failure.error)
             }
         }
     }
 
-    /// The I/O of a roll. Errors carry whether the old segment was sealed and whether the
-    /// error poisons the writer (a failed sync does).
+    /// The I/O of a roll. A failure says whether the old segment was sealed and whether
+    /// it poisons the writer (a failed sync does).
     fn roll_io(
         &self,
         old: Option<&Active>,
@@ -477,7 +500,7 @@ impl Inner {
         next_seq: Seq,
         last_time: u64,
         next_id: Option<SegmentId>,
-    ) -> std::result::Result<Active, (bool, Error, bool)> {
+    ) -> std::result::Result<Active, RollFailure> {
         let Some(next_id) = next_id else {
             let newest = old.map_or(u64::MAX, |a| a.id.0);
             let err = Error::SegmentIdsExhausted {
@@ -485,11 +508,11 @@ impl Inner {
                 lane: self.lane,
                 newest,
             };
-            return Err((false, err, false));
+            return Err(RollFailure::unsealed(err));
         };
         let first_step = self.opts.allocation_target(0, self.opts.segment_bytes);
         self.check_space(first_step)
-            .map_err(|e| (false, e, false))?;
+            .map_err(RollFailure::unsealed)?;
         if let Some(a) = old {
             let path = self.files().segment_path(a.id);
             let seal = SealAt {
@@ -499,14 +522,24 @@ impl Inner {
                 next_seq,
                 last_time_ns: last_time,
             };
-            let sealed_end = lane::write_seal(a.file.as_ref(), &path, &seal, a.allocated)
-                .map_err(|e| (false, e, true))?;
+            let sealed_end =
+                lane::write_seal(a.file.as_ref(), &path, &seal, a.allocated).map_err(|error| {
+                    RollFailure {
+                        error,
+                        sealed: false,
+                        poisons: true,
+                    }
+                })?;
             let wm = Watermark {
                 segment: a.id,
                 offset: sealed_end,
                 next_seq,
             };
-            self.publish(&wm).map_err(|e| (true, e, true))?;
+            self.publish(&wm).map_err(|error| RollFailure {
+                error,
+                sealed: true,
+                poisons: true,
+            })?;
         }
         let allocation = Allocation {
             capacity: self.opts.segment_bytes,
@@ -515,25 +548,24 @@ impl Inner {
         let seg = self
             .files()
             .create_segment(next_id, next_seq, allocation)
-            .map_err(|e| {
+            .map_err(|error| RollFailure {
                 // A failed sync poisons even here, where only an empty new segment is at stake:
                 // after a failed fsync nothing the kernel reports can be trusted (the page
                 // cache may have dropped the data and cleared the error).
-                let poison = matches!(
-                    &e,
-                    Error::Io {
-                        op: "fdatasync" | "fsync dir",
-                        ..
-                    }
-                );
-                (true, e, poison)
+                poisons: error.kind() == ErrorKind::Io { sync: true },
+                error,
+                sealed: true,
             })?;
         let wm = Watermark {
             segment: next_id,
             offset: SEGMENT_HEADER_LEN as u64,
             next_seq,
         };
-        self.publish(&wm).map_err(|e| (true, e, true))?;
+        self.publish(&wm).map_err(|error| RollFailure {
+            error,
+            sealed: true,
+            poisons: true,
+        })?;
         Ok(Active {
             id: next_id,
             file: seg.file,
@@ -599,23 +631,25 @@ impl Inner {
         }
     }
 
+    /// The error for an appender whose batch a failed write discarded: `NoSpace` (the
+    /// queue directory, with the space statvfs reports now) when the write found the file
+    /// system full, otherwise the write's I/O error naming the segment file.
     fn failure_error(&self, st: &State) -> Error {
-        let cause = st
-            .failure
-            .clone()
-            .unwrap_or_else(|| Arc::new(std::io::Error::other("write failed")));
-        if cause.raw_os_error() == Some(28) {
+        let Some(WriteFailure { path, cause }) = &st.failure else {
+            unreachable!("an epoch ends only with a recorded write failure");
+        };
+        if cause.kind() == std::io::ErrorKind::StorageFull {
             return Error::NoSpace {
                 path: self.dir.clone(),
-                available_bytes: 0,
+                available_bytes: self.opts.storage.available_bytes(&self.dir).unwrap_or(0),
                 needed_bytes: 0,
             };
         }
-        let path = self.files().lock_path();
         Error::Io {
             op: "write",
-            path,
+            path: path.clone(),
             source: std::io::Error::new(cause.kind(), cause.to_string()),
+            sync: false,
         }
     }
 
@@ -726,7 +760,10 @@ impl Inner {
                 // Nothing of this batch or the ones queued behind it is acknowledged; the
                 // lane's end stays where it was and later appends overwrite the attempt.
                 tracing::error!(lane = self.lane.0, error = %e, "segment write failed; failing the batch");
-                st.failure = Some(Arc::new(e));
+                st.failure = Some(WriteFailure {
+                    path: self.files().segment_path(seg),
+                    cause: Arc::new(e),
+                });
                 st.failed_from = st.acked_seq;
                 st.epoch += 1;
                 st.pending.clear();
@@ -808,7 +845,84 @@ fn spawn_flusher(inner: std::sync::Weak<Inner>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Fault, Repeat, SimErrno, SimOp};
     use crate::{Reader, SimDisk};
+
+    fn small_opts(sim: &SimDisk) -> Options {
+        Options::default()
+            .storage(Arc::new(sim.clone()))
+            .segment_bytes(1 << 20)
+            .allocation_step_bytes(64 << 10)
+            .record_bytes_max(64 << 10)
+            .free_disk_bytes_min(0)
+    }
+
+    /// Story: `close` flushes and stops the handle's clones; an append on a clone
+    /// afterwards used to report `Poisoned` "by an earlier sync failure" although no sync
+    /// failed. It now gets an honest `Closed` naming the lane (issue 11 §3).
+    #[test]
+    fn an_append_after_close_is_refused_as_closed_not_poisoned() {
+        let sim = SimDisk::new(1);
+        let w = Writer::open("/q", &small_opts(&sim)).expect("open");
+        let clone = w.clone();
+        w.append(b"kept").expect("append");
+        w.close().expect("close");
+        let e = clone.append(b"late").expect_err("closed");
+        assert!(matches!(e, Error::Closed { .. }), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Closed);
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("was closed"), "{e}");
+    }
+
+    /// Story: a failed segment write discarded a batch, and its appenders were told
+    /// about the lane's lock file (a file nobody wrote). The error now names the segment
+    /// the write went to, and a full file system (found by the error's kind, not by
+    /// errno 28) is `NoSpace`, retryable (issue 11 §3).
+    #[test]
+    fn a_failed_batch_write_names_the_segment_and_a_full_disk_is_no_space() {
+        let sim = SimDisk::new(2);
+        let w = Writer::open("/q", &small_opts(&sim)).expect("open");
+        w.append(b"first").expect("append");
+        sim.inject(Fault::WriteFailsOnce(1));
+        let e = w.append(b"lost").expect_err("write fails");
+        match &e {
+            Error::Io { op, path, .. } => {
+                assert_eq!(*op, "write");
+                assert!(
+                    path.to_string_lossy().ends_with(".seg"),
+                    "{}",
+                    path.display()
+                );
+                assert_ne!(path, &w.inner.files().lock_path());
+            }
+            other => panic!("not an I/O error: {other:?}"),
+        }
+        assert_eq!(e.kind(), ErrorKind::Io { sync: false });
+        sim.inject(Fault::Fail {
+            op: SimOp::Write,
+            nth: 1,
+            errno: SimErrno::Enospc,
+            repeat: Repeat::Once,
+        });
+        let e = w.append(b"no room").expect_err("disk full");
+        assert_eq!(e.kind(), ErrorKind::NoSpace, "{e:?}");
+        assert!(e.is_retryable());
+        w.append(b"after").expect("the writer is not poisoned");
+    }
+
+    /// Story: whether a failed roll poisons the writer was decided by matching the
+    /// operation's name ("fdatasync" | "fsync dir"). A failed sync now carries its kind,
+    /// `Io { sync: true }`, and that is what poisons (issue 11 §3).
+    #[test]
+    fn a_failed_sync_while_creating_a_segment_is_a_sync_kind_and_poisons() {
+        let sim = SimDisk::new(3);
+        let w = Writer::open("/q", &small_opts(&sim).durability(Durability::None)).expect("open");
+        sim.inject(Fault::SyncFailsOnce(1));
+        let e = w.append(b"first").expect_err("segment creation fails");
+        assert_eq!(e.kind(), ErrorKind::Io { sync: true }, "{e:?}");
+        let later = w.append(b"second").expect_err("poisoned");
+        assert_eq!(later.kind(), ErrorKind::Poisoned, "{later:?}");
+    }
 
     /// Story: an enqueue held a large image three times over (the caller's bytes, the
     /// batch buffer, its spare). A frame over half the batch buffer is now written from

@@ -202,7 +202,7 @@ impl Recovery<'_, '_> {
         // IMPORTANT: make the removal durable before anything depends on it.
         storage
             .sync_dir(dir)
-            .map_err(|e| Error::io("fsync dir", dir, e))?;
+            .map_err(|e| Error::sync_failed("fsync dir", dir, e))?;
         self.events.push(Event::IncompleteSegmentRemoved {
             lane: self.files.lane,
             segment: tail.id,
@@ -234,7 +234,7 @@ impl Recovery<'_, '_> {
         // durable before we judge it, so what we keep cannot vanish in a later power loss.
         tail.file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &tail.path, e))?;
+            .map_err(|e| Error::sync_failed("fdatasync", &tail.path, e))?;
         let data = tail
             .file
             .map()

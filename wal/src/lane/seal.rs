@@ -89,6 +89,6 @@ pub(crate) fn write_seal(
     file.write_all_at(&buf, at)
         .map_err(|e| Error::io("write seal", path, e))?;
     file.sync_data()
-        .map_err(|e| Error::io("fdatasync", path, e))?;
+        .map_err(|e| Error::sync_failed("fdatasync", path, e))?;
     Ok(at + SEAL_LEN)
 }

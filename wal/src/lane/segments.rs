@@ -65,13 +65,13 @@ impl LaneFiles<'_> {
         let size_bytes = allocation.first;
         let made = file
             .allocate(size_bytes)
-            .map_err(|e| (e, "fallocate"))
+            .map_err(|e| (e, "fallocate", false))
             .and_then(|()| {
                 file.write_all_at(&header.encode(), 0)
-                    .map_err(|e| (e, "write header"))
+                    .map_err(|e| (e, "write header", false))
             })
-            .and_then(|()| file.sync_data().map_err(|e| (e, "fdatasync")));
-        if let Err((e, op)) = made {
+            .and_then(|()| file.sync_data().map_err(|e| (e, "fdatasync", true)));
+        if let Err((e, op, sync)) = made {
             let _ = storage.remove_file(&path);
             let _ = storage.sync_dir(dir);
             if e.raw_os_error() == Some(28) {
@@ -81,13 +81,16 @@ impl LaneFiles<'_> {
                     needed_bytes: size_bytes,
                 });
             }
-            return Err(Error::io(op, &path, e));
+            return Err(match sync {
+                true => Error::sync_failed(op, &path, e),
+                false => Error::io(op, &path, e),
+            });
         }
         // IMPORTANT: the new directory entry must be durable before any record in it is
         // acknowledged, or a power loss could drop the whole file.
         storage
             .sync_dir(dir)
-            .map_err(|e| Error::io("fsync dir", dir, e))?;
+            .map_err(|e| Error::sync_failed("fsync dir", dir, e))?;
         Ok(SegmentFile { file })
     }
 

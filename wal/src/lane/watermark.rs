@@ -43,7 +43,7 @@ impl WatermarkFile {
         files
             .storage
             .sync_dir(files.dir)
-            .map_err(|e| Error::io("fsync dir", files.dir, e))?;
+            .map_err(|e| Error::sync_failed("fsync dir", files.dir, e))?;
         Ok(Self {
             file,
             dir: files.dir.to_path_buf(),

@@ -63,22 +63,30 @@ struct Failure {
     path: PathBuf,
     kind: std::io::ErrorKind,
     message: String,
+    sync: bool,
 }
 
 impl Failure {
     fn from_error(e: &Error, dir: &Path) -> Self {
         match e {
-            Error::Io { op, path, source } => Self {
+            Error::Io {
+                op,
+                path,
+                source,
+                sync,
+            } => Self {
                 op,
                 path: path.clone(),
                 kind: source.kind(),
                 message: source.to_string(),
+                sync: *sync,
             },
             other => Self {
                 op: "checkpoint",
                 path: dir.to_path_buf(),
                 kind: std::io::ErrorKind::Other,
                 message: other.to_string(),
+                sync: false,
             },
         }
     }
@@ -88,6 +96,7 @@ impl Failure {
             op: self.op,
             path: self.path.clone(),
             source: std::io::Error::new(self.kind, self.message.clone()),
+            sync: self.sync,
         }
     }
 }
@@ -366,7 +375,7 @@ impl Release {
             // already is).
             storage
                 .sync_dir(dir)
-                .map_err(|e| Error::io("fsync dir", dir, e))?;
+                .map_err(|e| Error::sync_failed("fsync dir", dir, e))?;
             self.removed = false;
         }
         Ok(true)
@@ -418,6 +427,7 @@ impl Drop for PanicGuard<'_> {
                 path: PathBuf::new(),
                 kind: std::io::ErrorKind::Other,
                 message: "panicked".to_owned(),
+                sync: false,
             });
             st.writer_done = true;
             self.0.changed.notify_all();
