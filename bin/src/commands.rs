@@ -55,7 +55,7 @@ pub fn writable_queue_dir(config: &Config) -> Result<&Path, UsageError> {
     let _ = std::fs::remove_file(&probe);
     match created {
         Ok(_) => {}
-        Err(e) if is_out_of_space(&e) => tracing::warn!(
+        Err(e) if escalation_queue::producer::support::is_no_space(&e) => tracing::warn!(
             queue = %dir.display(),
             error = %e,
             "the queue's file system is full; going on (delivering frees space, enqueues \
@@ -64,15 +64,6 @@ pub fn writable_queue_dir(config: &Config) -> Result<&Path, UsageError> {
         Err(e) => return Err(unusable(format!("is not writable: {}", io_reason(&e, dir)))),
     }
     Ok(dir)
-}
-
-/// True for "no space left" and "disk quota exceeded": the file system is full, which is
-/// a storage condition, not a usage error.
-fn is_out_of_space(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
 }
 
 /// The queue directory, which must exist and be readable (read-only commands never create

@@ -361,10 +361,7 @@ impl From<EncodeError> for QueueError {
 /// deliveries are what frees the disk.
 #[doc(hidden)]
 pub fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
+    escalation_queue_wal::is_storage_full(e) || e.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 #[cfg(test)]

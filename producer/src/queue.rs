@@ -145,7 +145,7 @@ impl EscalationQueue {
                 IncidentKind::DiskFull,
                 "escalations cannot be enqueued: the disk or the queue is full",
             ),
-            WalError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => (
+            WalError::Io { source, .. } if escalation_queue_wal::is_storage_full(source) => (
                 IncidentKind::DiskFull,
                 "escalations cannot be enqueued: the disk is full",
             ),

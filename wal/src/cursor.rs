@@ -161,7 +161,7 @@ impl CheckpointFile {
         let mut allocated = true;
         if len < 2 * SLOT_LEN as u64 {
             match file.allocate(2 * SLOT_LEN as u64) {
-                Err(e) if is_no_space(&e) => {
+                Err(e) if crate::fs::is_storage_full(&e) => {
                     tracing::warn!(path = %path.display(), "no space to allocate the checkpoint file; it is allocated at the first checkpoint (after consumed segments are freed)");
                     allocated = false;
                 }
@@ -212,7 +212,7 @@ impl CheckpointFile {
 
     /// Writes `cp` to its slot and syncs. Returns only once the checkpoint is durable.
     /// Allocates both slots first if the open could not (an `ENOSPC` from that is an
-    /// [`Error::Io`] that [`Error::is_no_space`] recognises).
+    /// [`Error::Io`] whose source [`crate::fs::is_storage_full`] recognises).
     pub(crate) fn write(&mut self, cp: &Checkpoint) -> Result<()> {
         if !self.allocated {
             // Extending the file is its metadata: synced by the fdatasync below, before
@@ -230,11 +230,6 @@ impl CheckpointFile {
             .sync_data()
             .map_err(|e| Error::sync_failed("fdatasync", &self.path, e))
     }
-}
-
-/// `ENOSPC`.
-fn is_no_space(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(28)
 }
 
 /// Reads a cursor's newest checkpoint without opening it for writing (for `inspect`).

@@ -15,6 +15,12 @@ use bytes::Bytes;
 
 use crate::format::BootId;
 
+/// Whether `e` is "no space left on device" (`ENOSPC`), by its kind or its errno: the
+/// one test of a full file system in the wal (the producer adds quota errors to it).
+pub fn is_storage_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {

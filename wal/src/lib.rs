@@ -62,8 +62,8 @@ pub use error::{Corruption, CorruptionKind, Error, ErrorKind, Event, Result};
 #[doc(hidden)]
 pub use fs::SlowSyncStorage;
 pub use fs::{
-    create_private_dir, not_regular_kind, open_regular, FileKind, LockGuard, OpenMode, RealStorage,
-    Storage, StorageFile,
+    create_private_dir, is_storage_full, not_regular_kind, open_regular, FileKind, LockGuard,
+    OpenMode, RealStorage, Storage, StorageFile,
 };
 pub use inspect::{
     foreign, inspect, verify, CursorInfo, CursorLane, EndSource, ForeignEntry, Gap, GapKind,

@@ -638,7 +638,7 @@ impl Inner {
         let Some(WriteFailure { path, cause }) = &st.failure else {
             unreachable!("an epoch ends only with a recorded write failure");
         };
-        if cause.kind() == std::io::ErrorKind::StorageFull {
+        if crate::fs::is_storage_full(cause) {
             return Error::NoSpace {
                 path: self.dir.clone(),
                 available_bytes: self.opts.storage.available_bytes(&self.dir).unwrap_or(0),

@@ -74,7 +74,7 @@ impl LaneFiles<'_> {
         if let Err((e, op, sync)) = made {
             let _ = storage.remove_file(&path);
             let _ = storage.sync_dir(dir);
-            if e.raw_os_error() == Some(28) {
+            if crate::fs::is_storage_full(&e) {
                 return Err(Error::NoSpace {
                     path: dir.to_path_buf(),
                     available_bytes: storage.available_bytes(dir).unwrap_or(0),
@@ -187,7 +187,7 @@ pub(crate) fn allocation_error(
     e: std::io::Error,
     needed_bytes: u64,
 ) -> Error {
-    if e.raw_os_error() == Some(28) {
+    if crate::fs::is_storage_full(&e) {
         return Error::NoSpace {
             path: dir.to_path_buf(),
             available_bytes: storage.available_bytes(dir).unwrap_or(0),

@@ -411,7 +411,7 @@ fn write_making_room(
 
 /// An I/O error for `ENOSPC`.
 fn is_no_space(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(28))
+    matches!(e, Error::Io { source, .. } if crate::fs::is_storage_full(source))
 }
 
 /// Records a failure if a checkpoint thread panics, so that callers waiting for it get an

@@ -199,7 +199,7 @@ pub(crate) fn storage_kind(error: &QueueError) -> IncidentKind {
             IncidentKind::DiskFull
         }
         QueueError::Wal(WalError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::StorageFull =>
+            if escalation_queue_wal::is_storage_full(source) =>
         {
             IncidentKind::DiskFull
         }
