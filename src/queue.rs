@@ -29,8 +29,8 @@ impl EscalationQueue {
     }
 
     /// Opens `dir` with `options` (every process of one queue must use the same
-    /// `image_size_max_bytes`). Claims a lane; fails with
-    /// [`Error::NoFreeLane`](crate::Error::NoFreeLane) when all are held.
+    /// `image_size_max_bytes`). Claims a lane; fails with a
+    /// [`Locked`](crate::wal::ErrorKind::Locked) wal error when all are held.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Self> {
         Producer::open_with(dir, options).map(Self::from)
     }
