@@ -64,10 +64,7 @@ impl EscalationQueue {
 
     /// The queue's dead letters (list, replay, purge).
     pub fn dead_letters(&self) -> Result<DeadLetterQueue> {
-        Ok(DeadLetterQueue::open(
-            self.queue_dir(),
-            self.options().clone(),
-        )?)
+        DeadLetterQueue::open(self.queue_dir(), self.options().clone())
     }
 }
 
