@@ -29,8 +29,8 @@ impl EscalationQueue {
     }
 
     /// Opens `dir` with `options` (every process of one queue must use the same
-    /// `image_size_max_bytes`). Claims a lane; fails with
-    /// [`Error::NoFreeLane`](crate::Error::NoFreeLane) when all are held.
+    /// `image_size_max_bytes`). Claims a lane; fails with a
+    /// [`Locked`](crate::wal::ErrorKind::Locked) wal error when all are held.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Self> {
         Producer::open_with(dir, options).map(Self::from)
     }
@@ -64,10 +64,7 @@ impl EscalationQueue {
 
     /// The queue's dead letters (list, replay, purge).
     pub fn dead_letters(&self) -> Result<DeadLetterQueue> {
-        Ok(DeadLetterQueue::open(
-            self.queue_dir(),
-            self.options().clone(),
-        )?)
+        DeadLetterQueue::open(self.queue_dir(), self.options().clone())
     }
 }
 

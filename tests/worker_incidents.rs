@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use escalation_queue::wal::{Fault, SimDisk};
+use escalation_queue::wal::{ErrorKind as WalErrorKind, Fault, SimDisk};
 use escalation_queue::worker::{
     BreakerConfig, FaultAction, Incident, IncidentConfig, IncidentKind, IncidentLog, OutageMode,
     QueueOptions, Severity, SpikeConfig, WebhookConfig, WorkerConfig,
 };
-use escalation_queue::{Error, EscalationQueue};
+use escalation_queue::{ErrorKind, EscalationQueue};
 use worker_support::{escalation, fast_config, Harness};
 
 fn incidents_in(dir: &Path) -> Vec<Incident> {
@@ -231,7 +231,7 @@ fn poisoned_writer_raises_one_critical_incident() {
     disk.inject(Fault::SyncFailsOnce(1));
     for _ in 0..3 {
         let err = queue.enqueue(&escalation()).expect_err("poisoned");
-        assert!(matches!(err, Error::Poisoned(_)), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Wal(WalErrorKind::Poisoned), "{err}");
         assert!(err.to_string().contains("open the queue again"), "{err}");
     }
     let incident = exactly_one(dir.path(), IncidentKind::WriterPoisoned, Severity::Critical);
@@ -260,7 +260,7 @@ fn full_queue_raises_one_critical_incident() {
         match queue.enqueue(&esc) {
             Ok(_) => {}
             Err(e) => {
-                assert!(matches!(e, Error::QueueFull { .. }), "{e}");
+                assert_eq!(e.kind(), ErrorKind::Wal(WalErrorKind::QueueFull), "{e}");
                 assert!(e.is_retryable());
                 refused += 1;
             }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use escalation_queue::wal::{Error as WalError, ErrorKind as WalErrorKind};
 use escalation_queue::worker::ConfigError;
-use escalation_queue::{Error as QueueHandleError, ErrorKind, QueueError};
+use escalation_queue::{Error as QueueError, ErrorKind};
 
 /// What the process tells its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,9 +108,7 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         if cause.is::<UsageError>() || cause.is::<ConfigError>() {
             return Exit::Usage;
         }
-        let kind = if let Some(e) = cause.downcast_ref::<QueueHandleError>() {
-            e.kind()
-        } else if let Some(e) = cause.downcast_ref::<QueueError>() {
+        let kind = if let Some(e) = cause.downcast_ref::<QueueError>() {
             e.kind()
         } else if let Some(e) = cause.downcast_ref::<WalError>() {
             ErrorKind::Wal(e.kind())
@@ -153,14 +151,14 @@ mod tests {
         });
         assert_eq!(exit_for(&anyhow::Error::new(io)), Exit::Storage);
         assert_eq!(exit_for(&anyhow::anyhow!("unknown")), Exit::Storage);
-        let lanes = QueueHandleError::NoFreeLane {
+        let lanes = QueueError::from(WalError::NoFreeLane {
             path: PathBuf::from("/q"),
             lanes_max: 1,
-        };
+        });
         assert_eq!(exit_for(&anyhow::Error::new(lanes)), Exit::Locked);
         let empty = anyhow::Error::new(WalError::EmptyRecord).context("enqueue");
         assert_eq!(exit_for(&empty), Exit::Usage);
-        let poisoned = QueueHandleError::from(WalError::Poisoned {
+        let poisoned = QueueError::from(WalError::Poisoned {
             lane: escalation_queue::wal::LaneId(0),
             cause: std::sync::Arc::new(std::io::Error::other("EIO")),
         });

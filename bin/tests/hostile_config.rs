@@ -1,5 +1,5 @@
 //! Hostile and careless configuration, driven through the real binary: each test names the
-//! adversarial-probe finding it guards. The rule throughout: a wrong value is refused at
+//! probe finding it guards (`docs/RELIABILITY.md`, "The probe's findings"). The rule throughout: a wrong value is refused at
 //! start with exit 2 and a message naming the key or variable, the value (never a secret)
 //! and what is allowed; nothing is written anywhere else; nothing hangs or grows unbounded.
 

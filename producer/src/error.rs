@@ -1,16 +1,24 @@
-//! The one error type of opening a queue and enqueueing (re-exported by `escalation-queue`).
+//! The one error type of the producer side: opening a queue, enqueueing, and the
+//! queue-level operations the worker crate builds on (its cursor, the dead-letter queue).
+//! Failures of the write-ahead log are carried whole in [`Error::Wal`], never re-declared:
+//! what kind of failure it is comes from [`Error::kind`], which wraps the wal's own
+//! [`ErrorKind`](escalation_queue_wal::ErrorKind).
 
+use std::io;
 use std::path::PathBuf;
 
-use crate::escalation::ValidationError;
-use crate::layout::QueueError;
+use crate::escalation::{EncodeError, ValidationError};
 use escalation_queue_wal::{Error as WalError, ErrorKind as WalErrorKind};
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong opening a queue or enqueueing. The variants an enqueuer
-/// must act on are spelled out; the rest is in [`Error::Queue`].
+/// Everything that can go wrong opening a queue, enqueueing, or in the queue-level
+/// operations of the worker and the dead-letter queue. Decide on [`Error::kind`]:
+/// `Wal(QueueFull)` and `Wal(NoSpace)` mean nothing was written and a later call may
+/// succeed ([`Error::is_retryable`]); `Wal(Poisoned)` means this handle acknowledges
+/// nothing more (open the queue again); `Wal(Locked)` on open means every writer lane is
+/// held.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,47 +26,67 @@ pub enum Error {
     /// allowed); nothing was enqueued. Do not retry.
     #[error("escalation rejected: {0}")]
     Invalid(#[from] ValidationError),
-    /// The queue holds its configured maximum already; nothing was enqueued. Retry later,
-    /// or apply the overflow policy (the reader frees space as it delivers).
-    #[error("queue is full: {queue_bytes} bytes on disk, limit {queue_bytes_max} (queue_bytes_max); nothing was enqueued")]
-    QueueFull {
-        /// Bytes the queue occupies.
-        queue_bytes: u64,
-        /// The limit.
-        queue_bytes_max: u64,
-    },
-    /// The file system is short of space; nothing was enqueued. Retry later.
-    #[error("disk is full: {available_bytes} bytes free for {path}, {needed_bytes} needed; nothing was enqueued")]
-    DiskFull {
-        /// The queue's wal directory.
-        path: PathBuf,
-        /// Bytes available.
-        available_bytes: u64,
-        /// Bytes needed.
-        needed_bytes: u64,
-    },
-    /// A sync failed earlier, so this handle acknowledges nothing more (the kernel may have
-    /// dropped data). Open the queue again to recover.
-    #[error("this queue handle is poisoned by an earlier failed sync; open the queue again to recover: {0}")]
-    Poisoned(#[source] WalError),
-    /// Every writer lane is held by another open handle.
-    #[error(
-        "all {lanes_max} writer lanes of {path} are in use; close a handle or raise lanes_max"
-    )]
-    NoFreeLane {
-        /// The wal directory.
-        path: PathBuf,
-        /// The configured lanes.
-        lanes_max: u16,
-    },
-    /// Anything else: storage I/O (with the file), configuration, dead-letter and worker
-    /// errors.
+    /// The escalation could not be encoded.
+    #[error("escalation could not be encoded: {0}")]
+    Encode(#[source] EncodeError),
+    /// The write-ahead log failed; its message names the file and why, its
+    /// [`kind`](escalation_queue_wal::Error::kind) what to do.
     #[error(transparent)]
-    Queue(QueueError),
+    Wal(#[from] WalError),
+    /// A file outside the wal (dedupe log, attempt journal, incident log) could not be
+    /// used.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another worker holds the queue's `worker` cursor.
+    #[error("another worker is already running on {path} (one worker per queue)")]
+    WorkerRunning {
+        /// The queue directory.
+        path: PathBuf,
+    },
+    /// Another replay, purge or retention pass holds the dead-letter queue.
+    #[error("another dead-letter operation (replay, purge or retention) is running on {path}; retry when it ends")]
+    DeadLetterBusy {
+        /// The dead-letter directory.
+        path: PathBuf,
+    },
+    /// A stored dead-letter entry could not be decoded or encoded.
+    #[error(transparent)]
+    DeadLetterMalformed(#[from] MalformedEntry),
+    /// An option is out of range.
+    #[error("invalid option {key} = {value}: {allowed}")]
+    Config {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
 }
 
-/// What kind of failure an [`Error`] or a [`QueueError`] is: the wal's kinds for what the
-/// write-ahead log reported, and the queue's own. Retry loops and exit codes decide on it.
+/// A stored dead-letter entry that cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter entry is malformed: {0}")]
+pub struct MalformedEntry(String);
+
+impl MalformedEntry {
+    /// What is wrong with the entry.
+    #[doc(hidden)]
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
+/// What kind of failure an [`Error`] is: the wal's kinds for what the write-ahead log
+/// reported, and the queue's own. Retry loops and exit codes decide on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -86,25 +114,13 @@ impl ErrorKind {
 }
 
 impl Error {
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Invalid(_) => ErrorKind::Invalid,
-            Self::QueueFull { .. } => ErrorKind::Wal(WalErrorKind::QueueFull),
-            Self::DiskFull { .. } => ErrorKind::Wal(WalErrorKind::NoSpace),
-            Self::Poisoned(wal) => ErrorKind::Wal(wal.kind()),
-            Self::NoFreeLane { .. } => ErrorKind::Wal(WalErrorKind::Locked),
-            Self::Queue(queue) => queue.kind(),
-        }
+    #[doc(hidden)]
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        tracing::error!(op, path = %path.display(), error = %source, "queue file-system call failed");
+        Self::Io { op, path, source }
     }
 
-    /// True when the same call may succeed later without a fix (queue or disk full).
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
-    }
-}
-
-impl QueueError {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -117,40 +133,59 @@ impl QueueError {
             Self::Config { .. } => ErrorKind::Config,
         }
     }
-}
 
-impl From<QueueError> for Error {
-    fn from(error: QueueError) -> Self {
-        match error {
-            QueueError::Invalid(invalid) => Self::Invalid(invalid),
-            QueueError::Wal(wal) => wal.into(),
-            other => Self::Queue(other),
+    /// True when the same call may succeed later without operator action (the queue is
+    /// full or the disk is short of space): back off and retry.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// The wal's error, when the write-ahead log failed.
+    pub fn as_wal(&self) -> Option<&WalError> {
+        match self {
+            Self::Wal(wal) => Some(wal),
+            _ => None,
         }
     }
 }
 
-impl From<WalError> for Error {
-    fn from(error: WalError) -> Self {
+impl From<EncodeError> for Error {
+    fn from(error: EncodeError) -> Self {
         match error {
-            WalError::QueueFull {
-                queue_bytes,
-                queue_bytes_max,
-            } => Self::QueueFull {
-                queue_bytes,
-                queue_bytes_max,
-            },
-            WalError::NoSpace {
-                path,
-                available_bytes,
-                needed_bytes,
-            } => Self::DiskFull {
-                path,
-                available_bytes,
-                needed_bytes,
-            },
-            WalError::NoFreeLane { path, lanes_max } => Self::NoFreeLane { path, lanes_max },
-            e @ WalError::Poisoned { .. } => Self::Poisoned(e),
-            other => Self::Queue(QueueError::Wal(other)),
+            EncodeError::Invalid(invalid) => Self::Invalid(invalid),
+            other => Self::Encode(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Story: a wal failure is carried whole, so its kind, its message (naming the file)
+    /// and its retry advice reach the caller unchanged, whichever layer reports it.
+    #[test]
+    fn a_wal_failure_keeps_its_kind_and_message() {
+        let full = Error::from(WalError::QueueFull {
+            queue_bytes: 10,
+            queue_bytes_max: 8,
+        });
+        assert_eq!(full.kind(), ErrorKind::Wal(WalErrorKind::QueueFull));
+        assert!(full.is_retryable());
+        assert!(full.to_string().starts_with("queue is full"), "{full}");
+        let lanes = Error::from(WalError::NoFreeLane {
+            path: PathBuf::from("/q/wal"),
+            lanes_max: 4,
+        });
+        assert_eq!(lanes.kind(), ErrorKind::Wal(WalErrorKind::Locked));
+        assert!(!lanes.is_retryable());
+        assert!(lanes.to_string().contains("/q/wal"), "{lanes}");
+        let invalid = Error::Config {
+            key: "k",
+            value: "v".into(),
+            allowed: "a".into(),
+        };
+        assert_eq!(invalid.kind(), ErrorKind::Config);
+        assert!(invalid.as_wal().is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! The queue directory: where each part lives, the wal options every process opening it
-//! must agree on, and the one error type of queue-level operations.
+//! must agree on.
 //!
 //! ```text
 //! <queue_dir>/                 0700
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use escalation_queue_wal::{defaults, Durability, Options, Storage};
 
-use crate::escalation::{EncodeError, RecordLimits, ValidationError};
+use crate::error::Error;
+use crate::escalation::RecordLimits;
 
 /// Sub-directory of the main wal.
 pub const WAL_DIR: &str = "wal";
@@ -81,7 +82,7 @@ impl QueueLayout {
     }
 
     /// Creates the queue directory (mode 0700) if needed.
-    pub fn create(&self) -> Result<(), QueueError> {
+    pub fn create(&self) -> Result<(), Error> {
         create_private_dir(&self.root)
     }
 }
@@ -89,8 +90,8 @@ impl QueueLayout {
 /// Creates `dir` and its parents with mode 0700 (existing directories are left alone),
 /// as the wal creates its directories ([`escalation_queue_wal::create_private_dir`]).
 #[doc(hidden)]
-pub fn create_private_dir(dir: &Path) -> Result<(), QueueError> {
-    escalation_queue_wal::create_private_dir(dir).map_err(|e| QueueError::io("create dir", dir, e))
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    escalation_queue_wal::create_private_dir(dir).map_err(|e| Error::io("create dir", dir, e))
 }
 
 /// Opens one of the queue's own files the way the wal opens its files: no symlink
@@ -115,12 +116,12 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
 /// journal) are then started afresh instead of the worker being unable to start. Returns
 /// where it went.
 #[doc(hidden)]
-pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, QueueError> {
+pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, Error> {
     let kind = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_file() => return Ok(None),
         Ok(m) => m.file_type(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(QueueError::io("stat", path, e)),
+        Err(e) => return Err(Error::io("stat", path, e)),
     };
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(
@@ -128,10 +129,10 @@ pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, QueueError> {
         escalation_queue_wal::clock::now_unix_ms()
     ));
     let aside = PathBuf::from(aside);
-    std::fs::rename(path, &aside).map_err(|e| QueueError::io("rename", path, e))?;
+    std::fs::rename(path, &aside).map_err(|e| Error::io("rename", path, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     // IMPORTANT: the move must be durable before a fresh file takes the name.
-    sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
+    sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
     tracing::error!(path = %path.display(), moved_to = %aside.display(), found = ?kind, "a queue file was not a regular file (symlink, FIFO, directory...); it was moved aside, never opened, and a fresh file is used");
     Ok(Some(aside))
 }
@@ -244,9 +245,9 @@ impl QueueOptions {
     }
 
     /// Checks every option; the error names the key, the value and what is allowed.
-    pub fn validate(&self) -> Result<(), QueueError> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(1..=(512 << 20)).contains(&self.image_size_max_bytes) {
-            return Err(QueueError::Config {
+            return Err(Error::Config {
                 key: "image_size_max_bytes",
                 value: self.image_size_max_bytes.to_string(),
                 allowed: "1 byte to 512 MiB".into(),
@@ -254,7 +255,7 @@ impl QueueOptions {
         }
         if let Some(dir) = &self.images_dir {
             if !dir.is_absolute() || dir.to_str().is_none() {
-                return Err(QueueError::Config {
+                return Err(Error::Config {
                     key: "images_dir",
                     value: dir.to_string_lossy().into_owned(),
                     allowed: "an absolute UTF-8 directory path".into(),
@@ -264,95 +265,6 @@ impl QueueOptions {
         self.wal_options().validate()?;
         self.dead_letter_wal_options().validate()?;
         Ok(())
-    }
-}
-
-/// Everything that can go wrong in queue-level operations: enqueue, the worker, the
-/// dead-letter queue.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueueError {
-    /// The escalation breaks a rule; nothing was enqueued.
-    #[error("escalation rejected: {0}")]
-    Invalid(#[from] ValidationError),
-    /// The escalation could not be encoded.
-    #[error("escalation could not be encoded: {0}")]
-    Encode(#[source] EncodeError),
-    /// The write-ahead log failed (its message says which file and why).
-    #[error("queue storage: {0}")]
-    Wal(#[from] escalation_queue_wal::Error),
-    /// A file outside the wal (dedupe log, incident log) could not be used.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Another worker holds the queue's `worker` cursor.
-    #[error("another worker is already running on {path} (one worker per queue)")]
-    WorkerRunning {
-        /// The queue directory.
-        path: PathBuf,
-    },
-    /// Another replay, purge or retention pass holds the dead-letter queue.
-    #[error("another dead-letter operation (replay, purge or retention) is running on {path}; retry when it ends")]
-    DeadLetterBusy {
-        /// The dead-letter directory.
-        path: PathBuf,
-    },
-    /// A stored dead-letter entry could not be decoded or encoded.
-    #[error(transparent)]
-    DeadLetterMalformed(#[from] MalformedEntry),
-    /// An option is out of range.
-    #[error("invalid option {key} = {value}: {allowed}")]
-    Config {
-        /// The option.
-        key: &'static str,
-        /// The value given.
-        value: String,
-        /// What is allowed.
-        allowed: String,
-    },
-}
-
-/// A stored dead-letter entry that cannot be decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("dead-letter entry is malformed: {0}")]
-pub struct MalformedEntry(String);
-
-impl MalformedEntry {
-    /// What is wrong with the entry.
-    #[doc(hidden)]
-    pub fn new(what: impl Into<String>) -> Self {
-        Self(what.into())
-    }
-}
-
-impl QueueError {
-    #[doc(hidden)]
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        let path = path.into();
-        tracing::error!(op, path = %path.display(), error = %source, "queue file-system call failed");
-        Self::Io { op, path, source }
-    }
-
-    /// True when the operation may succeed later without operator action (the queue is
-    /// full or the disk is short of space): back off and retry.
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
-    }
-}
-
-impl From<EncodeError> for QueueError {
-    fn from(error: EncodeError) -> Self {
-        match error {
-            EncodeError::Invalid(invalid) => Self::Invalid(invalid),
-            other => Self::Encode(other),
-        }
     }
 }
 

@@ -31,7 +31,7 @@ mod queue;
 
 pub use escalation_queue_wal as wal;
 pub use {
-    error::{Error, ErrorKind, Result},
+    error::{Error, ErrorKind, MalformedEntry, Result},
     escalation::{
         new_image_query_id, new_request_id, DecodeError, EncodeError, EncodedRecord, Escalation,
         HumanReview, IdField, ImageError, ImageFormat, ImageSource, Metadata, MetadataError,
@@ -40,12 +40,17 @@ pub use {
         METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,
     },
     layout::{
-        MalformedEntry, QueueError, QueueLayout, QueueOptions, ATTEMPTS_FILE,
-        DEAD_LETTER_CONTEXT_MAX_BYTES, DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE,
-        INCIDENTS_FILE, RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
+        QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
+        DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE,
+        RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
     },
     queue::{EnqueueReceipt, EscalationQueue},
 };
+
+/// The name of [`Error`] before the queue-level and enqueue errors were one type; kept
+/// while callers move over.
+#[doc(hidden)]
+pub use error::Error as QueueError;
 
 /// File-system helpers the worker crate shares with the producer (private directories,
 /// no-follow opens, quarantine of foreign files). Not a stable API.

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::escalation::{Escalation, RecordLimits};
 use crate::incidents::{IncidentContext, IncidentDraft, IncidentKind, IncidentRecorder};
-use crate::layout::{QueueError, QueueLayout, QueueOptions};
+use crate::layout::{QueueLayout, QueueOptions};
 use escalation_queue_wal::clock::now_unix_ms;
 use escalation_queue_wal::{Error as WalError, Writer};
 
@@ -52,8 +52,8 @@ impl EscalationQueue {
     }
 
     /// Opens `dir` with `options` (every process of one queue must use the same
-    /// `image_size_max_bytes`). Claims a lane; fails with [`Error::NoFreeLane`](crate::Error::NoFreeLane) when all are
-    /// held.
+    /// `image_size_max_bytes`). Claims a lane; fails with a [`Locked`](escalation_queue_wal::ErrorKind::Locked) wal error
+    /// ([`Error::kind`](crate::Error::kind)) when all are held.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Self> {
         options.validate()?;
         let layout = QueueLayout::new(dir.as_ref());
@@ -72,9 +72,10 @@ impl EscalationQueue {
     }
 
     /// Validates `escalation` and appends it; returns only once it is durable (with the
-    /// default durability). Errors: [`Error::Invalid`](crate::Error::Invalid) (nothing written; do not retry),
-    /// [`Error::QueueFull`](crate::Error::QueueFull) and [`Error::DiskFull`](crate::Error::DiskFull) (nothing written; retry later),
-    /// [`Error::Poisoned`](crate::Error::Poisoned) (reopen). Storage failures also raise a CRITICAL incident in
+    /// default durability). Errors, by [`Error::kind`](crate::Error::kind): `Invalid`
+    /// (nothing written; do not retry), `Wal(QueueFull)` and `Wal(NoSpace)` (nothing
+    /// written; retry later: [`Error::is_retryable`](crate::Error::is_retryable)),
+    /// `Wal(Poisoned)` (open the queue again). Storage failures also raise a CRITICAL incident in
     /// `<queue_dir>/incidents.jsonl`.
     ///
     /// A producer that first submits synchronously itself and falls back to the queue sets
@@ -102,7 +103,7 @@ impl EscalationQueue {
     pub fn enqueue(&self, escalation: &Escalation) -> Result<EnqueueReceipt> {
         let record = escalation
             .encode_parts(&self.inner.limits)
-            .map_err(QueueError::from)?;
+            .map_err(Error::from)?;
         let id = match self.inner.writer.append_parts(&record.parts()) {
             Ok(id) => id,
             Err(e) => {

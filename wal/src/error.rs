@@ -40,7 +40,7 @@ pub enum Error {
     },
     /// A sync failed earlier: the kernel may have dropped the data, so this writer
     /// acknowledges nothing more until the queue is reopened and recovered.
-    #[error("writer for {lane} is poisoned by an earlier sync failure ({cause}); reopen the queue to recover")]
+    #[error("writer for {lane} is poisoned by an earlier sync failure ({cause}): it acknowledges nothing more (the kernel may have dropped data); open the queue again to recover")]
     Poisoned {
         /// The lane whose writer is poisoned.
         lane: LaneId,

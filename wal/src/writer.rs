@@ -859,7 +859,7 @@ mod tests {
 
     /// Story: `close` flushes and stops the handle's clones; an append on a clone
     /// afterwards used to report `Poisoned` "by an earlier sync failure" although no sync
-    /// failed. It now gets an honest `Closed` naming the lane (issue 11 §3).
+    /// failed. It now gets an honest `Closed` naming the lane.
     #[test]
     fn an_append_after_close_is_refused_as_closed_not_poisoned() {
         let sim = SimDisk::new(1);
@@ -877,7 +877,7 @@ mod tests {
     /// Story: a failed segment write discarded a batch, and its appenders were told
     /// about the lane's lock file (a file nobody wrote). The error now names the segment
     /// the write went to, and a full file system (found by the error's kind, not by
-    /// errno 28) is `NoSpace`, retryable (issue 11 §3).
+    /// errno 28) is `NoSpace`, retryable.
     #[test]
     fn a_failed_batch_write_names_the_segment_and_a_full_disk_is_no_space() {
         let sim = SimDisk::new(2);
@@ -912,7 +912,7 @@ mod tests {
 
     /// Story: whether a failed roll poisons the writer was decided by matching the
     /// operation's name ("fdatasync" | "fsync dir"). A failed sync now carries its kind,
-    /// `Io { sync: true }`, and that is what poisons (issue 11 §3).
+    /// `Io { sync: true }`, and that is what poisons.
     #[test]
     fn a_failed_sync_while_creating_a_segment_is_a_sync_kind_and_poisons() {
         let sim = SimDisk::new(3);

@@ -1,5 +1,5 @@
 //! Group commit and the reader's background checkpointer under many thread schedules,
-//! with the `shuttle` model checker (issue 5).
+//! with the `shuttle` model checker.
 //!
 //! Run: `cargo test -p escalation-queue-wal --features shuttle --test concurrency`
 //! (`WAL_SHUTTLE_ITERATIONS=N` scales the schedules; default 2000). Without the feature

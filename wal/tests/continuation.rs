@@ -1,4 +1,4 @@
-//! Lanes continued across writer sessions (issue 9): a writer that opens a lane goes on in
+//! Lanes continued across writer sessions: a writer that opens a lane goes on in
 //! its unsealed tail segment, segments are allocated in steps as records arrive, and the
 //! disk a queue uses follows its data, not the number of processes that wrote it.
 

@@ -2,8 +2,8 @@
 //! each, then recovery (itself crashed, up to three times in a row), checked against an
 //! oracle.
 //!
-//! The story: an edge device can lose power between any two storage calls the queue makes
-//! (issue 5). Whatever the instant and whatever the disk then keeps of unsynced data, the
+//! The story: an edge device can lose power between any two storage calls the queue makes.
+//! Whatever the instant and whatever the disk then keeps of unsynced data, the
 //! queue must come back with every record whose `append` returned `Ok` (unless a durable
 //! checkpoint consumed it), no corrupt or invented record, no hole and no reordering in a
 //! lane, a cursor that neither goes back behind a checkpoint that returned `Ok` nor skips
@@ -642,7 +642,7 @@ fn sequential_workload_survives_a_crash_at_every_call_with_every_loss_pattern() 
     assert_clean(&f);
 }
 
-/// Story: every escalation enqueued by its own short-lived process (issue 9). Each open
+/// Story: every escalation enqueued by its own short-lived process. Each open
 /// recovers the lane's tail and continues in it instead of starting a new segment, and the
 /// segment grows in steps; a crash anywhere in open + recover + continue + grow + append,
 /// under every loss pattern, must keep every acknowledged record and invent none.

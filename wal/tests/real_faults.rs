@@ -1,4 +1,4 @@
-//! Faults on the real file system (issue 5): system calls failed by `strace -e inject`,
+//! Faults on the real file system: system calls failed by `strace -e inject`,
 //! and a full file system.
 //!
 //! * `strace`: the test binary re-executes itself as a child (`--exact child_entry` with

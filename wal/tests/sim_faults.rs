@@ -1,4 +1,4 @@
-//! Injected I/O failures and lying sectors through the storage seam (issue 5).
+//! Injected I/O failures and lying sectors through the storage seam.
 //!
 //! * Every storage call kind (open, write, sync, allocate, directory sync, remove) failing
 //!   with EIO or ENOSPC, once or from then on, at every call index a small workload makes:

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    normalize_endpoint, redact_url, url_has_credentials, ApiToken, ClientConfig, ConfigError,
-    ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
+    defaults, normalize_endpoint, redact_url, url_has_credentials, ApiToken, ClientConfig,
+    ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};

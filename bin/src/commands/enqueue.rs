@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use escalation_queue::wal::Error as WalError;
 use escalation_queue::worker::{Metadata, RecordLimits};
 use escalation_queue::{
     Error as QueueHandleError, Escalation, EscalationQueue, HumanReview, ImageSource,
@@ -76,7 +77,9 @@ fn open_waiting_for_a_lane(
     let mut logged = false;
     loop {
         match EscalationQueue::open_with(dir, config.queue.clone()) {
-            Err(QueueHandleError::NoFreeLane { lanes_max, .. }) if Instant::now() < deadline => {
+            Err(QueueHandleError::Wal(WalError::NoFreeLane { lanes_max, .. }))
+                if Instant::now() < deadline =>
+            {
                 if !logged {
                     tracing::info!(
                         lanes_max,
@@ -92,7 +95,7 @@ fn open_waiting_for_a_lane(
                 std::thread::sleep((pause + jitter).min(left));
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(e @ QueueHandleError::NoFreeLane { .. }) => {
+            Err(e @ QueueHandleError::Wal(WalError::NoFreeLane { .. })) => {
                 return Err(anyhow::Error::new(e).context(format!(
                     "no writer lane became free within --lane-wait-ms {wait_ms}"
                 )))

@@ -159,14 +159,15 @@ pub struct CloudSection {
 
 impl Default for CloudSection {
     fn default() -> Self {
+        use escalation_queue::worker::client_defaults as lib;
         Self {
-            endpoint: escalation_queue::worker::DEFAULT_ENDPOINT.to_owned(),
+            endpoint: lib::ENDPOINT.to_owned(),
             api_token: None,
-            connect_timeout_first_ms: 5_000,
-            connect_timeout_retry_ms: 1_000,
-            read_timeout_ms: 15_000,
-            send_timeout_ms: 60_000,
-            response_size_max_bytes: 1 << 20,
+            connect_timeout_first_ms: lib::CONNECT_TIMEOUT_FIRST_MS,
+            connect_timeout_retry_ms: lib::CONNECT_TIMEOUT_RETRY_MS,
+            read_timeout_ms: lib::READ_TIMEOUT_MS,
+            send_timeout_ms: lib::SEND_TIMEOUT_MS,
+            response_size_max_bytes: lib::RESPONSE_SIZE_MAX_BYTES,
             proxy_url: None,
         }
     }

@@ -12,7 +12,24 @@ pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";
 pub const ENV_ENDPOINT: &str = "GROUNDLIGHT_ENDPOINT";
 
 /// The endpoint used when [`ENV_ENDPOINT`] is unset or empty.
-pub const DEFAULT_ENDPOINT: &str = "https://api.groundlight.ai/device-api";
+pub const DEFAULT_ENDPOINT: &str = defaults::ENDPOINT;
+
+/// The client's defaults, written once: [`ClientConfig::new`] and the binary's `[cloud]`
+/// section both start from them.
+pub mod defaults {
+    /// `endpoint`.
+    pub const ENDPOINT: &str = "https://api.groundlight.ai/device-api";
+    /// `connect_timeout_first_ms`: 5 s for an item's first attempt.
+    pub const CONNECT_TIMEOUT_FIRST_MS: u64 = 5_000;
+    /// `connect_timeout_retry_ms`: 1 s for retries.
+    pub const CONNECT_TIMEOUT_RETRY_MS: u64 = 1_000;
+    /// `read_timeout_ms`: 15 s for the response headers, then for the body.
+    pub const READ_TIMEOUT_MS: u64 = 15_000;
+    /// `send_timeout_ms`: 60 s for the request headers, then the image.
+    pub const SEND_TIMEOUT_MS: u64 = 60_000;
+    /// `response_size_max_bytes`: 1 MiB.
+    pub const RESPONSE_SIZE_MAX_BYTES: u64 = 1 << 20;
+}
 
 /// An API token. Its `Debug` output is redacted and it has no `Display`, so it cannot end up
 /// in a log line by accident; [`expose`](Self::expose) is the one way to read it.
@@ -208,13 +225,13 @@ impl ClientConfig {
     /// Defaults for everything but the token.
     pub fn new(api_token: ApiToken) -> Self {
         Self {
-            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            endpoint: defaults::ENDPOINT.to_owned(),
             api_token,
-            connect_timeout_first_ms: 5_000,
-            connect_timeout_retry_ms: 1_000,
-            read_timeout_ms: 15_000,
-            send_timeout_ms: 60_000,
-            response_size_max_bytes: 1024 * 1024,
+            connect_timeout_first_ms: defaults::CONNECT_TIMEOUT_FIRST_MS,
+            connect_timeout_retry_ms: defaults::CONNECT_TIMEOUT_RETRY_MS,
+            read_timeout_ms: defaults::READ_TIMEOUT_MS,
+            send_timeout_ms: defaults::SEND_TIMEOUT_MS,
+            response_size_max_bytes: defaults::RESPONSE_SIZE_MAX_BYTES,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
             proxy: ProxyRoute::Direct,
         }
