@@ -7,6 +7,18 @@
 //! hook that freezes the disk right after the n-th state-changing call so a test can
 //! crash at every point of a workload (see [`SimDisk::stop_after`]).
 //!
+//! The crash model promises no more than POSIX does, whatever ext4 or xfs add on top:
+//!
+//! * data written with `write_all_at` and lengths set with `set_len` are durable only once
+//!   `sync_data` of that file returned; until then a crash may keep them, drop them, tear
+//!   them at sector boundaries or zero them, as the [`CrashMode`] says (no mode relies on
+//!   ext4's `auto_da_alloc` flushing a file replaced by a rename);
+//! * a created, removed or renamed directory entry is durable only once `sync_dir` of its
+//!   directory returned (for a rename between directories, of both); until then the modes
+//!   that lose directory entries put every directory back to its last synced state. A
+//!   rename is atomic: after a crash the name shows the old file or the new one, never
+//!   neither nor a mix, which ext4 and xfs (journaled metadata) give.
+//!
 //! Deterministic: all randomness comes from the seed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,6 +90,12 @@ pub enum SimOp {
     SyncDir,
     /// [`Storage::remove_file`] (`unlink`).
     Remove,
+    /// [`StorageFile::set_len`] (`ftruncate`).
+    SetLen,
+    /// [`Storage::rename`] (`rename`).
+    Rename,
+    /// [`Storage::entry_kind`] (`lstat`).
+    Lookup,
 }
 
 /// The error an injected fault returns.
@@ -185,8 +203,8 @@ struct State {
     faults: Vec<Armed>,
     /// Calls so far, per kind.
     calls: HashMap<SimOp, u64>,
-    /// State-changing calls so far (write, sync, allocate, sync_dir, remove, open that
-    /// creates): the crash points of a workload.
+    /// State-changing calls so far (write, sync, allocate, set_len, sync_dir, remove,
+    /// rename, open that creates): the crash points of a workload.
     mutations: u64,
     /// Freeze the disk once `mutations` reaches this.
     stop_at: Option<u64>,
@@ -343,8 +361,8 @@ impl SimDisk {
         self.lock().calls.get(&op).copied().unwrap_or(0)
     }
 
-    /// State-changing calls made so far: writes, syncs, allocations, directory syncs,
-    /// removals and opens that create a file. These are a workload's crash points: a
+    /// State-changing calls made so far: writes, syncs, allocations, length changes,
+    /// directory syncs, removals, renames and opens that create a file. These are a workload's crash points: a
     /// crash between two other calls leaves the same disk as a crash right after the
     /// state-changing call before them.
     pub fn mutations(&self) -> u64 {
@@ -698,6 +716,21 @@ impl StorageFile for SimFile {
         })
     }
 
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(SimOp::SetLen, true, |s, ino| {
+            grow_within_capacity(s, ino, len)?;
+            let len = usize::try_from(len).map_err(|_| enospc())?;
+            let data = &mut s.inodes.get_mut(&ino).ok_or_else(|| eio("set_len"))?.live;
+            data.resize(len, 0);
+            // Like a write, the new length is live only: `durable` keeps the old one until
+            // `sync_data`. The last write is no longer "last" once the file changed after it.
+            if s.last_write.as_ref().is_some_and(|w| w.inode == ino) {
+                s.last_write = None;
+            }
+            Ok(())
+        })
+    }
+
     fn size(&self) -> io::Result<u64> {
         let s = self.disk.lock();
         if s.epoch != self.epoch {
@@ -777,6 +810,33 @@ impl Storage for SimDisk {
             .ok_or_else(|| io::ErrorKind::NotFound.into());
         leave(&mut s);
         out
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        enter(&mut s, SimOp::Rename, true)?;
+        // Atomic in the live view; the durable names change only at `sync_dir`.
+        let out = match s.live_names.remove(from) {
+            Some(ino) => {
+                s.live_names.insert(to.to_path_buf(), ino);
+                Ok(())
+            }
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        leave(&mut s);
+        out
+    }
+
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<crate::fs::FileKind>> {
+        let mut s = self.lock();
+        enter(&mut s, SimOp::Lookup, false)?;
+        // The simulated disk holds regular files only.
+        let found = s
+            .live_names
+            .contains_key(path)
+            .then_some(crate::fs::FileKind::Regular);
+        leave(&mut s);
+        Ok(found)
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {

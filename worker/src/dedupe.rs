@@ -17,15 +17,20 @@
 //! A write that finds no space is cut back off the file, its keys stay unsaved, and the
 //! next [`persist`](DedupeSet::persist) tries again; one WARN per spell, one INFO when
 //! the log is written again.
+//!
+//! All file I/O goes through the wal's storage seam ([`Storage`]): [`DedupeSet::open`]
+//! uses the real file system, [`DedupeSet::open_on`] any storage (the simulated disk of
+//! `worker/tests/crash_states.rs` explores every crash point of the log through it).
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use escalation_queue_wal::{FileKind, OpenMode, RealStorage, Storage, StorageFile};
 
 use crate::escalation::Escalation;
-use crate::layout::{is_no_space, sync_dir, QueueError};
+use crate::layout::{is_no_space, QueueError};
 
 const MAGIC: &[u8; 8] = b"EQDEDUP1";
 const FRAME_HEADER_LEN: usize = 9;
@@ -35,6 +40,8 @@ const KEY_LEN: usize = 16;
 /// Largest frame accepted when reading: bounds memory on a damaged length.
 const FRAME_LEN_MAX: usize = 16 << 20;
 const RUN_LEN: usize = 17;
+/// Bytes read from the storage at a time when loading the log.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Default number of recent items remembered.
 pub const DEFAULT_DEDUPE_ITEMS_MAX: usize = 100_000;
@@ -80,9 +87,10 @@ pub enum PreviousRun {
 /// See the module docs.
 #[derive(Debug)]
 pub struct DedupeSet {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     /// `None` while the disk had no room to create the log (see the module docs).
-    file: Option<File>,
+    file: Option<Arc<dyn StorageFile>>,
     /// The log's valid length: where the next frame goes.
     len: u64,
     /// A write found no space and the log is behind the set.
@@ -97,18 +105,25 @@ pub struct DedupeSet {
 }
 
 impl DedupeSet {
-    /// Opens (or creates, mode 0600) the log at `path`, remembering `items_max` items.
+    /// Opens (or creates, mode 0600) the log at `path` on the real file system,
+    /// remembering `items_max` items.
     pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
+        Self::open_on(Arc::new(RealStorage), path, items_max)
+    }
+
+    /// Opens (or creates) the log at `path` on `storage`, remembering `items_max` items.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        path: impl Into<PathBuf>,
+        items_max: usize,
+    ) -> Result<Self, QueueError> {
         let path = path.into();
         let keys_max = items_max.max(1).saturating_mul(2);
-        crate::layout::quarantine_foreign(&path)?;
-        let existed = path.exists();
-        let loaded = if existed {
-            load(&path).map_err(|e| QueueError::io("read", &path, e))?
-        } else {
-            Loaded::default()
-        };
-        let (file, len, degraded) = match create_log(&path, loaded.valid_len) {
+        quarantine_foreign(&*storage, &path)?;
+        let found = load(&*storage, &path).map_err(|e| QueueError::io("read", &path, e))?;
+        let existed = found.is_some();
+        let loaded = found.unwrap_or_default();
+        let (file, len, degraded) = match create_log(&*storage, &path, loaded.valid_len) {
             Ok((file, len)) => (Some(file), len, false),
             Err(e) if is_no_space(&e.1) => {
                 // Retried from the same valid length: a log that is valid up to it keeps
@@ -119,6 +134,7 @@ impl DedupeSet {
             Err((op, e)) => return Err(QueueError::io(op, &path, e)),
         };
         let mut set = Self {
+            storage,
             file,
             len,
             degraded,
@@ -242,7 +258,7 @@ impl DedupeSet {
     /// is left in the log and the caller keeps what it holds for a later try.
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, QueueError> {
         if self.file.is_none() {
-            match create_log(&self.path, self.len) {
+            match create_log(&*self.storage, &self.path, self.len) {
                 Ok((file, len)) => {
                     self.file = Some(file);
                     self.len = len;
@@ -251,11 +267,15 @@ impl DedupeSet {
                 Err((op, e)) => return Err(QueueError::io(op, &self.path, e)),
             }
         }
-        let Some(file) = self.file.as_mut() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(false);
         };
         let frame = frame(kind, payload);
-        match file.write_all(&frame).and_then(|()| file.sync_data()) {
+        // At the valid length, whatever a failed earlier append left after it.
+        match file
+            .write_all_at(&frame, self.len)
+            .and_then(|()| file.sync_data())
+        {
             Ok(()) => {
                 self.len += frame.len() as u64;
                 if std::mem::take(&mut self.degraded) {
@@ -265,10 +285,7 @@ impl DedupeSet {
             }
             Err(e) if is_no_space(&e) => {
                 // Cut the partial frame off, so that later frames follow a valid one.
-                let cut = file
-                    .set_len(self.len)
-                    .and_then(|()| io::Seek::seek(file, io::SeekFrom::Start(self.len)));
-                if let Err(cut) = cut {
+                if let Err(cut) = file.set_len(self.len) {
                     return Err(QueueError::io("truncate", &self.path, cut));
                 }
                 if !std::mem::replace(&mut self.degraded, true) {
@@ -291,22 +308,19 @@ impl DedupeSet {
         if let Some(run) = &self.last_run {
             bytes.extend(frame(KIND_RUN, run));
         }
-        crate::layout::quarantine_foreign(&tmp)?;
-        let written = crate::layout::open_file(
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600),
-            &tmp,
-        )
-        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+        let storage = &*self.storage;
+        quarantine_foreign(storage, &tmp)?;
+        let written = storage.open(&tmp, OpenMode::Create).and_then(|f| {
+            f.set_len(0)?;
+            f.write_all_at(&bytes, 0)?;
+            f.sync_data()
+        });
         match written {
             Ok(()) => {}
             Err(e) if is_no_space(&e) => {
                 // The log stays as it is (valid, only longer); compaction is tried again at
                 // a later persist.
-                let _ = fs::remove_file(&tmp);
+                let _ = storage.remove_file(&tmp);
                 if !std::mem::replace(&mut self.degraded, true) {
                     warn_no_space(&self.path, &e);
                 }
@@ -314,11 +328,15 @@ impl DedupeSet {
             }
             Err(e) => return Err(QueueError::io("write", &tmp, e)),
         }
-        fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        storage
+            .rename(&tmp, &self.path)
+            .map_err(|e| QueueError::io("rename", &tmp, e))?;
+        let dir = parent(&self.path);
         // IMPORTANT: the rename must be durable before the old log's keys are relied on.
-        sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
-        let (file, len) = create_log(&self.path, bytes.len() as u64)
+        storage
+            .sync_dir(dir)
+            .map_err(|e| QueueError::io("fsync dir", dir, e))?;
+        let (file, len) = create_log(storage, &self.path, bytes.len() as u64)
             .map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
         self.file = Some(file);
         self.len = len;
@@ -373,42 +391,102 @@ fn warn_no_space(path: &Path, e: &io::Error) {
     tracing::warn!(path = %path.display(), error = %e, "no space for the dedupe log: recently delivered ids are kept in memory only until the disk has room (after a crash meanwhile, some escalations may be delivered again)");
 }
 
+/// The directory holding `path`.
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// If `path` exists on `storage` and is not a regular file (a symlink, a FIFO, a
+/// directory...), moves it aside to `<path>.foreign-<unix ms>` (a rename moves the entry
+/// itself, never what a link points to), makes the move durable and reports it: the
+/// worker's own files (this log, the attempt journal) then start afresh instead of the
+/// worker being unable to start. Returns where it went.
+pub(crate) fn quarantine_foreign(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<Option<PathBuf>, QueueError> {
+    let kind = match storage.entry_kind(path) {
+        Ok(None | Some(FileKind::Regular)) => return Ok(None),
+        Ok(Some(kind)) => kind,
+        Err(e) => return Err(QueueError::io("stat", path, e)),
+    };
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(
+        ".foreign-{}",
+        escalation_queue_wal::clock::now_unix_ms()
+    ));
+    let aside = PathBuf::from(aside);
+    storage
+        .rename(path, &aside)
+        .map_err(|e| QueueError::io("rename", path, e))?;
+    let dir = parent(path);
+    // IMPORTANT: the move must be durable before a fresh file takes the name.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| QueueError::io("fsync dir", dir, e))?;
+    tracing::error!(path = %path.display(), moved_to = %aside.display(), found = %kind, "a queue file was not a regular file (symlink, FIFO, directory...); it was moved aside, never opened, and a fresh file is used");
+    Ok(Some(aside))
+}
+
 /// Opens the log for appending after `valid_len` bytes, writing the magic into a new file;
 /// returns it with its length. An error names the operation that failed.
-fn create_log(path: &Path, valid_len: u64) -> Result<(File, u64), (&'static str, io::Error)> {
-    let mut file = crate::layout::open_file(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600),
-        path,
-    )
-    .map_err(|e| ("open", e))?;
+fn create_log(
+    storage: &dyn Storage,
+    path: &Path,
+    valid_len: u64,
+) -> Result<(Arc<dyn StorageFile>, u64), (&'static str, io::Error)> {
+    let file = storage
+        .open(path, OpenMode::Create)
+        .map_err(|e| ("open", e))?;
     let mut len = valid_len;
     if valid_len < MAGIC.len() as u64 {
-        let found = file.metadata().map_err(|e| ("stat", e))?.len();
+        let found = file.size().map_err(|e| ("stat", e))?;
         if found > 0 {
             tracing::warn!(path = %path.display(), bytes = found, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
         }
         file.set_len(0).map_err(|e| ("truncate", e))?;
-        let written = file.write_all(MAGIC).and_then(|()| file.sync_all());
+        let written = file
+            .write_all_at(MAGIC, 0)
+            .and_then(|()| file.sync_data());
         if let Err(e) = written {
             let _ = file.set_len(0); // never leave a partial magic behind
             return Err(("write", e));
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
         // IMPORTANT: a new log's directory entry must be durable.
-        sync_dir(dir).map_err(|e| ("fsync dir", e))?;
+        storage
+            .sync_dir(parent(path))
+            .map_err(|e| ("fsync dir", e))?;
         len = MAGIC.len() as u64;
-    } else if file.metadata().map_err(|e| ("stat", e))?.len() > valid_len {
+    } else if file.size().map_err(|e| ("stat", e))? > valid_len {
         tracing::warn!(path = %path.display(), valid_len, "dedupe log has a torn or damaged tail; cutting it off");
         file.set_len(valid_len).map_err(|e| ("truncate", e))?;
-        file.sync_all().map_err(|e| ("fsync", e))?;
+        file.sync_data().map_err(|e| ("fsync", e))?;
     }
-    io::Seek::seek(&mut file, io::SeekFrom::Start(len)).map_err(|e| ("seek", e))?;
     Ok((file, len))
+}
+
+/// A file of the storage read from its start, as a stream (a damaged log can be large:
+/// it is read frame by frame, never whole).
+struct FileStream<'a> {
+    file: &'a dyn StorageFile,
+    offset: u64,
+    len: u64,
+}
+
+impl Read for FileStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.offset);
+        let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+        let Some(dst) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_exact_at(dst, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 #[derive(Default)]
@@ -418,15 +496,23 @@ struct Loaded {
     valid_len: u64,
 }
 
-fn load(path: &Path) -> io::Result<Loaded> {
-    let mut reader = BufReader::new(crate::layout::open_file(
-        OpenOptions::new().read(true),
-        path,
-    )?);
+/// What the log at `path` holds; `None` when there is no log.
+fn load(storage: &dyn Storage, path: &Path) -> io::Result<Option<Loaded>> {
+    let file = match storage.open(path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let stream = FileStream {
+        file: &*file,
+        offset: 0,
+        len: file.size()?,
+    };
+    let mut reader = BufReader::with_capacity(READ_CHUNK, stream);
     let mut loaded = Loaded::default();
     let mut magic = [0_u8; 8];
     if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Ok(loaded);
+        return Ok(Some(loaded));
     }
     loaded.valid_len = MAGIC.len() as u64;
     let mut header = [0_u8; FRAME_HEADER_LEN];
@@ -460,12 +546,13 @@ fn load(path: &Path) -> io::Result<Loaded> {
         }
         loaded.valid_len += (FRAME_HEADER_LEN + len) as u64;
     }
-    Ok(loaded)
+    Ok(Some(loaded))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
     use crate::escalation::ImageSource;
 
     fn esc(n: u32) -> Escalation {
