@@ -56,6 +56,9 @@ const CRC_AT: usize = SLOT_LEN - 4;
 pub const DEFAULT_SLOTS: u32 = 1024;
 /// While the disk is full, how often a marker tries to write the journal again.
 const UNJOURNALED_RETRY: Duration = Duration::from_secs(1);
+/// The operation a [`rewrite`] failing after its rename names: the fresh file has the
+/// journal's name, but the name is not durable.
+const RENAMED_OP: &str = "fsync dir";
 /// Largest file read on open, in slots (32 MiB): bounds memory on a damaged file.
 const SLOTS_READ_MAX: usize = 1 << 20;
 
@@ -172,14 +175,18 @@ impl AttemptJournal {
             Ok(fresh) => fresh,
             // A full file system must not stop the reader from starting: delivering is what
             // frees space (probe F5). Go on in the old file, after its last used slot; the
-            // next compaction retries the rewrite.
-            Err(QueueError::Io { source, .. }) if is_no_space(&source) && !report.bad_header => {
+            // next compaction retries the rewrite. Not once the fresh file took the name
+            // (only its directory sync failed): that name may not survive a power loss, so
+            // markers written to it could vanish; go on unjournaled instead (next arm).
+            Err(QueueError::Io { op, source, .. })
+                if is_no_space(&source) && !report.bad_header && op != RENAMED_OP =>
+            {
                 match in_place(&*storage, &path) {
                     Ok(kept) => {
                         tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");
                         kept
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound || is_no_space(&e) => {
                         warn_unjournaled(&path, &source);
                         Fresh::none()
                     }
@@ -359,6 +366,9 @@ impl AttemptJournal {
 /// fresh file can be written for want of space).
 fn in_place(storage: &dyn Storage, path: &Path) -> io::Result<Fresh> {
     let file = storage.open(path, OpenMode::ReadWrite)?;
+    // IMPORTANT: an earlier process may have renamed this file into place and died before
+    // its directory sync: the name must be durable before markers written to it count.
+    storage.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     let mut header = [0_u8; SLOT_LEN];
     file.read_exact_at(&mut header, 0)?;
     let declared = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
@@ -442,7 +452,7 @@ fn rewrite(
     // relies on the markers it holds.
     storage
         .sync_dir(dir)
-        .map_err(|e| QueueError::io("fsync dir", dir, e))?;
+        .map_err(|e| QueueError::io(RENAMED_OP, dir, e))?;
     Ok(Fresh {
         file: Some(file),
         slots,

@@ -101,6 +101,9 @@ pub struct DedupeSet {
     keys_max: usize,
     keys_in_file: usize,
     last_run: Option<[u8; RUN_LEN]>,
+    /// Where the log's last frame starts when it is a run marker.
+    tail_run_at: Option<u64>,
+
     previous_run: PreviousRun,
 }
 
@@ -145,6 +148,7 @@ impl DedupeSet {
             keys_max,
             keys_in_file: loaded.keys.len(),
             last_run: loaded.last_run,
+            tail_run_at: loaded.tail_run_at,
             previous_run: match (existed, loaded.last_run) {
                 (false, _) => PreviousRun::First,
                 (true, Some(run)) => decode_run(&run),
@@ -234,8 +238,36 @@ impl DedupeSet {
         let mut run = [0_u8; RUN_LEN];
         run[0] = 1;
         run[1..5].copy_from_slice(&window_records.to_le_bytes());
-        self.append(KIND_RUN, &run)?;
+        if !self.append(KIND_RUN, &run)? {
+            self.cut_clean_tail()?;
+        }
         self.last_run = Some(run);
+        Ok(())
+    }
+
+    /// No room for a "running" marker: a "stopped" marker at the log's tail would make a
+    /// crash of this run read as a clean stop, so it is cut off (a shorter file needs no
+    /// space). The marker before it, if any, is "running": the next open reads the run as
+    /// unclean, as it must.
+    fn cut_clean_tail(&mut self) -> Result<(), QueueError> {
+        let (Some(at), Some(run)) = (self.tail_run_at, self.last_run) else {
+            return Ok(());
+        };
+        if run[0] != 2 {
+            return Ok(());
+        }
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
+            None => self
+                .storage
+                .open(&self.path, OpenMode::ReadWrite)
+                .map_err(|e| QueueError::io("open", &self.path, e))?,
+        };
+        file.set_len(at)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| QueueError::io("truncate", &self.path, e))?;
+        self.len = at;
+        self.tail_run_at = None;
         Ok(())
     }
 
@@ -263,7 +295,12 @@ impl DedupeSet {
                     self.file = Some(file);
                     self.len = len;
                 }
-                Err((_, e)) if is_no_space(&e) => return Ok(false),
+                Err((_, e)) if is_no_space(&e) => {
+                    if !std::mem::replace(&mut self.degraded, true) {
+                        warn_no_space(&self.path, &e);
+                    }
+                    return Ok(false);
+                }
                 Err((op, e)) => return Err(QueueError::io(op, &self.path, e)),
             }
         }
@@ -277,6 +314,7 @@ impl DedupeSet {
             .and_then(|()| file.sync_data())
         {
             Ok(()) => {
+                self.tail_run_at = (kind == KIND_RUN).then_some(self.len);
                 self.len += frame.len() as u64;
                 if std::mem::take(&mut self.degraded) {
                     tracing::info!(path = %self.path.display(), "dedupe log written again: the disk has room");
@@ -305,7 +343,9 @@ impl DedupeSet {
         let mut bytes = MAGIC.to_vec();
         let keys: Vec<u8> = self.order.iter().flat_map(|k| k.to_le_bytes()).collect();
         bytes.extend(frame(KIND_KEYS, &keys));
+        let mut tail_run_at = None;
         if let Some(run) = &self.last_run {
+            tail_run_at = Some(bytes.len() as u64);
             bytes.extend(frame(KIND_RUN, run));
         }
         let storage = &*self.storage;
@@ -331,16 +371,18 @@ impl DedupeSet {
         storage
             .rename(&tmp, &self.path)
             .map_err(|e| QueueError::io("rename", &tmp, e))?;
-        let dir = parent(&self.path);
-        // IMPORTANT: the rename must be durable before the old log's keys are relied on.
-        storage
-            .sync_dir(dir)
-            .map_err(|e| QueueError::io("fsync dir", dir, e))?;
-        let (file, len) = create_log(storage, &self.path, bytes.len() as u64)
+        // From here the name is the new file's: never append to the old one again (a later
+        // append reopens the log by its name if a step below fails).
+        self.file = None;
+        self.len = bytes.len() as u64;
+        self.tail_run_at = tail_run_at;
+        self.keys_in_file = self.order.len();
+        // IMPORTANT: the rename must be durable before the old log's keys are relied on:
+        // `create_log` syncs the directory before the new file is written to.
+        let (file, len) = create_log(storage, &self.path, self.len)
             .map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
         self.file = Some(file);
         self.len = len;
-        self.keys_in_file = self.order.len();
         Ok(())
     }
 }
@@ -445,23 +487,23 @@ fn create_log(
             tracing::warn!(path = %path.display(), bytes = found, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
         }
         file.set_len(0).map_err(|e| ("truncate", e))?;
-        let written = file
-            .write_all_at(MAGIC, 0)
-            .and_then(|()| file.sync_data());
+        let written = file.write_all_at(MAGIC, 0).and_then(|()| file.sync_data());
         if let Err(e) = written {
             let _ = file.set_len(0); // never leave a partial magic behind
             return Err(("write", e));
         }
-        // IMPORTANT: a new log's directory entry must be durable.
-        storage
-            .sync_dir(parent(path))
-            .map_err(|e| ("fsync dir", e))?;
         len = MAGIC.len() as u64;
     } else if file.size().map_err(|e| ("stat", e))? > valid_len {
         tracing::warn!(path = %path.display(), valid_len, "dedupe log has a torn or damaged tail; cutting it off");
         file.set_len(valid_len).map_err(|e| ("truncate", e))?;
         file.sync_data().map_err(|e| ("fsync", e))?;
     }
+    // IMPORTANT: the log's directory entry must be durable before anything appended to it
+    // is relied on: a new log's, a log compacted into place by a rename, and one found on
+    // open (an earlier process may have created or renamed it and failed its sync).
+    storage
+        .sync_dir(parent(path))
+        .map_err(|e| ("fsync dir", e))?;
     Ok((file, len))
 }
 
@@ -493,6 +535,7 @@ impl Read for FileStream<'_> {
 struct Loaded {
     keys: Vec<u128>,
     last_run: Option<[u8; RUN_LEN]>,
+    tail_run_at: Option<u64>,
     valid_len: u64,
 }
 
@@ -536,11 +579,13 @@ fn load(storage: &dyn Storage, path: &Path) -> io::Result<Option<Loaded>> {
                     k.copy_from_slice(c);
                     u128::from_le_bytes(k)
                 }));
+                loaded.tail_run_at = None;
             }
             KIND_RUN if len == RUN_LEN => {
                 let mut run = [0_u8; RUN_LEN];
                 run.copy_from_slice(&payload);
                 loaded.last_run = Some(run);
+                loaded.tail_run_at = Some(loaded.valid_len);
             }
             _ => break,
         }
@@ -552,8 +597,8 @@ fn load(storage: &dyn Storage, path: &Path) -> io::Result<Option<Loaded>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::{self, OpenOptions};
     use crate::escalation::ImageSource;
+    use std::fs::{self, OpenOptions};
 
     fn esc(n: u32) -> Escalation {
         let mut e = Escalation::new("det_x", ImageSource::Inline(vec![1_u8].into()));
