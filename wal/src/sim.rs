@@ -911,3 +911,84 @@ impl Storage for SimDisk {
         crate::format::BootId(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_with(path: &Path, bytes: &[u8]) -> SimDisk {
+        let disk = SimDisk::new(5);
+        let f = disk.open(path, OpenMode::Create).expect("create");
+        f.write_all_at(bytes, 0).expect("write");
+        f.sync_data().expect("sync");
+        disk.sync_dir(path.parent().expect("dir"))
+            .expect("sync dir");
+        disk
+    }
+
+    /// The crash model of the operations the worker's logs use: a rename is durable only
+    /// after the directory sync, a truncation only after the file's data sync.
+    #[test]
+    fn renames_need_a_dir_sync_and_truncations_a_data_sync() {
+        let (dir, log, tmp) = (
+            Path::new("/d"),
+            Path::new("/d/log"),
+            Path::new("/d/log.tmp"),
+        );
+        let disk = disk_with(log, b"old");
+        let t = disk.open(tmp, OpenMode::Create).expect("tmp");
+        t.write_all_at(b"new", 0).expect("write");
+        t.sync_data().expect("sync");
+        disk.rename(tmp, log).expect("rename");
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"new"[..]));
+        let lost = disk.fork(1);
+        lost.crash(CrashMode::LoseDirEntries);
+        assert_eq!(lost.read_file(log).as_deref(), Some(&b"old"[..]));
+        assert_eq!(lost.read_file(tmp), None, "its creation was never synced");
+        let kept = disk.fork(1);
+        kept.crash(CrashMode::KeepAll);
+        assert_eq!(kept.read_file(log).as_deref(), Some(&b"new"[..]));
+        disk.sync_dir(dir).expect("sync dir");
+        disk.crash(CrashMode::LoseUnsynced);
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"new"[..]));
+        assert_eq!(disk.read_file(tmp), None);
+
+        let disk = disk_with(log, b"0123456789");
+        let f = disk.open(log, OpenMode::ReadWrite).expect("open");
+        f.set_len(4).expect("cut");
+        assert_eq!(f.size().expect("size"), 4);
+        let lost = disk.fork(1);
+        lost.crash(CrashMode::LoseUnsynced);
+        assert_eq!(lost.read_file(log).as_deref(), Some(&b"0123456789"[..]));
+        f.sync_data().expect("sync");
+        disk.crash(CrashMode::LoseUnsynced);
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"0123"[..]));
+    }
+
+    /// Each new call kind can be failed on command, and a failed rename changes nothing.
+    #[test]
+    fn rename_set_len_and_lookup_take_faults() {
+        let log = Path::new("/d/log");
+        let disk = disk_with(log, b"abc");
+        for op in [SimOp::Rename, SimOp::SetLen, SimOp::Lookup] {
+            disk.inject(Fault::Fail {
+                op,
+                nth: 1,
+                errno: SimErrno::Enospc,
+                repeat: Repeat::Once,
+            });
+        }
+        let e = disk.rename(log, Path::new("/d/other")).expect_err("rename");
+        assert_eq!(e.raw_os_error(), Some(28));
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"abc"[..]));
+        let f = disk.open(log, OpenMode::ReadWrite).expect("open");
+        assert!(f.set_len(0).is_err());
+        assert_eq!(f.size().expect("size"), 3);
+        assert!(disk.entry_kind(log).is_err());
+        assert_eq!(
+            disk.entry_kind(log).expect("lookup"),
+            Some(crate::fs::FileKind::Regular)
+        );
+        assert_eq!(disk.entry_kind(Path::new("/d/none")).expect("lookup"), None);
+    }
+}

@@ -16,7 +16,13 @@
 //! restart), so a reader that must start on a full disk to free it is not stopped by it.
 //! A write that finds no space is cut back off the file, its keys stay unsaved, and the
 //! next [`persist`](DedupeSet::persist) tries again; one WARN per spell, one INFO when
-//! the log is written again.
+//! the log is written again. A "running" marker that finds no room cuts a "stopped" marker
+//! off the log's tail (a truncation needs no space), so a crash of the run is never read
+//! as a clean stop.
+//!
+//! Every open of the log (at start, after a compaction's rename, after a full disk) syncs
+//! its directory before appending: a name an earlier process created or renamed into place
+//! may not be durable yet.
 //!
 //! All file I/O goes through the wal's storage seam ([`Storage`]): [`DedupeSet::open`]
 //! uses the real file system, [`DedupeSet::open_on`] any storage (the simulated disk of
@@ -470,13 +476,16 @@ pub(crate) fn quarantine_foreign(
     Ok(Some(aside))
 }
 
+/// An I/O error with the name of the operation that failed.
+type FailedOp = (&'static str, io::Error);
+
 /// Opens the log for appending after `valid_len` bytes, writing the magic into a new file;
 /// returns it with its length. An error names the operation that failed.
 fn create_log(
     storage: &dyn Storage,
     path: &Path,
     valid_len: u64,
-) -> Result<(Arc<dyn StorageFile>, u64), (&'static str, io::Error)> {
+) -> Result<(Arc<dyn StorageFile>, u64), FailedOp> {
     let file = storage
         .open(path, OpenMode::Create)
         .map_err(|e| ("open", e))?;
