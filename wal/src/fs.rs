@@ -46,6 +46,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// Current length in bytes.
     fn size(&self) -> io::Result<u64>;
+    /// Sets the length (`ftruncate`): cuts the file or extends it with zeros. Like a
+    /// write, the new length is durable only after [`StorageFile::sync_data`].
+    fn set_len(&self, len: u64) -> io::Result<()>;
     /// A read-only view of `len` bytes from `offset` (a multiple of 4096), clipped to the
     /// file's length. For the real file system this is a shared memory map that keeps
     /// showing later writes; see [`Storage::maps_are_live`].
@@ -199,6 +202,34 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames the entry `from` to `to`, replacing an entry named `to` (`rename(2)`: acts
+    /// on the entries themselves, never follows a symlink, whatever either names). Atomic
+    /// for a running system; durable only after [`Storage::sync_dir`] of the directory (of
+    /// both directories when they differ). The default refuses: a storage that never
+    /// renames.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage does not rename",
+        ))
+    }
+    /// What the entry `path` is, without following a symlink (`lstat`); `None` when there
+    /// is none. The default looks the name up in [`Storage::list_dir_kinds`] of its parent.
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(None);
+        };
+        let entries = match self.list_dir_kinds(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .find(|(n, _)| std::ffi::OsStr::new(n) == name)
+            .map(|(_, kind)| kind))
+    }
     /// Names of the entries in `dir`.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Names of the entries in `dir` with what each is (from the directory listing, no
@@ -267,6 +298,11 @@ impl StorageFile for RealFile {
         Ok(self.file.metadata()?.len())
     }
 
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        // On the descriptor `open_regular` checked: a regular file, never a link's target.
+        self.file.set_len(len)
+    }
+
     fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes> {
         crate::mmap::map_read_only(&self.file, offset, len)
     }
@@ -289,6 +325,20 @@ impl Storage for RealStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // rename(2) moves entries; a symlink named by either path is moved or replaced
+        // itself, never followed.
+        std::fs::rename(from, to)
+    }
+
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(FileKind::of(m.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -427,6 +477,9 @@ impl StorageFile for SlowSyncFile {
     fn size(&self) -> io::Result<u64> {
         self.inner.size()
     }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
     fn map_range(&self, offset: u64, len: u64) -> io::Result<Bytes> {
         self.inner.map_range(offset, len)
     }
@@ -442,6 +495,12 @@ impl Storage for SlowSyncStorage {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        self.inner.entry_kind(path)
     }
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.inner.list_dir(dir)

@@ -7,6 +7,18 @@
 //! hook that freezes the disk right after the n-th state-changing call so a test can
 //! crash at every point of a workload (see [`SimDisk::stop_after`]).
 //!
+//! The crash model promises no more than POSIX does, whatever ext4 or xfs add on top:
+//!
+//! * data written with `write_all_at` and lengths set with `set_len` are durable only once
+//!   `sync_data` of that file returned; until then a crash may keep them, drop them, tear
+//!   them at sector boundaries or zero them, as the [`CrashMode`] says (no mode relies on
+//!   ext4's `auto_da_alloc` flushing a file replaced by a rename);
+//! * a created, removed or renamed directory entry is durable only once `sync_dir` of its
+//!   directory returned (for a rename between directories, of both); until then the modes
+//!   that lose directory entries put every directory back to its last synced state. A
+//!   rename is atomic: after a crash the name shows the old file or the new one, never
+//!   neither nor a mix, which ext4 and xfs (journaled metadata) give.
+//!
 //! Deterministic: all randomness comes from the seed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,6 +90,12 @@ pub enum SimOp {
     SyncDir,
     /// [`Storage::remove_file`] (`unlink`).
     Remove,
+    /// [`StorageFile::set_len`] (`ftruncate`).
+    SetLen,
+    /// [`Storage::rename`] (`rename`).
+    Rename,
+    /// [`Storage::entry_kind`] (`lstat`).
+    Lookup,
 }
 
 /// The error an injected fault returns.
@@ -185,8 +203,8 @@ struct State {
     faults: Vec<Armed>,
     /// Calls so far, per kind.
     calls: HashMap<SimOp, u64>,
-    /// State-changing calls so far (write, sync, allocate, sync_dir, remove, open that
-    /// creates): the crash points of a workload.
+    /// State-changing calls so far (write, sync, allocate, set_len, sync_dir, remove,
+    /// rename, open that creates): the crash points of a workload.
     mutations: u64,
     /// Freeze the disk once `mutations` reaches this.
     stop_at: Option<u64>,
@@ -343,8 +361,8 @@ impl SimDisk {
         self.lock().calls.get(&op).copied().unwrap_or(0)
     }
 
-    /// State-changing calls made so far: writes, syncs, allocations, directory syncs,
-    /// removals and opens that create a file. These are a workload's crash points: a
+    /// State-changing calls made so far: writes, syncs, allocations, length changes,
+    /// directory syncs, removals, renames and opens that create a file. These are a workload's crash points: a
     /// crash between two other calls leaves the same disk as a crash right after the
     /// state-changing call before them.
     pub fn mutations(&self) -> u64 {
@@ -698,6 +716,21 @@ impl StorageFile for SimFile {
         })
     }
 
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(SimOp::SetLen, true, |s, ino| {
+            grow_within_capacity(s, ino, len)?;
+            let len = usize::try_from(len).map_err(|_| enospc())?;
+            let data = &mut s.inodes.get_mut(&ino).ok_or_else(|| eio("set_len"))?.live;
+            data.resize(len, 0);
+            // Like a write, the new length is live only: `durable` keeps the old one until
+            // `sync_data`. The last write is no longer "last" once the file changed after it.
+            if s.last_write.as_ref().is_some_and(|w| w.inode == ino) {
+                s.last_write = None;
+            }
+            Ok(())
+        })
+    }
+
     fn size(&self) -> io::Result<u64> {
         let s = self.disk.lock();
         if s.epoch != self.epoch {
@@ -779,6 +812,33 @@ impl Storage for SimDisk {
         out
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        enter(&mut s, SimOp::Rename, true)?;
+        // Atomic in the live view; the durable names change only at `sync_dir`.
+        let out = match s.live_names.remove(from) {
+            Some(ino) => {
+                s.live_names.insert(to.to_path_buf(), ino);
+                Ok(())
+            }
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        leave(&mut s);
+        out
+    }
+
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<crate::fs::FileKind>> {
+        let mut s = self.lock();
+        enter(&mut s, SimOp::Lookup, false)?;
+        // The simulated disk holds regular files only.
+        let found = s
+            .live_names
+            .contains_key(path)
+            .then_some(crate::fs::FileKind::Regular);
+        leave(&mut s);
+        Ok(found)
+    }
+
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let s = self.lock();
         if s.stopped {
@@ -849,5 +909,86 @@ impl Storage for SimDisk {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&(boots + 1).to_le_bytes());
         crate::format::BootId(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_with(path: &Path, bytes: &[u8]) -> SimDisk {
+        let disk = SimDisk::new(5);
+        let f = disk.open(path, OpenMode::Create).expect("create");
+        f.write_all_at(bytes, 0).expect("write");
+        f.sync_data().expect("sync");
+        disk.sync_dir(path.parent().expect("dir"))
+            .expect("sync dir");
+        disk
+    }
+
+    /// The crash model of the operations the worker's logs use: a rename is durable only
+    /// after the directory sync, a truncation only after the file's data sync.
+    #[test]
+    fn renames_need_a_dir_sync_and_truncations_a_data_sync() {
+        let (dir, log, tmp) = (
+            Path::new("/d"),
+            Path::new("/d/log"),
+            Path::new("/d/log.tmp"),
+        );
+        let disk = disk_with(log, b"old");
+        let t = disk.open(tmp, OpenMode::Create).expect("tmp");
+        t.write_all_at(b"new", 0).expect("write");
+        t.sync_data().expect("sync");
+        disk.rename(tmp, log).expect("rename");
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"new"[..]));
+        let lost = disk.fork(1);
+        lost.crash(CrashMode::LoseDirEntries);
+        assert_eq!(lost.read_file(log).as_deref(), Some(&b"old"[..]));
+        assert_eq!(lost.read_file(tmp), None, "its creation was never synced");
+        let kept = disk.fork(1);
+        kept.crash(CrashMode::KeepAll);
+        assert_eq!(kept.read_file(log).as_deref(), Some(&b"new"[..]));
+        disk.sync_dir(dir).expect("sync dir");
+        disk.crash(CrashMode::LoseUnsynced);
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"new"[..]));
+        assert_eq!(disk.read_file(tmp), None);
+
+        let disk = disk_with(log, b"0123456789");
+        let f = disk.open(log, OpenMode::ReadWrite).expect("open");
+        f.set_len(4).expect("cut");
+        assert_eq!(f.size().expect("size"), 4);
+        let lost = disk.fork(1);
+        lost.crash(CrashMode::LoseUnsynced);
+        assert_eq!(lost.read_file(log).as_deref(), Some(&b"0123456789"[..]));
+        f.sync_data().expect("sync");
+        disk.crash(CrashMode::LoseUnsynced);
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"0123"[..]));
+    }
+
+    /// Each new call kind can be failed on command, and a failed rename changes nothing.
+    #[test]
+    fn rename_set_len_and_lookup_take_faults() {
+        let log = Path::new("/d/log");
+        let disk = disk_with(log, b"abc");
+        for op in [SimOp::Rename, SimOp::SetLen, SimOp::Lookup] {
+            disk.inject(Fault::Fail {
+                op,
+                nth: 1,
+                errno: SimErrno::Enospc,
+                repeat: Repeat::Once,
+            });
+        }
+        let e = disk.rename(log, Path::new("/d/other")).expect_err("rename");
+        assert_eq!(e.raw_os_error(), Some(28));
+        assert_eq!(disk.read_file(log).as_deref(), Some(&b"abc"[..]));
+        let f = disk.open(log, OpenMode::ReadWrite).expect("open");
+        assert!(f.set_len(0).is_err());
+        assert_eq!(f.size().expect("size"), 3);
+        assert!(disk.entry_kind(log).is_err());
+        assert_eq!(
+            disk.entry_kind(log).expect("lookup"),
+            Some(crate::fs::FileKind::Regular)
+        );
+        assert_eq!(disk.entry_kind(Path::new("/d/none")).expect("lookup"), None);
     }
 }

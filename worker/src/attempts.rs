@@ -31,17 +31,21 @@
 //! out *unjournaled* (one WARN per spell) and the journal is tried again at the next
 //! marker. A crash inside that spell can make a redelivered record's HTTP 400 look like a
 //! real rejection: it is dead-lettered (kept, replayable), never lost.
+//!
+//! All file I/O goes through the wal's storage seam ([`Storage`]): [`AttemptJournal::open`]
+//! uses the real file system, [`AttemptJournal::open_on`] any storage (the simulated disk
+//! of `worker/tests/crash_states.rs` explores every crash point of the journal through it).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue_wal::RecordId;
+use escalation_queue_wal::{OpenMode, RealStorage, RecordId, Storage, StorageFile};
 
-use crate::layout::{is_no_space, sync_dir, QueueError};
+use crate::dedupe::quarantine_foreign;
+use crate::layout::{is_no_space, QueueError};
 
 const MAGIC: &[u8; 8] = b"EQATTEM1";
 const VERSION: u32 = 1;
@@ -52,6 +56,9 @@ const CRC_AT: usize = SLOT_LEN - 4;
 pub const DEFAULT_SLOTS: u32 = 1024;
 /// While the disk is full, how often a marker tries to write the journal again.
 const UNJOURNALED_RETRY: Duration = Duration::from_secs(1);
+/// The operation a [`rewrite`] failing after its rename names: the fresh file has the
+/// journal's name, but the name is not durable.
+const RENAMED_OP: &str = "fsync dir";
 /// Largest file read on open, in slots (32 MiB): bounds memory on a damaged file.
 const SLOTS_READ_MAX: usize = 1 << 20;
 
@@ -98,9 +105,10 @@ pub struct JournalReport {
 /// See the module docs.
 #[derive(Debug)]
 pub struct AttemptJournal {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     /// `None`: no journal file yet, for want of space (see the module docs).
-    file: Option<File>,
+    file: Option<Arc<dyn StorageFile>>,
     /// A marker could not be made durable for want of space (logged once per spell).
     unjournaled: bool,
     /// While unjournaled, the next try to write the journal (at most one a second).
@@ -117,17 +125,28 @@ pub struct AttemptJournal {
 }
 
 impl AttemptJournal {
-    /// Opens the journal at `path` (creating it, mode 0600), inherits the markers it holds
-    /// and rewrites it with only those, in a fresh file of at least `slots_min` slots.
+    /// Opens the journal at `path` on the real file system (creating it, mode 0600),
+    /// inherits the markers it holds and rewrites it with only those, in a fresh file of at
+    /// least `slots_min` slots.
     pub fn open(
+        path: impl Into<PathBuf>,
+        slots_min: u32,
+        durability: MarkerDurability,
+    ) -> Result<Self, QueueError> {
+        Self::open_on(Arc::new(RealStorage), path, slots_min, durability)
+    }
+
+    /// [`AttemptJournal::open`] on `storage`.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
         path: impl Into<PathBuf>,
         slots_min: u32,
         durability: MarkerDurability,
     ) -> Result<Self, QueueError> {
         let path = path.into();
         let slots_min = slots_min.max(2);
-        crate::layout::quarantine_foreign(&path)?;
-        let (loaded, report) = match load(&path) {
+        quarantine_foreign(&*storage, &path)?;
+        let (loaded, report) = match load(&*storage, &path) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), JournalReport::default()),
             Err(e) => return Err(QueueError::io("read", &path, e)),
@@ -152,18 +171,22 @@ impl AttemptJournal {
             ..report
         };
         let mut next_generation = generation.saturating_add(1);
-        let fresh = match rewrite(&path, &markers, slots_min, &mut next_generation) {
+        let fresh = match rewrite(&*storage, &path, &markers, slots_min, &mut next_generation) {
             Ok(fresh) => fresh,
             // A full file system must not stop the reader from starting: delivering is what
             // frees space (probe F5). Go on in the old file, after its last used slot; the
-            // next compaction retries the rewrite.
-            Err(QueueError::Io { source, .. }) if is_no_space(&source) && !report.bad_header => {
-                match in_place(&path) {
+            // next compaction retries the rewrite. Not once the fresh file took the name
+            // (only its directory sync failed): that name may not survive a power loss, so
+            // markers written to it could vanish; go on unjournaled instead (next arm).
+            Err(QueueError::Io { op, source, .. })
+                if is_no_space(&source) && !report.bad_header && op != RENAMED_OP =>
+            {
+                match in_place(&*storage, &path) {
                     Ok(kept) => {
                         tracing::warn!(path = %path.display(), error = %source, "file system full: the attempt journal goes on in its old file (compacted once space is free)");
                         kept
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound || is_no_space(&e) => {
                         warn_unjournaled(&path, &source);
                         Fresh::none()
                     }
@@ -177,6 +200,7 @@ impl AttemptJournal {
             Err(e) => return Err(e),
         };
         Ok(Self {
+            storage,
             unjournaled: fresh.file.is_none(),
             retry_at: Instant::now(),
             file: fresh.file,
@@ -211,6 +235,13 @@ impl AttemptJournal {
     /// Slots in the current file.
     pub fn slots(&self) -> u32 {
         self.slots
+    }
+
+    /// Whether markers go out without a durable journal because the disk had no room
+    /// (see the module docs): a marker [`mark`](Self::mark) accepted meanwhile may not
+    /// survive a crash.
+    pub fn is_unjournaled(&self) -> bool {
+        self.unjournaled
     }
 
     /// Markers written (and synced) since open, and the time spent syncing them.
@@ -317,6 +348,7 @@ impl AttemptJournal {
     /// Writes the needed markers to a fresh file (see [`rewrite`]).
     fn compact(&mut self) -> Result<(), QueueError> {
         let fresh = rewrite(
+            &*self.storage,
             &self.path,
             &self.markers,
             self.slots_min,
@@ -332,12 +364,15 @@ impl AttemptJournal {
 
 /// The existing journal at `path`, reopened to go on after its last used slot (when no
 /// fresh file can be written for want of space).
-fn in_place(path: &Path) -> io::Result<Fresh> {
-    let file = crate::layout::open_file(OpenOptions::new().read(true).write(true), path)?;
+fn in_place(storage: &dyn Storage, path: &Path) -> io::Result<Fresh> {
+    let file = storage.open(path, OpenMode::ReadWrite)?;
+    // IMPORTANT: an earlier process may have renamed this file into place and died before
+    // its directory sync: the name must be durable before markers written to it count.
+    storage.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     let mut header = [0_u8; SLOT_LEN];
     file.read_exact_at(&mut header, 0)?;
     let declared = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-    let len_slots = (file.metadata()?.len() / SLOT_LEN as u64).saturating_sub(1);
+    let len_slots = (file.size()? / SLOT_LEN as u64).saturating_sub(1);
     let slots = declared.min(u32::try_from(len_slots).unwrap_or(u32::MAX));
     let mut next_slot = 0;
     let mut block = [0_u8; SLOT_LEN];
@@ -360,7 +395,7 @@ fn warn_unjournaled(path: &Path, e: &io::Error) {
 
 /// A freshly written journal file and where its next marker goes.
 struct Fresh {
-    file: Option<File>,
+    file: Option<Arc<dyn StorageFile>>,
     slots: u32,
     next_slot: u32,
 }
@@ -379,6 +414,7 @@ impl Fresh {
 /// Writes `markers` to a fresh file with room for as many again (at least `slots_min`):
 /// temp file, fsync, rename, directory fsync.
 fn rewrite(
+    storage: &dyn Storage,
     path: &Path,
     markers: &BTreeMap<(u16, u64), Marker>,
     slots_min: u32,
@@ -397,26 +433,26 @@ fn rewrite(
     let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    crate::layout::quarantine_foreign(&tmp)?;
-    let written = crate::layout::open_file(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600),
-        &tmp,
-    )
-    .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()).map(|()| f));
+    quarantine_foreign(storage, &tmp)?;
+    let written = storage.open(&tmp, OpenMode::Create).and_then(|f| {
+        f.set_len(0)?;
+        f.write_all_at(&bytes, 0)?;
+        f.sync_data()?;
+        Ok(f)
+    });
     let file = written.map_err(|e| {
-        let _ = fs::remove_file(&tmp); // a partial temp file must not hold space
+        let _ = storage.remove_file(&tmp); // a partial temp file must not hold space
         QueueError::io("write", &tmp, e)
     })?;
-    fs::rename(&tmp, path).map_err(|e| QueueError::io("rename", &tmp, e))?;
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| QueueError::io("rename", &tmp, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     // IMPORTANT: the new journal must be the one found after a crash before any request
     // relies on the markers it holds.
-    sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| QueueError::io(RENAMED_OP, dir, e))?;
     Ok(Fresh {
         file: Some(file),
         slots,
@@ -494,12 +530,12 @@ fn decode_slot(block: &[u8; SLOT_LEN]) -> Option<Slot> {
 
 /// Every valid marker in the file, whatever the header says (a damaged header must not
 /// hide markers); the header only has to be right for the report to call it good.
-fn load(path: &Path) -> io::Result<(Vec<Slot>, JournalReport)> {
-    let mut bytes = Vec::new();
+fn load(storage: &dyn Storage, path: &Path) -> io::Result<(Vec<Slot>, JournalReport)> {
     let limit = ((SLOTS_READ_MAX + 1) * SLOT_LEN) as u64;
-    crate::layout::open_file(OpenOptions::new().read(true), path)?
-        .take(limit)
-        .read_to_end(&mut bytes)?;
+    let file = storage.open(path, OpenMode::Read)?;
+    let len = usize::try_from(file.size()?.min(limit)).unwrap_or(usize::MAX);
+    let mut bytes = vec![0_u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
     let mut report = JournalReport::default();
     let mut blocks = bytes.chunks_exact(SLOT_LEN).map(|c| {
         let mut block = [0_u8; SLOT_LEN];

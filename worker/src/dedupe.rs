@@ -16,16 +16,27 @@
 //! restart), so a reader that must start on a full disk to free it is not stopped by it.
 //! A write that finds no space is cut back off the file, its keys stay unsaved, and the
 //! next [`persist`](DedupeSet::persist) tries again; one WARN per spell, one INFO when
-//! the log is written again.
+//! the log is written again. A "running" marker that finds no room cuts a "stopped" marker
+//! off the log's tail (a truncation needs no space), so a crash of the run is never read
+//! as a clean stop.
+//!
+//! Every open of the log (at start, after a compaction's rename, after a full disk) syncs
+//! its directory before appending: a name an earlier process created or renamed into place
+//! may not be durable yet.
+//!
+//! All file I/O goes through the wal's storage seam ([`Storage`]): [`DedupeSet::open`]
+//! uses the real file system, [`DedupeSet::open_on`] any storage (the simulated disk of
+//! `worker/tests/crash_states.rs` explores every crash point of the log through it).
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use escalation_queue_wal::{FileKind, OpenMode, RealStorage, Storage, StorageFile};
 
 use crate::escalation::Escalation;
-use crate::layout::{is_no_space, sync_dir, QueueError};
+use crate::layout::{is_no_space, QueueError};
 
 const MAGIC: &[u8; 8] = b"EQDEDUP1";
 const FRAME_HEADER_LEN: usize = 9;
@@ -35,6 +46,8 @@ const KEY_LEN: usize = 16;
 /// Largest frame accepted when reading: bounds memory on a damaged length.
 const FRAME_LEN_MAX: usize = 16 << 20;
 const RUN_LEN: usize = 17;
+/// Bytes read from the storage at a time when loading the log.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Default number of recent items remembered.
 pub const DEFAULT_DEDUPE_ITEMS_MAX: usize = 100_000;
@@ -80,9 +93,10 @@ pub enum PreviousRun {
 /// See the module docs.
 #[derive(Debug)]
 pub struct DedupeSet {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     /// `None` while the disk had no room to create the log (see the module docs).
-    file: Option<File>,
+    file: Option<Arc<dyn StorageFile>>,
     /// The log's valid length: where the next frame goes.
     len: u64,
     /// A write found no space and the log is behind the set.
@@ -93,22 +107,32 @@ pub struct DedupeSet {
     keys_max: usize,
     keys_in_file: usize,
     last_run: Option<[u8; RUN_LEN]>,
+    /// Where the log's last frame starts when it is a run marker.
+    tail_run_at: Option<u64>,
+
     previous_run: PreviousRun,
 }
 
 impl DedupeSet {
-    /// Opens (or creates, mode 0600) the log at `path`, remembering `items_max` items.
+    /// Opens (or creates, mode 0600) the log at `path` on the real file system,
+    /// remembering `items_max` items.
     pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
+        Self::open_on(Arc::new(RealStorage), path, items_max)
+    }
+
+    /// Opens (or creates) the log at `path` on `storage`, remembering `items_max` items.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        path: impl Into<PathBuf>,
+        items_max: usize,
+    ) -> Result<Self, QueueError> {
         let path = path.into();
         let keys_max = items_max.max(1).saturating_mul(2);
-        crate::layout::quarantine_foreign(&path)?;
-        let existed = path.exists();
-        let loaded = if existed {
-            load(&path).map_err(|e| QueueError::io("read", &path, e))?
-        } else {
-            Loaded::default()
-        };
-        let (file, len, degraded) = match create_log(&path, loaded.valid_len) {
+        quarantine_foreign(&*storage, &path)?;
+        let found = load(&*storage, &path).map_err(|e| QueueError::io("read", &path, e))?;
+        let existed = found.is_some();
+        let loaded = found.unwrap_or_default();
+        let (file, len, degraded) = match create_log(&*storage, &path, loaded.valid_len) {
             Ok((file, len)) => (Some(file), len, false),
             Err(e) if is_no_space(&e.1) => {
                 // Retried from the same valid length: a log that is valid up to it keeps
@@ -119,6 +143,7 @@ impl DedupeSet {
             Err((op, e)) => return Err(QueueError::io(op, &path, e)),
         };
         let mut set = Self {
+            storage,
             file,
             len,
             degraded,
@@ -129,6 +154,7 @@ impl DedupeSet {
             keys_max,
             keys_in_file: loaded.keys.len(),
             last_run: loaded.last_run,
+            tail_run_at: loaded.tail_run_at,
             previous_run: match (existed, loaded.last_run) {
                 (false, _) => PreviousRun::First,
                 (true, Some(run)) => decode_run(&run),
@@ -218,8 +244,36 @@ impl DedupeSet {
         let mut run = [0_u8; RUN_LEN];
         run[0] = 1;
         run[1..5].copy_from_slice(&window_records.to_le_bytes());
-        self.append(KIND_RUN, &run)?;
+        if !self.append(KIND_RUN, &run)? {
+            self.cut_clean_tail()?;
+        }
         self.last_run = Some(run);
+        Ok(())
+    }
+
+    /// No room for a "running" marker: a "stopped" marker at the log's tail would make a
+    /// crash of this run read as a clean stop, so it is cut off (a shorter file needs no
+    /// space). The marker before it, if any, is "running": the next open reads the run as
+    /// unclean, as it must.
+    fn cut_clean_tail(&mut self) -> Result<(), QueueError> {
+        let (Some(at), Some(run)) = (self.tail_run_at, self.last_run) else {
+            return Ok(());
+        };
+        if run[0] != 2 {
+            return Ok(());
+        }
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
+            None => self
+                .storage
+                .open(&self.path, OpenMode::ReadWrite)
+                .map_err(|e| QueueError::io("open", &self.path, e))?,
+        };
+        file.set_len(at)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| QueueError::io("truncate", &self.path, e))?;
+        self.len = at;
+        self.tail_run_at = None;
         Ok(())
     }
 
@@ -242,21 +296,31 @@ impl DedupeSet {
     /// is left in the log and the caller keeps what it holds for a later try.
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, QueueError> {
         if self.file.is_none() {
-            match create_log(&self.path, self.len) {
+            match create_log(&*self.storage, &self.path, self.len) {
                 Ok((file, len)) => {
                     self.file = Some(file);
                     self.len = len;
                 }
-                Err((_, e)) if is_no_space(&e) => return Ok(false),
+                Err((_, e)) if is_no_space(&e) => {
+                    if !std::mem::replace(&mut self.degraded, true) {
+                        warn_no_space(&self.path, &e);
+                    }
+                    return Ok(false);
+                }
                 Err((op, e)) => return Err(QueueError::io(op, &self.path, e)),
             }
         }
-        let Some(file) = self.file.as_mut() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(false);
         };
         let frame = frame(kind, payload);
-        match file.write_all(&frame).and_then(|()| file.sync_data()) {
+        // At the valid length, whatever a failed earlier append left after it.
+        match file
+            .write_all_at(&frame, self.len)
+            .and_then(|()| file.sync_data())
+        {
             Ok(()) => {
+                self.tail_run_at = (kind == KIND_RUN).then_some(self.len);
                 self.len += frame.len() as u64;
                 if std::mem::take(&mut self.degraded) {
                     tracing::info!(path = %self.path.display(), "dedupe log written again: the disk has room");
@@ -265,10 +329,7 @@ impl DedupeSet {
             }
             Err(e) if is_no_space(&e) => {
                 // Cut the partial frame off, so that later frames follow a valid one.
-                let cut = file
-                    .set_len(self.len)
-                    .and_then(|()| io::Seek::seek(file, io::SeekFrom::Start(self.len)));
-                if let Err(cut) = cut {
+                if let Err(cut) = file.set_len(self.len) {
                     return Err(QueueError::io("truncate", &self.path, cut));
                 }
                 if !std::mem::replace(&mut self.degraded, true) {
@@ -288,25 +349,24 @@ impl DedupeSet {
         let mut bytes = MAGIC.to_vec();
         let keys: Vec<u8> = self.order.iter().flat_map(|k| k.to_le_bytes()).collect();
         bytes.extend(frame(KIND_KEYS, &keys));
+        let mut tail_run_at = None;
         if let Some(run) = &self.last_run {
+            tail_run_at = Some(bytes.len() as u64);
             bytes.extend(frame(KIND_RUN, run));
         }
-        crate::layout::quarantine_foreign(&tmp)?;
-        let written = crate::layout::open_file(
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600),
-            &tmp,
-        )
-        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+        let storage = &*self.storage;
+        quarantine_foreign(storage, &tmp)?;
+        let written = storage.open(&tmp, OpenMode::Create).and_then(|f| {
+            f.set_len(0)?;
+            f.write_all_at(&bytes, 0)?;
+            f.sync_data()
+        });
         match written {
             Ok(()) => {}
             Err(e) if is_no_space(&e) => {
                 // The log stays as it is (valid, only longer); compaction is tried again at
                 // a later persist.
-                let _ = fs::remove_file(&tmp);
+                let _ = storage.remove_file(&tmp);
                 if !std::mem::replace(&mut self.degraded, true) {
                     warn_no_space(&self.path, &e);
                 }
@@ -314,15 +374,21 @@ impl DedupeSet {
             }
             Err(e) => return Err(QueueError::io("write", &tmp, e)),
         }
-        fs::rename(&tmp, &self.path).map_err(|e| QueueError::io("rename", &tmp, e))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        // IMPORTANT: the rename must be durable before the old log's keys are relied on.
-        sync_dir(dir).map_err(|e| QueueError::io("fsync dir", dir, e))?;
-        let (file, len) = create_log(&self.path, bytes.len() as u64)
+        storage
+            .rename(&tmp, &self.path)
+            .map_err(|e| QueueError::io("rename", &tmp, e))?;
+        // From here the name is the new file's: never append to the old one again (a later
+        // append reopens the log by its name if a step below fails).
+        self.file = None;
+        self.len = bytes.len() as u64;
+        self.tail_run_at = tail_run_at;
+        self.keys_in_file = self.order.len();
+        // IMPORTANT: the rename must be durable before the old log's keys are relied on:
+        // `create_log` syncs the directory before the new file is written to.
+        let (file, len) = create_log(storage, &self.path, self.len)
             .map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
         self.file = Some(file);
         self.len = len;
-        self.keys_in_file = self.order.len();
         Ok(())
     }
 }
@@ -373,60 +439,132 @@ fn warn_no_space(path: &Path, e: &io::Error) {
     tracing::warn!(path = %path.display(), error = %e, "no space for the dedupe log: recently delivered ids are kept in memory only until the disk has room (after a crash meanwhile, some escalations may be delivered again)");
 }
 
+/// The directory holding `path`.
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// If `path` exists on `storage` and is not a regular file (a symlink, a FIFO, a
+/// directory...), moves it aside to `<path>.foreign-<unix ms>` (a rename moves the entry
+/// itself, never what a link points to), makes the move durable and reports it: the
+/// worker's own files (this log, the attempt journal) then start afresh instead of the
+/// worker being unable to start. Returns where it went.
+pub(crate) fn quarantine_foreign(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<Option<PathBuf>, QueueError> {
+    let kind = match storage.entry_kind(path) {
+        Ok(None | Some(FileKind::Regular)) => return Ok(None),
+        Ok(Some(kind)) => kind,
+        Err(e) => return Err(QueueError::io("stat", path, e)),
+    };
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(
+        ".foreign-{}",
+        escalation_queue_wal::clock::now_unix_ms()
+    ));
+    let aside = PathBuf::from(aside);
+    storage
+        .rename(path, &aside)
+        .map_err(|e| QueueError::io("rename", path, e))?;
+    let dir = parent(path);
+    // IMPORTANT: the move must be durable before a fresh file takes the name.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| QueueError::io("fsync dir", dir, e))?;
+    tracing::error!(path = %path.display(), moved_to = %aside.display(), found = %kind, "a queue file was not a regular file (symlink, FIFO, directory...); it was moved aside, never opened, and a fresh file is used");
+    Ok(Some(aside))
+}
+
+/// An I/O error with the name of the operation that failed.
+type FailedOp = (&'static str, io::Error);
+
 /// Opens the log for appending after `valid_len` bytes, writing the magic into a new file;
 /// returns it with its length. An error names the operation that failed.
-fn create_log(path: &Path, valid_len: u64) -> Result<(File, u64), (&'static str, io::Error)> {
-    let mut file = crate::layout::open_file(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600),
-        path,
-    )
-    .map_err(|e| ("open", e))?;
+fn create_log(
+    storage: &dyn Storage,
+    path: &Path,
+    valid_len: u64,
+) -> Result<(Arc<dyn StorageFile>, u64), FailedOp> {
+    let file = storage
+        .open(path, OpenMode::Create)
+        .map_err(|e| ("open", e))?;
     let mut len = valid_len;
     if valid_len < MAGIC.len() as u64 {
-        let found = file.metadata().map_err(|e| ("stat", e))?.len();
+        let found = file.size().map_err(|e| ("stat", e))?;
         if found > 0 {
             tracing::warn!(path = %path.display(), bytes = found, "dedupe log does not start with its magic (not a dedupe log, or damaged); its contents are discarded and it starts empty: recently delivered escalations may be delivered again");
         }
         file.set_len(0).map_err(|e| ("truncate", e))?;
-        let written = file.write_all(MAGIC).and_then(|()| file.sync_all());
+        let written = file.write_all_at(MAGIC, 0).and_then(|()| file.sync_data());
         if let Err(e) = written {
             let _ = file.set_len(0); // never leave a partial magic behind
             return Err(("write", e));
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        // IMPORTANT: a new log's directory entry must be durable.
-        sync_dir(dir).map_err(|e| ("fsync dir", e))?;
         len = MAGIC.len() as u64;
-    } else if file.metadata().map_err(|e| ("stat", e))?.len() > valid_len {
+    } else if file.size().map_err(|e| ("stat", e))? > valid_len {
         tracing::warn!(path = %path.display(), valid_len, "dedupe log has a torn or damaged tail; cutting it off");
         file.set_len(valid_len).map_err(|e| ("truncate", e))?;
-        file.sync_all().map_err(|e| ("fsync", e))?;
+        file.sync_data().map_err(|e| ("fsync", e))?;
     }
-    io::Seek::seek(&mut file, io::SeekFrom::Start(len)).map_err(|e| ("seek", e))?;
+    // IMPORTANT: the log's directory entry must be durable before anything appended to it
+    // is relied on: a new log's, a log compacted into place by a rename, and one found on
+    // open (an earlier process may have created or renamed it and failed its sync).
+    storage
+        .sync_dir(parent(path))
+        .map_err(|e| ("fsync dir", e))?;
     Ok((file, len))
+}
+
+/// A file of the storage read from its start, as a stream (a damaged log can be large:
+/// it is read frame by frame, never whole).
+struct FileStream<'a> {
+    file: &'a dyn StorageFile,
+    offset: u64,
+    len: u64,
+}
+
+impl Read for FileStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.offset);
+        let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+        let Some(dst) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_exact_at(dst, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 #[derive(Default)]
 struct Loaded {
     keys: Vec<u128>,
     last_run: Option<[u8; RUN_LEN]>,
+    tail_run_at: Option<u64>,
     valid_len: u64,
 }
 
-fn load(path: &Path) -> io::Result<Loaded> {
-    let mut reader = BufReader::new(crate::layout::open_file(
-        OpenOptions::new().read(true),
-        path,
-    )?);
+/// What the log at `path` holds; `None` when there is no log.
+fn load(storage: &dyn Storage, path: &Path) -> io::Result<Option<Loaded>> {
+    let file = match storage.open(path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let stream = FileStream {
+        file: &*file,
+        offset: 0,
+        len: file.size()?,
+    };
+    let mut reader = BufReader::with_capacity(READ_CHUNK, stream);
     let mut loaded = Loaded::default();
     let mut magic = [0_u8; 8];
     if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Ok(loaded);
+        return Ok(Some(loaded));
     }
     loaded.valid_len = MAGIC.len() as u64;
     let mut header = [0_u8; FRAME_HEADER_LEN];
@@ -450,23 +588,26 @@ fn load(path: &Path) -> io::Result<Loaded> {
                     k.copy_from_slice(c);
                     u128::from_le_bytes(k)
                 }));
+                loaded.tail_run_at = None;
             }
             KIND_RUN if len == RUN_LEN => {
                 let mut run = [0_u8; RUN_LEN];
                 run.copy_from_slice(&payload);
                 loaded.last_run = Some(run);
+                loaded.tail_run_at = Some(loaded.valid_len);
             }
             _ => break,
         }
         loaded.valid_len += (FRAME_HEADER_LEN + len) as u64;
     }
-    Ok(loaded)
+    Ok(Some(loaded))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::escalation::ImageSource;
+    use std::fs::{self, OpenOptions};
 
     fn esc(n: u32) -> Escalation {
         let mut e = Escalation::new("det_x", ImageSource::Inline(vec![1_u8].into()));

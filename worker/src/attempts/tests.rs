@@ -2,6 +2,8 @@
 
 use super::*;
 use escalation_queue_wal::{LaneId, Position, SegmentId, Seq};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
 
 fn id(lane: u16, seq: u64) -> RecordId {
     RecordId {
