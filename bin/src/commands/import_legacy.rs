@@ -23,6 +23,7 @@
 
 mod failed;
 mod legacy;
+mod sha256;
 
 use std::collections::HashSet;
 use std::fs;
@@ -827,20 +828,17 @@ fn read_image(path: &Path, limit: usize) -> Result<Vec<u8>, ImageProblem> {
 }
 
 /// `id` if it obeys our id rule (1 to 200 printable ASCII characters, no spaces); else a
-/// stable replacement, `prefix` + 32 hex digits of its FNV-1a 128 hash, so every line
-/// carrying the same legacy id maps to the same one.
+/// stable replacement, `prefix` + the first 32 hex digits of its SHA-256: the mapping the
+/// Python package applies to a client's `X-Request-Id` (`edge_compat.safe_request_id`), so
+/// every line carrying the same legacy id maps to the same one, and to what a new write
+/// with that id gets.
 fn safe_id(prefix: &str, id: &str) -> String {
     let ok = (1..=escalation_queue::worker::ID_LEN_MAX_CHARS).contains(&id.chars().count())
         && id.bytes().all(|b| (b'!'..=b'~').contains(&b));
     if ok {
         return id.to_owned();
     }
-    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for b in id.bytes() {
-        hash ^= u128::from(b);
-        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
-    }
-    format!("{prefix}{hash:032x}")
+    format!("{prefix}{}", &sha256::hex_digest(id.as_bytes())[..32])
 }
 
 fn file_name(path: &Path) -> String {
@@ -931,5 +929,7 @@ mod tests {
         assert_ne!(a, safe_id("req_h", "has  space"));
         assert!(a.starts_with("req_h") && a.len() == 37);
         assert!(safe_id("iq_h", "").starts_with("iq_h"));
+        // hashlib.sha256("has space".encode()).hexdigest()[:32], as edge_compat computes it.
+        assert_eq!(a, "req_h47b5c36fc0b017ba576f10f988d0cbcb");
     }
 }

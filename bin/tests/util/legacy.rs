@@ -103,9 +103,22 @@ pub struct Line {
     pub file_name: String,
 }
 
+/// A JSON string as `json.dumps` writes it (`ensure_ascii`): non-ASCII as `\uXXXX`
+/// (surrogate pairs beyond the BMP); ASCII escaped as serde_json escapes it.
 fn py_str(s: &str) -> String {
-    // json.dumps escapes like serde_json for ASCII input; both emit "\uXXXX" for controls.
-    serde_json::to_string(s).expect("string")
+    let ascii = serde_json::to_string(s).expect("string");
+    let mut out = String::with_capacity(ascii.len());
+    for c in ascii.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0_u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn py_opt_f64(v: Option<f64>) -> String {
