@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use escalation_queue::wal::{Error as WalError, Reader, Writer};
+use escalation_queue::wal::{Durability, Error as WalError, Reader, Writer};
 use escalation_queue::worker::{DedupeSet, Metadata, WORKER_CURSOR};
 use escalation_queue::{
     DeadLetterQueue, Escalation, EscalationQueue, HumanReview, ImageSource, QueueError, QueueLayout,
@@ -367,7 +367,11 @@ impl<'a> Run<'a> {
     fn queue(&mut self) -> anyhow::Result<&EscalationQueue> {
         if self.queue.is_none() {
             let dir = self.layout.root().to_path_buf();
-            let queue = EscalationQueue::open_with(&dir, self.config.queue.clone())
+            // Synced on every append whatever `queue.durability` says: legacy files are
+            // removed on the strength of these enqueues.
+            let mut options = self.config.queue.clone();
+            options.durability = Durability::SyncEachAppend;
+            let queue = EscalationQueue::open_with(&dir, options)
                 .with_context(|| format!("cannot open the queue {}", dir.display()))?;
             self.queue = Some(queue);
         }
