@@ -53,6 +53,7 @@ impl RawArgs {
             Command::Status(args) | Command::Verify(args) => Some(&args.queue),
             Command::Inspect(args) => Some(&args.queue),
             Command::Dlq(args) => Some(&args.queue),
+            Command::ImportLegacy(args) => Some(&args.queue),
             Command::MockCloud(_) | Command::Demo(_) => None,
         }
     }
@@ -114,6 +115,9 @@ pub enum Command {
     Verify(ReportArgs),
     /// The dead-letter queue: list, replay or purge
     Dlq(DlqArgs),
+    /// Move a Python (edge-endpoint) file queue into this queue: pending lines become
+    /// escalations, failed/ records dead letters; safe to kill and run again
+    ImportLegacy(ImportLegacyArgs),
     /// Serve a local stand-in for the Groundlight API, with injectable faults
     MockCloud(MockCloudArgs),
     /// In one process: a mock cloud with an outage, a few hundred escalations from several
@@ -313,6 +317,41 @@ pub struct Selection {
     /// Every dead letter
     #[arg(long)]
     pub all: bool,
+}
+
+/// Options of `import-legacy`.
+#[derive(Debug, Args)]
+pub struct ImportLegacyArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// The legacy queue directory: the one holding writing/, reading/, images/, failed/
+    /// and request-cache/ (edge-endpoint's /opt/groundlight/queue)
+    #[arg(value_name = "LEGACY_DIR")]
+    pub legacy_dir: PathBuf,
+
+    /// The path the legacy containers saw LEGACY_DIR at: the lines name their images by
+    /// absolute path below it
+    #[arg(long, value_name = "DIR", default_value = "/opt/groundlight/queue")]
+    pub legacy_root_as: PathBuf,
+
+    /// The legacy containers' offset from UTC, in minutes: their timestamps are naive
+    /// local time (the edge-endpoint image sets no time zone, so UTC)
+    #[arg(
+        long,
+        value_name = "MINUTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub legacy_utc_offset_minutes: i64,
+
+    /// Show what would be imported; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `mock-cloud`.

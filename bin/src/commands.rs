@@ -4,6 +4,7 @@
 mod demo;
 mod dlq;
 mod enqueue;
+mod import_legacy;
 mod inspect;
 mod mock_cloud;
 mod reader;
@@ -27,6 +28,7 @@ pub fn dispatch(command: &Command, config: &Config) -> anyhow::Result<ExitCode> 
         Command::Inspect(args) => inspect::inspect(config, args),
         Command::Verify(args) => inspect::verify(config, args.json),
         Command::Dlq(args) => dlq::dlq(config, &args.command),
+        Command::ImportLegacy(args) => import_legacy::import_legacy(config, args),
         Command::MockCloud(args) => mock_cloud::mock_cloud(args),
         Command::Demo(args) => demo::demo(args),
     }
