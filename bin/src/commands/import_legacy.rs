@@ -23,7 +23,6 @@
 
 mod failed;
 mod legacy;
-mod sha256;
 
 use std::collections::HashSet;
 use std::fs;
@@ -842,7 +841,10 @@ fn safe_id(prefix: &str, id: &str) -> String {
     if ok {
         return id.to_owned();
     }
-    format!("{prefix}{}", &sha256::hex_digest(id.as_bytes())[..32])
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
 }
 
 fn file_name(path: &Path) -> String {
