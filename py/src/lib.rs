@@ -16,8 +16,8 @@ use std::sync::RwLock;
 
 use escalation_queue_producer::wal::{ErrorKind as WalKind, Reader};
 use escalation_queue_producer::{
-    Error, ErrorKind, Escalation, EscalationQueue, HumanReview, ImageSource, Metadata,
-    QueueLayout, QueueOptions, WORKER_CURSOR,
+    Error, ErrorKind, Escalation, EscalationQueue, HumanReview, ImageSource, Metadata, QueueLayout,
+    QueueOptions, WORKER_CURSOR,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -243,11 +243,7 @@ impl Queue {
     /// calls fail with kind `wal.closed`; closing twice is allowed.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.check_pid()?;
-        let taken = self
-            .queue
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let taken = self.queue.write().unwrap_or_else(|e| e.into_inner()).take();
         py.detach(move || drop(taken));
         Ok(())
     }
@@ -430,7 +426,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "METADATA_SIZE_LIMIT_BYTES",
         escalation_queue_producer::METADATA_SIZE_LIMIT_BYTES,
     )?;
-    m.add("ID_LEN_MAX_CHARS", escalation_queue_producer::ID_LEN_MAX_CHARS)?;
+    m.add(
+        "ID_LEN_MAX_CHARS",
+        escalation_queue_producer::ID_LEN_MAX_CHARS,
+    )?;
     m.add(
         "DEFAULT_IMAGE_SIZE_MAX_BYTES",
         escalation_queue_producer::DEFAULT_IMAGE_SIZE_MAX_BYTES,
