@@ -11,7 +11,8 @@ median of the rounds:
   EQ_BENCH_IMAGE_BYTES (default 40960) inline image, one thread;
 * throughput with 16 threads on one handle (group commit).
 
-EQ_BENCH_DIR picks the file system (default: the system temp dir).
+EQ_BENCH_DIR picks the file system (default: the system temp dir); EQ_BENCH_PYTHON_FIRST=1
+runs the Python side first in each round.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import escalation_queue as eq
 COUNT = int(os.environ.get("EQ_BENCH_COUNT", "2000"))
 IMAGE_BYTES = int(os.environ.get("EQ_BENCH_IMAGE_BYTES", "40960"))
 ROUNDS = int(os.environ.get("EQ_BENCH_ROUNDS", "3"))
+# Which side runs first in each round (the order can favour one side on a drifting disk).
+ORDER = ("python", "rust") if os.environ.get("EQ_BENCH_PYTHON_FIRST") == "1" else ("rust", "python")
 THREADS = 16
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,10 +107,10 @@ def main() -> None:
     seq = {"rust": [], "python": []}
     thr = {"rust": [], "python": []}
     for _ in range(ROUNDS):
-        for side in ("rust", "python"):
+        for side in ORDER:
             lat, _ = run_rust(binary, base, 1) if side == "rust" else run_python(base, 1)
             seq[side].append((percentile(lat, 50), percentile(lat, 99)))
-        for side in ("rust", "python"):
+        for side in ORDER:
             _, wall = run_rust(binary, base, THREADS) if side == "rust" else run_python(base, THREADS)
             thr[side].append(COUNT // THREADS * THREADS / wall)
     med = {s: (statistics.median(p[0] for p in seq[s]), statistics.median(p[1] for p in seq[s])) for s in seq}
