@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use escalation_queue_producer::RecordLimits;
 use escalation_queue_wal::{Reader, Record};
 
 use super::age::{self, FirstSeen};
@@ -21,7 +22,6 @@ use crate::layout::QueueError;
 use crate::retry::{
     Admission, BudgetConfig, Classification, DeadLetterReason, ErrorClass, ItemBudget, Wait,
 };
-use escalation_queue_producer::RecordLimits;
 
 /// The attempts of one item, the head of the queue: what they borrow from the worker and
 /// what they keep across attempts.

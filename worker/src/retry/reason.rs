@@ -43,8 +43,8 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    /// Every label, in the order of [`label_index`](Self::label_index): the `reason` values
-    /// of the dead-letter counters in `/stats` and `/metrics`.
+    /// Every [`label`](Self::label): the `reason` values of the dead-letter counters in
+    /// `/stats` and `/metrics`.
     pub const LABELS: [&'static str; 8] = [
         "bad_request",
         "client_error",
