@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use escalation_queue::wal::Writer;
 use escalation_queue::worker::{
-    AttemptContext, DeadLetterCause, Destination, FaultAction, ImageSource, MockOutcome,
-    OutageMode, RecordedRequest, RunSummary,
+    AttemptContext, DeadLetterReason, Destination, ErrorClass, FaultAction, ImageSource,
+    MockOutcome, OutageMode, RecordedRequest, RunSummary,
 };
 use worker_support::{escalation, fast_config, request_gaps_ms, Harness};
 
@@ -200,8 +200,8 @@ fn bad_request_is_dead_lettered_after_one_attempt_with_context() {
     assert!(info.dead_lettered_at_unix_ms >= info.attempts[0].at_unix_ms);
     assert_eq!(
         info.cause,
-        DeadLetterCause::Rejected {
-            class: "bad_request".into(),
+        DeadLetterReason::Rejected {
+            class: ErrorClass::BadRequest,
             status: Some(400)
         }
     );
@@ -295,7 +295,7 @@ fn undecodable_record_is_dead_lettered_with_its_raw_bytes() {
     assert!(h.mock.requests().is_empty());
     let letters = h.dead_letters().list().expect("list");
     assert_eq!(&letters[0].record[..], &raw[..]);
-    assert_eq!(letters[0].info.cause, DeadLetterCause::Undecodable);
+    assert_eq!(letters[0].info.cause, DeadLetterReason::Undecodable);
     assert_eq!(stats.snapshot().dead_lettered["undecodable"], 1);
 }
 

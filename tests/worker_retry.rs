@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use escalation_queue::worker::{
-    BackoffConfig, BreakerConfig, BudgetConfig, DeadLetterCause, FaultAction, WorkerConfig,
+    BackoffConfig, BreakerConfig, BudgetConfig, DeadLetterReason, FaultAction, WorkerConfig,
 };
 use worker_support::{fast_config, request_gaps_ms, Harness};
 
@@ -134,7 +134,7 @@ fn attempts_budget_dead_letters_a_persistent_failure() {
     let letters = h.dead_letters().list().expect("list");
     assert_eq!(
         letters[0].info.cause,
-        DeadLetterCause::AttemptsExhausted {
+        DeadLetterReason::AttemptsExhausted {
             attempts: 3,
             max: 3
         }
@@ -163,7 +163,7 @@ fn age_budget_dead_letters_an_item_retried_too_long() {
     assert!(
         matches!(
             letters[0].info.cause,
-            DeadLetterCause::AgeExhausted { max_ms: 300, .. }
+            DeadLetterReason::AgeExhausted { max_ms: 300, .. }
         ),
         "{:?}",
         letters[0].info.cause

@@ -6,9 +6,11 @@
 
 mod age;
 mod alerts;
+mod cloud;
 mod config;
 mod deliver;
 mod lookup;
+mod outcome;
 mod stop;
 mod systemic;
 mod waits;
@@ -24,16 +26,18 @@ pub use config::{WorkerConfig, BREAKER_COOL_DOWN_MAX_MS};
 pub use stop::StopHandle;
 
 use crate::attempts::{AttemptJournal, MarkerDurability, DEFAULT_SLOTS};
-use crate::dead_letter::{now_unix_ms, DeadLetterSink};
-use crate::dedupe::{DedupeSet, InFlight};
-use crate::escalation::{Escalation, ValidationError};
-use crate::incidents::{Incidents, SpikeDetector};
+use crate::dead_letter::{now_unix_ms, AttemptLog, DeadLetterSink};
+use crate::dedupe::{DedupeSet, DuplicateOf, InFlight};
+use crate::escalation::Escalation;
+use crate::incidents::Incidents;
 use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
-use crate::retry::{Backoff, CircuitBreaker, DeadLetterReason, SystemicRejects};
-use crate::stats::Stats;
+use crate::retry::DeadLetterReason;
+use crate::stats::{Stats, StatsSnapshot};
 use crate::Destination;
 
-use deliver::{Failure, Outcome};
+use cloud::Cloud;
+use deliver::{Delivery, Item};
+use outcome::{Failure, Outcome};
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -46,7 +50,8 @@ pub enum RunEnd {
     Empty,
 }
 
-/// What one `run` or `drain` did.
+/// What one `run` or `drain` did: the difference of the worker's [`Stats`] counters between
+/// the run's start and its end (each event is counted once, there).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     /// Items the cloud accepted (duplicates included).
@@ -69,6 +74,27 @@ pub struct RunSummary {
     pub ended: RunEnd,
 }
 
+impl RunSummary {
+    /// The run that took the counters from `start` to `end`.
+    fn between(start: &StatsSnapshot, end: &StatsSnapshot) -> Self {
+        Self {
+            delivered: end.delivered.saturating_sub(start.delivered),
+            delivered_duplicates: end
+                .delivered_duplicates
+                .saturating_sub(start.delivered_duplicates),
+            dead_lettered: end
+                .dead_lettered_total
+                .saturating_sub(start.dead_lettered_total),
+            expired: end.expired.saturating_sub(start.expired),
+            duplicates: end.duplicates.saturating_sub(start.duplicates),
+            attempts: end.attempts.saturating_sub(start.attempts),
+            retried: end.retried.saturating_sub(start.retried),
+            elapsed_ms: 0,
+            ended: RunEnd::default(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     UntilStopped,
@@ -80,24 +106,14 @@ enum Mode {
 pub struct Worker {
     layout: QueueLayout,
     options: QueueOptions,
-    config: WorkerConfig,
-    config_view: serde_json::Value,
     reader: Reader,
     dedupe: DedupeSet,
-    dead_letters: DeadLetterSink,
-    incidents: Arc<Incidents>,
-    stats: Arc<Stats>,
-    stop: StopHandle,
-    breaker: CircuitBreaker,
-    backoff: Backoff,
-    systemic: SystemicRejects,
     attempts: AttemptJournal,
-    spike: SpikeDetector,
+    /// What every item's delivery shares: breaker, backoff, counters, incidents, config.
+    cloud: Cloud,
     acks_since_checkpoint: u32,
     last_checkpoint: Instant,
-    last_maintenance: Instant,
     last_retention_sweep: Option<Instant>,
-    unreachable_since: Option<Instant>,
     /// The item being delivered, once attempted: what a stop leaves in flight.
     current: Option<InFlight>,
     /// The record being processed until it is acknowledged, with its lost-response flag:
@@ -107,7 +123,6 @@ pub struct Worker {
     /// When this worker first took the record being processed (its age when the writer's
     /// clock is not believed, `age.rs`).
     first_seen: Option<age::FirstSeen>,
-    summary: RunSummary,
 }
 
 impl Worker {
@@ -148,47 +163,31 @@ impl Worker {
         let incidents_path = layout.incidents_path();
         let incidents = Incidents::new(config.incidents.clone(), Some(incidents_path.clone()))
             .map_err(|e| QueueError::io("start incident webhook", incidents_path, e))?;
-        let backoff = match config.jitter_seed {
-            Some(seed) => Backoff::with_seed(config.backoff, seed),
-            None => Backoff::new(config.backoff),
-        };
         tracing::info!(queue = %layout.root().display(), previous_run = ?dedupe.previous_run(), attempts = ?attempts.report(), "worker opened");
         Ok(Self {
-            dead_letters: DeadLetterSink::new(&layout, options),
+            cloud: Cloud::new(config, incidents, DeadLetterSink::new(&layout, options)),
             attempts,
-            config_view: config.incident_view(),
-            breaker: CircuitBreaker::new(config.breaker),
-            systemic: SystemicRejects::new(config.systemic_reject_threshold),
-            spike: SpikeDetector::new(config.incidents.spike),
             layout,
             options: options.clone(),
             reader,
             dedupe,
-            incidents: Arc::new(incidents),
-            stats: Arc::new(Stats::default()),
-            stop: StopHandle::default(),
-            backoff,
             acks_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
-            last_maintenance: Instant::now(),
             last_retention_sweep: None,
-            unreachable_since: None,
             current: None,
             held: None,
             first_seen: None,
-            summary: RunSummary::default(),
-            config,
         })
     }
 
     /// A handle that stops [`run`](Self::run) and [`drain`](Self::drain).
     pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
+        self.cloud.stop.clone()
     }
 
     /// The worker's counters and gauges, live.
     pub fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.cloud.stats)
     }
 
     /// Counts into `stats` from now on: those of the worker this one replaces on the same
@@ -197,12 +196,12 @@ impl Worker {
     /// The gauges that describe one worker's state (circuit, auth pause) start afresh.
     pub fn continue_stats(&mut self, stats: Arc<Stats>) {
         stats.reset_worker_gauges();
-        self.stats = stats;
+        self.cloud.stats = stats;
     }
 
     /// The incident manager (recent incidents, counts).
     pub fn incidents(&self) -> Arc<Incidents> {
-        Arc::clone(&self.incidents)
+        Arc::clone(&self.cloud.incidents)
     }
 
     /// The queue directory.
@@ -222,10 +221,10 @@ impl Worker {
 
     fn run_mode(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunSummary, QueueError> {
         let started = Instant::now();
-        self.summary = RunSummary::default();
+        let counted_before = self.cloud.stats.snapshot();
         self.dedupe
-            .mark_running(self.config.checkpoint_acks_max.saturating_add(1))?;
-        self.maintain(true)?;
+            .mark_running(self.cloud.config.checkpoint_acks_max.saturating_add(1))?;
+        self.maintain()?;
         let result = self.loop_items(dest, mode);
         // Whatever happened, make the acknowledgements durable; only then is the stop clean.
         let finished = self
@@ -233,22 +232,27 @@ impl Worker {
             .and_then(|()| self.dedupe.mark_stopped(self.current.take()));
         let ended = result?;
         finished?;
-        self.summary.ended = ended;
-        self.summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(summary = ?self.summary, "worker run ended");
-        Ok(self.summary.clone())
+        let summary = RunSummary {
+            ended,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..RunSummary::between(&counted_before, &self.cloud.stats.snapshot())
+        };
+        tracing::info!(?summary, "worker run ended");
+        Ok(summary)
     }
 
     fn loop_items(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunEnd, QueueError> {
-        let poll = Duration::from_millis(self.config.idle_poll_ms);
+        let poll = Duration::from_millis(self.cloud.config.idle_poll_ms);
         loop {
-            if self.stop.is_stopped() {
+            if self.cloud.stop.is_stopped() {
                 return Ok(RunEnd::Stopped);
             }
-            self.maybe_maintain(true)?;
+            if self.cloud.maintenance_due() {
+                self.maintain()?;
+            }
             if self.acks_since_checkpoint > 0
                 && self.last_checkpoint.elapsed().as_millis()
-                    >= u128::from(self.config.checkpoint_interval_ms)
+                    >= u128::from(self.cloud.config.checkpoint_interval_ms)
             {
                 self.checkpoint()?;
             }
@@ -263,8 +267,8 @@ impl Worker {
                 None => {
                     self.attempts.caught_up();
                     self.checkpoint()?;
-                    self.report_wal_events();
-                    Stats::set(&self.stats.oldest_pending_age_ms, 0);
+                    self.cloud.report_wal_events(&mut self.reader);
+                    Stats::set(&self.cloud.stats.oldest_pending_age_ms, 0);
                     if mode == Mode::UntilEmpty && self.pending_total() == 0 {
                         return Ok(RunEnd::Empty);
                     }
@@ -294,23 +298,22 @@ impl Worker {
         // Held until acknowledged: if this run ends early (stop or error), the next run of
         // this worker starts with it (the reader does not hand out a record twice).
         self.held = Some((record.clone(), possibly_submitted));
+        let no_attempts = AttemptLog::default();
         let outcome = match Escalation::decode(&record.payload) {
             Err(e) => {
-                let failure = Failure::record("undecodable", e.to_string());
-                let reason = DeadLetterReason::RecordUndecodable;
-                self.dead_letter(record, None, reason, failure, &Default::default())?
+                let failure = Failure::undecodable(e.to_string());
+                let reason = DeadLetterReason::Undecodable;
+                self.cloud
+                    .dead_letter(record, None, reason, failure, &no_attempts)
             }
             Ok(esc) => match esc.validate_with(&self.options.record_limits()) {
                 Err(e) => {
                     // A path the reader may not open is not trusted because a writer
                     // recorded it: refused here, before any file is touched.
-                    let class = match e {
-                        ValidationError::ImagePathRefused { .. } => "image_path_refused",
-                        _ => "invalid",
-                    };
-                    let failure = Failure::record(class, e.to_string());
-                    let reason = DeadLetterReason::RecordInvalid;
-                    self.dead_letter(record, Some(&esc), reason, failure, &Default::default())?
+                    let failure = Failure::invalid(&e);
+                    let reason = DeadLetterReason::Invalid;
+                    self.cloud
+                        .dead_letter(record, Some(&esc), reason, failure, &no_attempts)
                 }
                 Ok(()) => self.deliver_valid(record, &esc, dest, possibly_submitted)?,
             },
@@ -332,29 +335,40 @@ impl Worker {
         possibly_submitted: bool,
     ) -> Result<Outcome, QueueError> {
         self.note_first_seen(record, esc);
-        let age_ms = self.item_age_ms(esc);
-        if age_ms >= self.config.retention_ms {
-            return Ok(self.expire(esc, age_ms));
+        let age_ms = age::item_age_ms(self.first_seen, esc);
+        if age_ms >= self.cloud.config.retention_ms {
+            return Ok(self.cloud.expire(esc, age_ms));
         }
         if let Some(matched) = self.dedupe.contains(esc) {
             match matched {
                 // Same image query id: the cloud already has exactly this one.
-                crate::dedupe::DuplicateOf::ImageQueryId => {
+                DuplicateOf::ImageQueryId => {
                     tracing::info!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, ?matched, "duplicate of a delivered escalation; skipped")
                 }
                 // Only the request id matches: an SDK retry of one edge request, or a
                 // producer reusing request ids. Skipped by design, but never quietly.
-                crate::dedupe::DuplicateOf::RequestId => {
+                DuplicateOf::RequestId => {
                     tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, "skipped: an escalation with this request id was already delivered (under another image query id); request ids must be unique per edge request")
                 }
             }
-            Stats::add(&self.stats.duplicates, 1);
-            self.summary.duplicates += 1;
+            Stats::add(&self.cloud.stats.duplicates, 1);
             return Ok(Outcome::Duplicate);
         }
         let possibly_submitted =
             possibly_submitted || window::possibly_submitted(&self.attempts, record.id, esc);
-        let outcome = self.deliver(record, esc, dest, possibly_submitted)?;
+        let outcome = Delivery {
+            item: Item::new(self.cloud.config.budget, possibly_submitted),
+            cloud: &mut self.cloud,
+            reader: &mut self.reader,
+            journal: &mut self.attempts,
+            current: &mut self.current,
+            limits: self.options.record_limits(),
+            first_seen: self.first_seen,
+            record,
+            esc,
+            dest,
+        }
+        .run()?;
         if outcome == Outcome::Delivered {
             self.dedupe.insert(esc);
         }
@@ -382,41 +396,13 @@ impl Worker {
         }
     }
 
-    /// The item's age for expiry, budgets and gauges (`age.rs`).
-    pub(super) fn item_age_ms(&self, esc: &Escalation) -> u64 {
-        let held_ms = self.first_seen.map_or(0, |f| {
-            u64::try_from(f.at.elapsed().as_millis()).unwrap_or(u64::MAX)
-        });
-        age::age_ms(esc, now_unix_ms(), held_ms)
-    }
-
-    fn expire(&mut self, esc: &Escalation, age_ms: u64) -> Outcome {
-        tracing::warn!(image_query_id = %esc.image_query_id, request_id = %esc.request_id, detector_id = %esc.detector_id, age_ms, retention_ms = self.config.retention_ms, "escalation expired before delivery; dropped");
-        Stats::add(&self.stats.expired, 1);
-        self.summary.expired += 1;
-        let draft = crate::incidents::IncidentDraft::new(
-            crate::incidents::IncidentKind::Expired,
-            "an escalation was older than the retention age before it could be delivered; dropped",
-        )
-        .tried(["delivery was retried until the retention age".to_owned()])
-        .details(serde_json::json!({
-            "image_query_id": esc.image_query_id,
-            "detector_id": esc.detector_id,
-            "age_ms": age_ms,
-            "retention_ms": self.config.retention_ms,
-            "enqueued_at_unix_ms": esc.enqueued_at_unix_ms,
-        }));
-        self.raise(draft);
-        Outcome::Expired
-    }
-
     fn ack(&mut self, id: RecordId) -> Result<(), QueueError> {
         self.reader.ack(id)?;
         self.attempts.settled(id);
         self.held = None;
         self.current = None;
         self.acks_since_checkpoint += 1;
-        if self.acks_since_checkpoint >= self.config.checkpoint_acks_max {
+        if self.acks_since_checkpoint >= self.cloud.config.checkpoint_acks_max {
             self.checkpoint()?;
         }
         Ok(())
@@ -439,13 +425,14 @@ impl Worker {
                 return Ok(());
             }
             Err(e) => {
-                self.raise_storage_failure("cursor checkpoint failed", &e);
+                self.cloud
+                    .raise_storage_failure("cursor checkpoint failed", &e);
                 return Err(e.into());
             }
         }
         self.attempts.checkpointed();
         if self.acks_since_checkpoint > 0 {
-            Stats::add(&self.stats.checkpoints, 1);
+            Stats::add(&self.cloud.stats.checkpoints, 1);
         }
         self.acks_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -456,28 +443,15 @@ impl Worker {
         self.reader.pending().values().sum()
     }
 
-    fn maybe_maintain(&mut self, between_items: bool) -> Result<(), QueueError> {
-        let interval = Duration::from_millis(self.config.maintenance_interval_ms);
-        if self.last_maintenance.elapsed() >= interval {
-            self.maintain(between_items)?;
-        }
-        Ok(())
-    }
-
-    /// Gauges, wal events, threshold incidents and, between items (no record delivered
-    /// and unacknowledged), retention.
-    fn maintain(&mut self, between_items: bool) -> Result<(), QueueError> {
-        self.last_maintenance = Instant::now();
-        let depth = self.pending_total();
-        Stats::set(&self.stats.queue_depth, depth);
-        self.stats.set_circuit_state(self.breaker.state());
-        self.report_wal_events();
-        self.check_thresholds();
-        let sweep_every = Duration::from_millis(self.config.retention_sweep_interval_ms);
+    /// The gauges, wal events and threshold incidents (`Cloud::maintain`), then, when due,
+    /// retention. Called between items only (no record delivered and unacknowledged).
+    fn maintain(&mut self) -> Result<(), QueueError> {
+        self.cloud.maintain(&mut self.reader);
+        let sweep_every = Duration::from_millis(self.cloud.config.retention_sweep_interval_ms);
         let due = self
             .last_retention_sweep
             .is_none_or(|t| t.elapsed() >= sweep_every);
-        if due && between_items {
+        if due {
             self.last_retention_sweep = Some(Instant::now());
             self.sweep_retention()?;
         }
@@ -487,12 +461,12 @@ impl Worker {
     /// Deletes wal segments and dead letters older than the retention age.
     fn sweep_retention(&mut self) -> Result<(), QueueError> {
         self.checkpoint()?;
-        let retention = Duration::from_millis(self.config.retention_ms);
+        let retention = Duration::from_millis(self.cloud.config.retention_ms);
         self.reader.expire_older_than(retention)?;
-        self.report_wal_events();
+        self.cloud.report_wal_events(&mut self.reader);
         let dlq =
             crate::dead_letter::DeadLetterQueue::open(self.layout.root(), self.options.clone())?
-                .with_retention_ms(self.config.retention_ms);
+                .with_retention_ms(self.cloud.config.retention_ms);
         match dlq.expire() {
             Ok(report) if !report.expired.is_empty() => {
                 tracing::info!(
@@ -509,5 +483,112 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::client::{AttemptContext, Delivered, DeliveryError, ImageQuery, Lookup};
+    use crate::escalation::ImageSource;
+    use crate::retry::BackoffConfig;
+
+    /// Answers 503 to the first attempt of every escalation and accepts the second.
+    #[derive(Default)]
+    struct FailsOnceEach {
+        seen: Mutex<HashSet<String>>,
+    }
+
+    impl Destination for FailsOnceEach {
+        fn name(&self) -> &str {
+            "fails-once-each"
+        }
+
+        fn submit(&self, esc: &Escalation, _: AttemptContext) -> Result<Delivered, DeliveryError> {
+            let mut seen = self.seen.lock().expect("lock");
+            if seen.insert(esc.image_query_id.clone()) {
+                return Err(DeliveryError::Http {
+                    status: 503,
+                    retry_after: None,
+                    location: None,
+                    body_excerpt: String::new(),
+                });
+            }
+            let image_query: ImageQuery =
+                serde_json::from_value(serde_json::json!({ "id": esc.image_query_id }))
+                    .expect("image query");
+            Ok(Delivered {
+                image_query,
+                status: 201,
+                elapsed: Duration::ZERO,
+            })
+        }
+
+        fn lookup(&self, _: &str) -> Result<Lookup, DeliveryError> {
+            Ok(Lookup::NotFound)
+        }
+    }
+
+    fn enqueue(root: &std::path::Path, n: usize) {
+        let queue =
+            escalation_queue_producer::EscalationQueue::open_with(root, QueueOptions::default())
+                .expect("queue");
+        for _ in 0..n {
+            let esc = Escalation::new("det_summary", ImageSource::Inline(vec![0xff, 0xd8].into()));
+            queue.enqueue(&esc).expect("enqueue");
+        }
+    }
+
+    fn config() -> WorkerConfig {
+        WorkerConfig {
+            backoff: BackoffConfig {
+                delay_base_ms: 1,
+                delay_max_ms: 2,
+                retry_after_max_ms: 10,
+            },
+            idle_poll_ms: 5,
+            maintenance_interval_ms: 20,
+            jitter_seed: Some(3),
+            ..WorkerConfig::default()
+        }
+    }
+
+    /// Story: a run's summary and the stats counted every event twice, in two places that
+    /// could drift apart. The summary is now what the stats counted during that run: a
+    /// second run, even one whose worker continues the first one's counters, reports its
+    /// own items only, and each summary matches the change of the stats it ran with.
+    #[test]
+    fn each_run_summary_is_what_the_stats_counted_during_that_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("queue");
+        let dest = FailsOnceEach::default();
+        enqueue(&root, 2);
+        let mut first = Worker::open(&root, &QueueOptions::default(), config()).expect("open");
+        let summary = first.drain(&dest).expect("drain");
+        let expected = (2, 4, 2, 0, 0, RunEnd::Empty);
+        let got = |s: &RunSummary| {
+            (
+                s.delivered,
+                s.attempts,
+                s.retried,
+                s.dead_lettered,
+                s.duplicates,
+                s.ended,
+            )
+        };
+        assert_eq!(got(&summary), expected);
+        let stats = first.stats();
+        drop(first);
+
+        enqueue(&root, 1);
+        let mut second = Worker::open(&root, &QueueOptions::default(), config()).expect("open");
+        second.continue_stats(Arc::clone(&stats));
+        let summary = second.drain(&dest).expect("drain");
+        assert_eq!(got(&summary), (1, 2, 1, 0, 0, RunEnd::Empty));
+        let total = stats.snapshot();
+        assert_eq!((total.delivered, total.attempts, total.retried), (3, 6, 3));
     }
 }

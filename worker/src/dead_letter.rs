@@ -20,8 +20,8 @@ use bytes::Bytes;
 use escalation_queue_wal::{Error as WalError, Options, Reader, RecordId, Writer};
 
 pub use entry::{
-    AttemptLog, AttemptRecord, DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo,
-    MalformedEntry, ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
+    AttemptLog, AttemptRecord, DeadLetter, DeadLetterId, DeadLetterInfo, MalformedEntry,
+    ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
 };
 
 pub(crate) use entry::bounded;
@@ -29,7 +29,7 @@ pub(crate) use entry::bounded;
 use crate::layout::{
     create_private_dir, QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR,
 };
-use crate::retry::DEFAULT_AGE_MAX_MS;
+use crate::retry::{DeadLetterReason, DEFAULT_AGE_MAX_MS};
 
 /// Which entries an operation applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl Selector {
     fn matches(&self, info: Option<&DeadLetterInfo>) -> bool {
         match (self, info) {
             (Self::All, _) => true,
-            (Self::AllDecodable, Some(info)) => info.cause != DeadLetterCause::Undecodable,
+            (Self::AllDecodable, Some(info)) => info.cause != DeadLetterReason::Undecodable,
             (Self::AllDecodable, None) => false,
             (Self::Id(id), Some(info)) => {
                 info.id.as_str() == id || info.image_query_id.as_deref() == Some(id)

@@ -43,9 +43,9 @@ pub use {
     },
     consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},
     dead_letter::{
-        AttemptLog, AttemptRecord, DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo,
-        DeadLetterQueue, DeadLetterReport, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX,
-        ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
+        AttemptLog, AttemptRecord, DeadLetter, DeadLetterId, DeadLetterInfo, DeadLetterQueue,
+        DeadLetterReport, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION,
+        MESSAGE_MAX_BYTES,
     },
     dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
     escalation_queue_producer::{
@@ -65,13 +65,13 @@ pub use {
         Incidents, Raised, Severity, Spike, SpikeConfig, SpikeDetector, WebhookConfig,
     },
     retry::{
-        Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, BudgetLimit,
-        CircuitBreaker, CircuitState, Classification, ClassificationPolicy, DeadLetterReason,
-        ErrorClass, ItemBudget, OutageReplay, PolicyAction, RejectVerdict, RejectedItem,
-        SystemicRejects, Wait, WaitCause, DEFAULT_AGE_MAX_MS,
+        Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, CircuitBreaker,
+        CircuitState, Classification, ClassificationPolicy, DeadLetterReason, ErrorClass,
+        ItemBudget, OutageReplay, PolicyAction, RejectVerdict, RejectedItem, SystemicRejects, Wait,
+        WaitCause, DEFAULT_AGE_MAX_MS,
     },
     stats::{
-        DeadLetterLabel, HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,
+        HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,
         LATENCY_BUCKET_BOUNDS_MS,
     },
 };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering::Re
 
 use serde::Serialize;
 
-use crate::retry::{BudgetLimit, CircuitState, DeadLetterReason, ErrorClass, WaitCause};
+use crate::retry::{CircuitState, DeadLetterReason, WaitCause};
 
 /// Upper bounds (inclusive, milliseconds) of the latency histogram buckets; one more bucket
 /// counts everything slower.
@@ -14,79 +14,6 @@ pub const LATENCY_BUCKET_BOUNDS_MS: [u64; 16] = [
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000, 60_000, 300_000, 3_600_000,
     86_400_000,
 ];
-
-/// Why an item was dead-lettered, as a stats label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum DeadLetterLabel {
-    /// HTTP 400 with no earlier lost response.
-    BadRequest,
-    /// Another 4xx.
-    ClientError,
-    /// The image file was missing or unreadable.
-    ImageUnavailable,
-    /// Another class the policy dead-letters (configured).
-    OtherRejected,
-    /// Retryable, but out of attempts.
-    AttemptsExhausted,
-    /// Retryable, but older than the budget's age limit.
-    AgeExhausted,
-    /// The stored record could not be decoded.
-    Undecodable,
-    /// The record decoded but breaks a validation rule.
-    Invalid,
-}
-
-impl DeadLetterLabel {
-    const ALL: [Self; 8] = [
-        Self::BadRequest,
-        Self::ClientError,
-        Self::ImageUnavailable,
-        Self::OtherRejected,
-        Self::AttemptsExhausted,
-        Self::AgeExhausted,
-        Self::Undecodable,
-        Self::Invalid,
-    ];
-
-    /// The label of a dead-letter reason.
-    pub fn of(reason: &DeadLetterReason) -> Self {
-        match reason {
-            DeadLetterReason::Rejected { class, .. } => match class {
-                ErrorClass::BadRequest => Self::BadRequest,
-                ErrorClass::ClientError => Self::ClientError,
-                ErrorClass::ImageUnavailable => Self::ImageUnavailable,
-                _ => Self::OtherRejected,
-            },
-            DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Attempts { .. },
-            } => Self::AttemptsExhausted,
-            DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Age { .. },
-            } => Self::AgeExhausted,
-            DeadLetterReason::RecordUndecodable => Self::Undecodable,
-            _ => Self::Invalid,
-        }
-    }
-
-    /// The snake_case name used in stats and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::ClientError => "client_error",
-            Self::ImageUnavailable => "image_unavailable",
-            Self::OtherRejected => "other_rejected",
-            Self::AttemptsExhausted => "attempts_exhausted",
-            Self::AgeExhausted => "age_exhausted",
-            Self::Undecodable => "undecodable",
-            Self::Invalid => "invalid",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|l| *l == self).unwrap_or(0)
-    }
-}
 
 /// A fixed-bucket histogram of milliseconds.
 #[derive(Debug, Default)]
@@ -139,7 +66,7 @@ pub struct Stats {
     pub(crate) delivered_duplicates: AtomicU64,
     pub(crate) attempts: AtomicU64,
     pub(crate) retried: AtomicU64,
-    pub(crate) dead_lettered: [AtomicU64; DeadLetterLabel::ALL.len()],
+    pub(crate) dead_lettered: [AtomicU64; DeadLetterReason::LABELS.len()],
     pub(crate) expired: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) queue_depth: AtomicU64,
@@ -173,7 +100,7 @@ pub struct StatsSnapshot {
     pub attempts: u64,
     /// Attempts that ended in a retry.
     pub retried: u64,
-    /// Items dead-lettered, by reason.
+    /// Items dead-lettered, by reason ([`DeadLetterReason::label`]).
     pub dead_lettered: BTreeMap<&'static str, u64>,
     /// Sum of `dead_lettered`.
     pub dead_lettered_total: u64,
@@ -221,9 +148,10 @@ pub struct WaitTotals {
 impl Stats {
     /// A copy of every counter and gauge.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let dead_lettered: BTreeMap<_, _> = DeadLetterLabel::ALL
-            .iter()
-            .map(|l| (l.as_str(), self.dead_lettered_count(*l)))
+        let dead_lettered: BTreeMap<_, _> = DeadLetterReason::LABELS
+            .into_iter()
+            .zip(&self.dead_lettered)
+            .map(|(label, count)| (label, count.load(Relaxed)))
             .collect();
         let dead_lettered_total = dead_lettered.values().sum();
         let delivered = self.delivered.load(Relaxed);
@@ -306,10 +234,12 @@ impl Stats {
         self.wait_until_unix_ms.store(0, Relaxed);
     }
 
-    /// Items dead-lettered with `label`.
-    pub fn dead_lettered_count(&self, label: DeadLetterLabel) -> u64 {
-        self.dead_lettered
-            .get(label.index())
+    /// Items dead-lettered with `label` (one of [`DeadLetterReason::LABELS`]).
+    pub fn dead_lettered_count(&self, label: &str) -> u64 {
+        DeadLetterReason::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .and_then(|i| self.dead_lettered.get(i))
             .map_or(0, |c| c.load(Relaxed))
     }
 
@@ -322,8 +252,8 @@ impl Stats {
         }
     }
 
-    pub(crate) fn count_dead_letter(&self, label: DeadLetterLabel) {
-        if let Some(c) = self.dead_lettered.get(label.index()) {
+    pub(crate) fn count_dead_letter(&self, reason: &DeadLetterReason) {
+        if let Some(c) = self.dead_lettered.get(reason.label_index()) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -367,8 +297,11 @@ mod tests {
     #[test]
     fn snapshot_serializes_with_reason_labels() {
         let stats = Stats::default();
-        stats.count_dead_letter(DeadLetterLabel::BadRequest);
-        stats.count_dead_letter(DeadLetterLabel::Undecodable);
+        stats.count_dead_letter(&DeadLetterReason::Rejected {
+            class: crate::retry::ErrorClass::BadRequest,
+            status: Some(400),
+        });
+        stats.count_dead_letter(&DeadLetterReason::Undecodable);
         Stats::add(&stats.delivered, 3);
         Stats::set(&stats.queue_depth, 4);
         stats.set_circuit_state(CircuitState::Open);
@@ -377,6 +310,7 @@ mod tests {
         assert_eq!(snap.dead_lettered_total, 2);
         let json = serde_json::to_value(&snap).expect("json");
         assert_eq!(json["dead_lettered"]["bad_request"], 1);
+        assert_eq!(stats.dead_lettered_count("undecodable"), 1);
         assert_eq!(json["circuit_state"], "open");
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use escalation_queue_worker::{
     Admission, ApiToken, AttemptContext, Backoff, BackoffConfig, BreakerConfig, BudgetConfig,
-    BudgetLimit, CircuitBreaker, CircuitState, Classification, ClassificationPolicy, ClientConfig,
+    CircuitBreaker, CircuitState, Classification, ClassificationPolicy, ClientConfig,
     DeadLetterReason, DeliveryError, Destination, ErrorClass, Escalation, FaultAction,
     GroundlightClient, ItemBudget, MockOutcome, OutageMode, TimeoutPhase, Wait,
 };
@@ -431,11 +431,9 @@ fn persistent_failures_exhaust_the_budget() {
     assert_eq!(
         run.outcome,
         Classification::DeadLetter {
-            reason: DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Attempts {
-                    attempts: 3,
-                    max: 3
-                }
+            reason: DeadLetterReason::AttemptsExhausted {
+                attempts: 3,
+                max: 3
             }
         }
     );

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use escalation_queue::worker::{DeadLetterCause, DeadLetterId, DeadLetterInfo};
+use escalation_queue::worker::{DeadLetterId, DeadLetterInfo, DeadLetterReason};
 use escalation_queue::{DeadLetterQueue, DeadLetterReport, QueueLayout, Selector};
 
 use crate::cli::{DlqCommand, PurgeArgs, ReplayArgs, Selection};
@@ -116,7 +116,7 @@ fn selected<'a>(
         .iter()
         .filter(|i| match &selection.id {
             Some(id) => i.id.as_str() == id || i.image_query_id.as_deref() == Some(id.as_str()),
-            None => include_undecodable || i.cause != DeadLetterCause::Undecodable,
+            None => include_undecodable || i.cause != DeadLetterReason::Undecodable,
         })
         .collect()
 }
@@ -127,7 +127,7 @@ fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let skipped: Vec<&DeadLetterInfo> = match args.selection.all && !args.include_undecodable {
         true => infos
             .iter()
-            .filter(|i| i.cause == DeadLetterCause::Undecodable)
+            .filter(|i| i.cause == DeadLetterReason::Undecodable)
             .collect(),
         false => Vec::new(),
     };

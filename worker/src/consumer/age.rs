@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use crate::dead_letter::now_unix_ms;
 use crate::escalation::Escalation;
 
 /// 2025-01-01T00:00:00Z: stamps before it come from a clock that was not set.
@@ -29,6 +30,14 @@ pub(super) struct FirstSeen {
 /// Whether `stamp_ms` is a plausible enqueue time at reader time `now_ms`.
 pub(super) fn stamp_is_plausible(stamp_ms: u64, now_ms: u64) -> bool {
     (CLOCK_FLOOR_UNIX_MS..=now_ms.saturating_add(FUTURE_SKEW_MAX_MS)).contains(&stamp_ms)
+}
+
+/// The age of `esc` now, first taken by this worker at `first_seen` (`None`: not held).
+pub(super) fn item_age_ms(first_seen: Option<FirstSeen>, esc: &Escalation) -> u64 {
+    let held_ms = first_seen.map_or(0, |f| {
+        u64::try_from(f.at.elapsed().as_millis()).unwrap_or(u64::MAX)
+    });
+    age_ms(esc, now_unix_ms(), held_ms)
 }
 
 /// The age of `esc` at reader time `now_ms`, held by this worker for `held_ms`.

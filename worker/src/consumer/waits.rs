@@ -3,73 +3,64 @@
 
 use std::time::{Duration, Instant};
 
-use super::Worker;
+use escalation_queue_wal::Reader;
+
+use super::cloud::Cloud;
 use crate::client::DeliveryError;
 use crate::dead_letter::now_unix_ms;
 use crate::escalation::Escalation;
-use crate::layout::QueueError;
-use crate::retry::{Wait, WaitCause};
+use crate::retry::Wait;
 
-impl Worker {
-    /// Waits `wait` before the next attempt of `esc` (attempted `attempts` times; the last
-    /// one failed with `error`, if given). Logs it once, shows its cause and end in the
-    /// stats, keeps the gauges fresh every `maintenance_interval_ms`; a stop ends it early.
-    pub(super) fn wait(
-        &mut self,
-        wait: Wait,
-        esc: &Escalation,
-        error: Option<&DeliveryError>,
-        attempts: u32,
-    ) -> Result<(), QueueError> {
-        let wait_ms = millis(wait.length);
-        let circuit = self.breaker.state().as_str();
-        match error {
-            Some(error) => tracing::info!(
-                image_query_id = %esc.image_query_id,
-                detector_id = %esc.detector_id,
-                attempts,
-                error = %error,
-                retry_in_ms = wait_ms,
-                wait_cause = %wait.cause,
-                circuit,
-                "escalation attempt failed; waiting before the next attempt"
-            ),
-            None => tracing::info!(
-                image_query_id = %esc.image_query_id,
-                detector_id = %esc.detector_id,
-                attempts,
-                retry_in_ms = wait_ms,
-                wait_cause = %wait.cause,
-                circuit,
-                "waiting before the next attempt"
-            ),
-        }
-        let started = Instant::now();
-        let deadline = started + wait.length;
-        self.stats
-            .begin_wait(wait.cause, now_unix_ms().saturating_add(wait_ms));
-        self.stats.set_circuit_state(self.breaker.state());
-        let chunk = Duration::from_millis(self.config.maintenance_interval_ms);
-        let result = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stop.sleep(left.min(chunk)) {
-                break Ok(());
-            }
-            if let Err(e) = self.maybe_maintain(false) {
-                break Err(e);
-            }
-        };
-        self.stats.end_wait(millis(started.elapsed()));
-        result
+/// Waits `wait` before the next attempt of `esc` (attempted `attempts` times; the last one
+/// failed with `error`, if given). Logs it once, shows its cause and end in the stats,
+/// keeps the gauges fresh every `maintenance_interval_ms` (reading `reader`); a stop ends
+/// it early.
+pub(super) fn wait(
+    cloud: &mut Cloud,
+    reader: &mut Reader,
+    wait: Wait,
+    esc: &Escalation,
+    error: Option<&DeliveryError>,
+    attempts: u32,
+) {
+    let wait_ms = millis(wait.length);
+    let circuit = cloud.breaker.state().as_str();
+    match error {
+        Some(error) => tracing::info!(
+            image_query_id = %esc.image_query_id,
+            detector_id = %esc.detector_id,
+            attempts,
+            error = %error,
+            retry_in_ms = wait_ms,
+            wait_cause = %wait.cause,
+            circuit,
+            "escalation attempt failed; waiting before the next attempt"
+        ),
+        None => tracing::info!(
+            image_query_id = %esc.image_query_id,
+            detector_id = %esc.detector_id,
+            attempts,
+            retry_in_ms = wait_ms,
+            wait_cause = %wait.cause,
+            circuit,
+            "waiting before the next attempt"
+        ),
     }
-
-    /// The cause of a wait for an open circuit: a systemic fault keeps it open too.
-    pub(super) fn open_circuit_cause(&self) -> WaitCause {
-        match self.systemic.fault() {
-            Some(_) => WaitCause::SystemicFault,
-            None => WaitCause::Breaker,
+    let started = Instant::now();
+    let deadline = started + wait.length;
+    cloud
+        .stats
+        .begin_wait(wait.cause, now_unix_ms().saturating_add(wait_ms));
+    cloud.stats.set_circuit_state(cloud.breaker.state());
+    let chunk = Duration::from_millis(cloud.config.maintenance_interval_ms);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || cloud.stop.sleep(left.min(chunk)) {
+            break;
         }
+        cloud.maybe_maintain(reader);
     }
+    cloud.stats.end_wait(millis(started.elapsed()));
 }
 
 fn millis(d: Duration) -> u64 {

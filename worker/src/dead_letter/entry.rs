@@ -12,7 +12,7 @@ use bytes::Bytes;
 pub use escalation_queue_producer::MalformedEntry;
 use serde::{Deserialize, Serialize};
 
-use crate::retry::{BudgetLimit, DeadLetterReason};
+use crate::retry::DeadLetterReason;
 
 /// The version byte of a stored entry.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
@@ -42,85 +42,6 @@ impl DeadLetterId {
 impl fmt::Display for DeadLetterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Why an entry was dead-lettered, in a stable, serializable form.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeadLetterCause {
-    /// The policy dead-letters this class of error.
-    Rejected {
-        /// The error class (`bad_request`, `client_error`, `image_unavailable`, …).
-        class: String,
-        /// The HTTP status, when there was one.
-        status: Option<u16>,
-    },
-    /// A retryable item ran out of attempts.
-    AttemptsExhausted {
-        /// Attempts charged.
-        attempts: u32,
-        /// The limit.
-        max: u32,
-    },
-    /// A retryable item grew older than the budget's age limit.
-    AgeExhausted {
-        /// Its age.
-        age_ms: u64,
-        /// The limit.
-        max_ms: u64,
-    },
-    /// The stored record could not be decoded.
-    Undecodable,
-    /// The record decoded but breaks a validation rule.
-    Invalid,
-}
-
-impl From<&DeadLetterReason> for DeadLetterCause {
-    fn from(reason: &DeadLetterReason) -> Self {
-        match reason {
-            DeadLetterReason::Rejected { class, status } => Self::Rejected {
-                class: class.to_string(),
-                status: *status,
-            },
-            DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Attempts { attempts, max },
-            } => Self::AttemptsExhausted {
-                attempts: *attempts,
-                max: *max,
-            },
-            DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Age { age_ms, max_ms },
-            } => Self::AgeExhausted {
-                age_ms: *age_ms,
-                max_ms: *max_ms,
-            },
-            DeadLetterReason::RecordUndecodable => Self::Undecodable,
-            _ => Self::Invalid,
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rejected {
-                class,
-                status: Some(s),
-            } => write!(f, "rejected ({class}, HTTP {s})"),
-            Self::Rejected {
-                class,
-                status: None,
-            } => write!(f, "rejected ({class})"),
-            Self::AttemptsExhausted { attempts, max } => {
-                write!(f, "out of attempts ({attempts} of {max})")
-            }
-            Self::AgeExhausted { age_ms, max_ms } => {
-                write!(f, "too old to retry ({age_ms} ms, limit {max_ms} ms)")
-            }
-            Self::Undecodable => f.write_str("record undecodable"),
-            Self::Invalid => f.write_str("record invalid"),
-        }
     }
 }
 
@@ -195,8 +116,8 @@ pub struct DeadLetterInfo {
     pub image_query_id: Option<String>,
     /// The request id, when the record decoded.
     pub request_id: Option<String>,
-    /// Why.
-    pub cause: DeadLetterCause,
+    /// Why (stored in [`DeadLetterReason`]'s serialized form).
+    pub cause: DeadLetterReason,
     /// The last error's class (`bad_request`, `network`, `undecodable`, …).
     pub error_class: String,
     /// The last HTTP status, when there was one.
@@ -281,6 +202,7 @@ pub(crate) fn bounded(mut text: String, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::ErrorClass;
 
     fn attempt(number: u32) -> AttemptRecord {
         AttemptRecord {
@@ -319,8 +241,8 @@ mod tests {
                 detector_id: Some("det_1".into()),
                 image_query_id: Some("iq_1".into()),
                 request_id: None,
-                cause: DeadLetterCause::Rejected {
-                    class: "bad_request".into(),
+                cause: DeadLetterReason::Rejected {
+                    class: ErrorClass::BadRequest,
                     status: Some(400),
                 },
                 error_class: "bad_request".into(),
@@ -340,5 +262,74 @@ mod tests {
         assert!(DeadLetter::decode(&stored.slice(..stored.len() - 1)).is_err());
         assert!(DeadLetter::decode(&Bytes::from_static(b"\x09")).is_err());
         assert_eq!(bounded("héllo".into(), 2), "h");
+    }
+
+    /// Bytes of entries as the first release of the format wrote them (one per cause, the
+    /// same context otherwise): `<cause as JSON> <stored entry in hex>`.
+    const WRITTEN_BY_FORMAT_1: [(&str, &str); 6] = [
+        (r#"{"rejected":{"class":"bad_request","status":400}}"#, "016500000007646c5f325f34310229050901056465745f31010469715f3100000b6261645f726571756573740190030b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+        (r#"{"rejected":{"class":"image_unavailable","status":null}}"#, "016900000007646c5f325f34310229050901056465745f31010469715f31000011696d6167655f756e617661696c61626c65000b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+        (r#"{"attempts_exhausted":{"attempts":5,"max":5}}"#, "015800000007646c5f325f34310229050901056465745f31010469715f31000105050b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+        (r#"{"age_exhausted":{"age_ms":301,"max_ms":300}}"#, "015a00000007646c5f325f34310229050901056465745f31010469715f310002ad02ac020b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+        (r#""undecodable""#, "015600000007646c5f325f34310229050901056465745f31010469715f3100030b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+        (r#""invalid""#, "015600000007646c5f325f34310229050901056465745f31010469715f3100040b6261645f72657175657374019003084854545020343030027b7d01010703084854545020343030010b6261645f7265717565737401900300010401726563"),
+    ];
+
+    fn from_hex(hex: &str) -> Bytes {
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex");
+        (0..hex.len())
+            .step_by(2)
+            .map(byte)
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// Story: the "why" of a dead letter became one enum; entries already in a queue's
+    /// dead-letter wal must still decode to the same cause, and a new entry with that cause
+    /// must be written byte for byte as before (so older readers can read it too).
+    #[test]
+    fn entries_written_by_format_1_decode_and_encode_the_same() {
+        let expected = [
+            DeadLetterReason::Rejected {
+                class: ErrorClass::BadRequest,
+                status: Some(400),
+            },
+            DeadLetterReason::Rejected {
+                class: ErrorClass::ImageUnavailable,
+                status: None,
+            },
+            DeadLetterReason::AttemptsExhausted {
+                attempts: 5,
+                max: 5,
+            },
+            DeadLetterReason::AgeExhausted {
+                age_ms: 301,
+                max_ms: 300,
+            },
+            DeadLetterReason::Undecodable,
+            DeadLetterReason::Invalid,
+        ];
+        for ((json, hex), cause) in WRITTEN_BY_FORMAT_1.into_iter().zip(expected) {
+            let stored = from_hex(hex);
+            let entry = DeadLetter::decode(&stored).expect("an old entry decodes");
+            assert_eq!(entry.info.cause, cause, "{json}");
+            assert_eq!(
+                serde_json::to_string(&entry.info.cause).expect("json"),
+                json
+            );
+            assert_eq!(entry.info.id.as_str(), "dl_2_41");
+            assert_eq!(entry.info.error_class, "bad_request");
+            assert_eq!(entry.info.attempts[0].class.as_deref(), Some("bad_request"));
+            assert_eq!(&entry.record[..], b"\x01rec");
+            assert_eq!(entry.encode().expect("encode"), stored.to_vec(), "{json}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_class_is_a_malformed_entry_not_a_panic() {
+        let (_, hex) = WRITTEN_BY_FORMAT_1[0];
+        // "bad_request" in the cause (first occurrence) becomes "bad_requesX".
+        let hex = hex.replacen("6261645f72657175657374", "6261645f72657175657358", 1);
+        assert!(DeadLetter::decode(&from_hex(&hex)).is_err());
     }
 }

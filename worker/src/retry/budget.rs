@@ -4,7 +4,8 @@ use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 
-use super::classify::{Classification, DeadLetterReason};
+use super::classify::Classification;
+use super::reason::DeadLetterReason;
 
 /// Seven days in milliseconds: the retention age (an upstream security requirement).
 pub const DEFAULT_AGE_MAX_MS: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -27,25 +28,6 @@ impl Default for BudgetConfig {
             age_max_ms: DEFAULT_AGE_MAX_MS,
         }
     }
-}
-
-/// Which budget limit an item hit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BudgetLimit {
-    /// Too many charged attempts.
-    Attempts {
-        /// Attempts charged.
-        attempts: u32,
-        /// The limit.
-        max: u32,
-    },
-    /// Too old.
-    Age {
-        /// The item's age.
-        age_ms: u64,
-        /// The limit.
-        max_ms: u64,
-    },
 }
 
 /// One item's budget. Attempts admitted as circuit-breaker probes are counted but not
@@ -85,28 +67,27 @@ impl ItemBudget {
         self.attempts_total
     }
 
-    /// The limit hit by an item of age `age_ms`, if any. Age is checked first.
-    pub fn exhausted(&self, age_ms: u64) -> Option<BudgetLimit> {
+    /// The limit hit by an item of age `age_ms`, if any (`AgeExhausted` or
+    /// `AttemptsExhausted`). Age is checked first.
+    pub fn exhausted(&self, age_ms: u64) -> Option<DeadLetterReason> {
         if age_ms >= self.config.age_max_ms {
-            return Some(BudgetLimit::Age {
+            return Some(DeadLetterReason::AgeExhausted {
                 age_ms,
                 max_ms: self.config.age_max_ms,
             });
         }
         let max = self.config.attempts_max?.get();
-        (self.attempts_charged >= max).then_some(BudgetLimit::Attempts {
+        (self.attempts_charged >= max).then_some(DeadLetterReason::AttemptsExhausted {
             attempts: self.attempts_charged,
             max,
         })
     }
 
-    /// Turns a `Retry` into `DeadLetter { BudgetExhausted }` when the budget is spent;
-    /// every other classification passes through.
+    /// Turns a `Retry` into `DeadLetter` with the exhausted limit as the reason when the
+    /// budget is spent; every other classification passes through.
     pub fn apply(&self, classification: Classification, age_ms: u64) -> Classification {
         match (classification, self.exhausted(age_ms)) {
-            (Classification::Retry { .. }, Some(limit)) => Classification::DeadLetter {
-                reason: DeadLetterReason::BudgetExhausted { limit },
-            },
+            (Classification::Retry { .. }, Some(reason)) => Classification::DeadLetter { reason },
             (other, _) => other,
         }
     }
@@ -131,11 +112,9 @@ mod tests {
         assert_eq!(budget.apply(RETRY, 0), RETRY);
         budget.record_attempt(true);
         let expected = Classification::DeadLetter {
-            reason: DeadLetterReason::BudgetExhausted {
-                limit: BudgetLimit::Attempts {
-                    attempts: 2,
-                    max: 2,
-                },
+            reason: DeadLetterReason::AttemptsExhausted {
+                attempts: 2,
+                max: 2,
             },
         };
         assert_eq!(budget.apply(RETRY, 0), expected);
@@ -153,9 +132,7 @@ mod tests {
         assert!(matches!(
             budget.apply(RETRY, DEFAULT_AGE_MAX_MS),
             Classification::DeadLetter {
-                reason: DeadLetterReason::BudgetExhausted {
-                    limit: BudgetLimit::Age { .. }
-                }
+                reason: DeadLetterReason::AgeExhausted { .. }
             }
         ));
     }

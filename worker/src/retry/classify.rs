@@ -1,92 +1,12 @@
 //! Maps an attempt's result to what happens to the item next (the decision table, docs/SEMANTICS.md §3).
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::BudgetLimit;
+use super::class::ErrorClass;
+use super::reason::DeadLetterReason;
 use crate::client::{Delivered, DeliveryError};
-
-/// The row of the classification table an error falls in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorClass {
-    /// Refused, unreachable, DNS, reset, TLS, other socket errors, malformed HTTP.
-    Network,
-    /// A connect, send or read timeout.
-    Timeout,
-    /// HTTP 429.
-    TooManyRequests,
-    /// HTTP 5xx.
-    ServerError,
-    /// HTTP 408.
-    RequestTimeout,
-    /// HTTP 400.
-    BadRequest,
-    /// HTTP 401 or 403.
-    Unauthorized,
-    /// Any other 4xx.
-    ClientError,
-    /// 1xx or 3xx (redirects are never followed) or another non-2xx status.
-    UnexpectedStatus,
-    /// A 2xx whose body is not an ImageQuery.
-    BadResponse,
-    /// A 2xx whose ImageQuery id is not the one sent (or is empty).
-    WrongImageQuery,
-    /// The image file is missing, unreadable, empty or too large.
-    ImageUnavailable,
-    /// The request could not be built.
-    RequestBuild,
-}
-
-impl ErrorClass {
-    /// The class of a delivery error.
-    pub fn of(error: &DeliveryError) -> Self {
-        match error {
-            DeliveryError::Http { status, .. } => Self::of_status(*status),
-            DeliveryError::Timeout { .. } => Self::Timeout,
-            DeliveryError::BadResponse { .. } => Self::BadResponse,
-            DeliveryError::WrongImageQuery { .. } => Self::WrongImageQuery,
-            DeliveryError::ImageUnavailable { .. } => Self::ImageUnavailable,
-            DeliveryError::Request { .. } => Self::RequestBuild,
-            _ => Self::Network,
-        }
-    }
-
-    /// The class of a non-2xx HTTP status.
-    pub fn of_status(status: u16) -> Self {
-        match status {
-            400 => Self::BadRequest,
-            401 | 403 => Self::Unauthorized,
-            408 => Self::RequestTimeout,
-            429 => Self::TooManyRequests,
-            402..=499 => Self::ClientError,
-            500..=599 => Self::ServerError,
-            _ => Self::UnexpectedStatus,
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Network => "network",
-            Self::Timeout => "timeout",
-            Self::TooManyRequests => "too_many_requests",
-            Self::ServerError => "server_error",
-            Self::RequestTimeout => "request_timeout",
-            Self::BadRequest => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::ClientError => "client_error",
-            Self::UnexpectedStatus => "unexpected_status",
-            Self::BadResponse => "bad_response",
-            Self::WrongImageQuery => "wrong_image_query",
-            Self::ImageUnavailable => "image_unavailable",
-            Self::RequestBuild => "request_build",
-        })
-    }
-}
 
 /// What a policy row says to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,28 +20,6 @@ pub enum PolicyAction {
     DeadLetter,
     /// Count the item as delivered by an earlier attempt.
     DeliveredDuplicate,
-}
-
-/// Why an item was dead-lettered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DeadLetterReason {
-    /// The policy dead-letters this class of error.
-    Rejected {
-        /// The table row.
-        class: ErrorClass,
-        /// The HTTP status, when there was one.
-        status: Option<u16>,
-    },
-    /// A retryable item ran out of attempts or age.
-    BudgetExhausted {
-        /// Which limit.
-        limit: BudgetLimit,
-    },
-    /// The stored record could not be decoded (set by the worker loop; no attempt is made).
-    RecordUndecodable,
-    /// The record decoded but breaks a validation rule (set by the worker loop).
-    RecordInvalid,
 }
 
 /// What happens to an item after an attempt.
