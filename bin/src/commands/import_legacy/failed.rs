@@ -8,7 +8,9 @@
 //! legacy file name or the line's image query id (`dl_legacy_…`), so a second import finds
 //! it and adds nothing, and `dlq list` merges copies of one id.
 
-use escalation_queue::worker::{DeadLetter, DeadLetterCause, DeadLetterId, DeadLetterInfo};
+use escalation_queue::worker::{
+    DeadLetter, DeadLetterId, DeadLetterInfo, DeadLetterReason, ErrorClass,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -57,14 +59,11 @@ pub fn legacy_id(key: &str) -> DeadLetterId {
 pub fn map_exception(
     exception_type: &str,
     message: &str,
-) -> (DeadLetterCause, String, Option<u16>) {
-    let rejected = |class: &str, status: Option<u16>| {
+) -> (DeadLetterReason, String, Option<u16>) {
+    let rejected = |class: ErrorClass, status: Option<u16>| {
         (
-            DeadLetterCause::Rejected {
-                class: class.to_owned(),
-                status,
-            },
-            class.to_owned(),
+            DeadLetterReason::Rejected { class, status },
+            class.as_str().to_owned(),
             status,
         )
     };
@@ -75,27 +74,33 @@ pub fn map_exception(
         "HTTPException" => {
             let digits: String = message.chars().take_while(char::is_ascii_digit).collect();
             match digits.parse::<u16>().ok() {
-                Some(400) => rejected("bad_request", Some(400)),
-                Some(s @ (401 | 403)) => rejected("unauthorized", Some(s)),
-                Some(408) => rejected("request_timeout", Some(408)),
-                Some(429) => rejected("too_many_requests", Some(429)),
-                Some(s @ 400..=499) => rejected("client_error", Some(s)),
-                Some(s @ 500..=599) => rejected("server_error", Some(s)),
-                Some(0) => rejected("network", None),
-                Some(s) => rejected("unexpected_status", Some(s)),
-                None => rejected("server_error", None),
+                Some(400) => rejected(ErrorClass::BadRequest, Some(400)),
+                Some(s @ (401 | 403)) => rejected(ErrorClass::Unauthorized, Some(s)),
+                Some(408) => rejected(ErrorClass::RequestTimeout, Some(408)),
+                Some(429) => rejected(ErrorClass::TooManyRequests, Some(429)),
+                Some(s @ 400..=499) => rejected(ErrorClass::ClientError, Some(s)),
+                Some(s @ 500..=599) => rejected(ErrorClass::ServerError, Some(s)),
+                Some(0) => rejected(ErrorClass::Network, None),
+                Some(s) => rejected(ErrorClass::UnexpectedStatus, Some(s)),
+                None => rejected(ErrorClass::ServerError, None),
             }
         }
-        "FileNotFoundError" => rejected("image_unavailable", None),
-        "JSONDecodeError" | "UnicodeDecodeError" => {
-            (DeadLetterCause::Undecodable, "undecodable".to_owned(), None)
-        }
-        "ValidationError" | "TypeError" => (DeadLetterCause::Invalid, "invalid".to_owned(), None),
+        "FileNotFoundError" => rejected(ErrorClass::ImageUnavailable, None),
+        "JSONDecodeError" | "UnicodeDecodeError" => (
+            DeadLetterReason::Undecodable,
+            DeadLetterReason::Undecodable.label().to_owned(),
+            None,
+        ),
+        "ValidationError" | "TypeError" => (
+            DeadLetterReason::Invalid,
+            DeadLetterReason::Invalid.label().to_owned(),
+            None,
+        ),
         "ProtocolError" | "MaxRetryError" | "ConnectionError" | "SSLError" => {
-            rejected("network", None)
+            rejected(ErrorClass::Network, None)
         }
-        "ReadTimeoutError" | "TimeoutError" => rejected("timeout", None),
-        _ => rejected("client_error", None),
+        "ReadTimeoutError" | "TimeoutError" => rejected(ErrorClass::Timeout, None),
+        _ => rejected(ErrorClass::ClientError, None),
     }
 }
 
@@ -174,11 +179,11 @@ pub fn image_missing(
             detector_id: Some(detector_id.to_owned()),
             image_query_id: Some(image_query_id.to_owned()),
             request_id: Some(request_id.to_owned()),
-            cause: DeadLetterCause::Rejected {
-                class: "image_unavailable".to_owned(),
+            cause: DeadLetterReason::Rejected {
+                class: ErrorClass::ImageUnavailable,
                 status: None,
             },
-            error_class: "image_unavailable".to_owned(),
+            error_class: ErrorClass::ImageUnavailable.as_str().to_owned(),
             http_status: None,
             error: bounded(format!("import-legacy: {why}")),
         },
@@ -192,7 +197,7 @@ struct Meta {
     detector_id: Option<String>,
     image_query_id: Option<String>,
     request_id: Option<String>,
-    cause: DeadLetterCause,
+    cause: DeadLetterReason,
     error_class: String,
     http_status: Option<u16>,
     error: String,
@@ -250,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             map_exception("JSONDecodeError", "").0,
-            DeadLetterCause::Undecodable
+            DeadLetterReason::Undecodable
         );
         assert_eq!(legacy_id("2026 x/y").as_str(), "dl_legacy_2026_x_y");
     }
