@@ -8,7 +8,7 @@
 //! then full speed), the visibility of every wait, and the systemic-rejection rule.
 //!
 //! `outage_recovery_figures` (ignored) measures the PERFORMANCE.md table:
-//! `cargo test --release -p escalation-queue --test worker_recovery -- --ignored --nocapture`.
+//! `cargo test --release -p escalation-queue-worker --test worker_recovery -- --ignored --nocapture`.
 
 mod support;
 
