@@ -30,7 +30,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -38,13 +39,19 @@ use escalation_queue_wal::{Error, Options, Reader, Writer};
 
 mod process_support;
 use process_support::{
-    child_num, child_seed, child_var, env_num, failure_report, first_exited, kill_all, now_ms,
-    open_append, put_line, record_failure, remove_run_dir, run_dir, start_watchdog, wait_bounded,
-    whole_lines, ChildProc, Env,
+    child_main, env_num, open_append, put_line, record_failure, remove_run_dir, run_dir,
+    wait_bounded, whole_lines, ChildEnv, Fleet, FleetSpec,
 };
 
 const CHILD_ENV: &str = "EQ_KILL_CHILD";
-const CHILD_TEST: &str = "kill_child_entry";
+/// The children's variables (`EQ_KILL_DIR`, …) and logs.
+const SPEC: FleetSpec = FleetSpec {
+    test: "kill test",
+    child_test: "kill_child_entry",
+    role_env: CHILD_ENV,
+    env_prefix: "EQ_KILL",
+    failure_logs: &["corrupt.log", "errors.log"],
+};
 const CURSOR: &str = "kill-test";
 const WRITERS: u16 = 8;
 const THREADS_MAX: u16 = 4;
@@ -138,49 +145,36 @@ fn decode_payload(p: &[u8]) -> Result<Tag, String> {
 /// The child processes' entry point: a no-op unless `EQ_KILL_CHILD` is set.
 #[test]
 fn kill_child_entry() {
-    let Ok(role) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let cx = ChildCx::from_env();
-    start_watchdog(cx.parent, cx.deadline_ms);
-    let code = match role.as_str() {
-        "writer" => writer_child(&cx),
-        "reader" => reader_child(&cx, false),
-        "drain" => reader_child(&cx, true),
-        other => {
-            eprintln!("unknown {CHILD_ENV}={other}");
-            EXIT_ERROR
+    child_main(&SPEC, |role, env| {
+        let cx = ChildCx {
+            env,
+            threads: env.num("THREADS") as u16,
+            pace_us: env.num("PACE_US"),
+        };
+        match role {
+            "writer" => writer_child(&cx),
+            "reader" => reader_child(&cx, false),
+            "drain" => reader_child(&cx, true),
+            other => {
+                eprintln!("unknown {CHILD_ENV}={other}");
+                EXIT_ERROR
+            }
         }
-    };
-    std::process::exit(code);
+    });
 }
 
-struct ChildCx {
-    queue: PathBuf,
-    logs: PathBuf,
-    inc: u32,
-    slot: u16,
+/// A child's environment ([`ChildEnv`]) and this test's own variables.
+struct ChildCx<'a> {
+    env: &'a ChildEnv,
     threads: u16,
-    seed: u64,
     pace_us: u64,
-    parent: u32,
-    deadline_ms: u64,
 }
 
-impl ChildCx {
-    fn from_env() -> Self {
-        let root = PathBuf::from(child_var("EQ_KILL_DIR"));
-        Self {
-            queue: root.join("queue"),
-            logs: root.join("logs"),
-            inc: child_num("EQ_KILL_INC") as u32,
-            slot: child_num("EQ_KILL_SLOT") as u16,
-            threads: child_num("EQ_KILL_THREADS") as u16,
-            seed: child_num("EQ_KILL_SEED"),
-            pace_us: child_num("EQ_KILL_PACE_US"),
-            parent: child_num("EQ_KILL_PARENT") as u32,
-            deadline_ms: child_num("EQ_KILL_DEADLINE_MS"),
-        }
+impl Deref for ChildCx<'_> {
+    type Target = ChildEnv;
+
+    fn deref(&self) -> &ChildEnv {
+        self.env
     }
 }
 
@@ -378,90 +372,43 @@ enum Role {
     Drain,
 }
 
-type Proc = ChildProc<Role>;
-
-struct Harness {
-    exe: PathBuf,
-    root: PathBuf,
-    logs: PathBuf,
-    seed: u64,
-    pace_us: u64,
-    deadline_ms: u64,
-    rng: fastrand::Rng,
-    writers: Vec<Option<Proc>>,
-    reader: Option<Proc>,
-    writer_incs: Vec<u32>,
-    reader_inc: u32,
-}
-
-impl Harness {
-    fn spawn(&mut self, role: Role) -> Proc {
-        let (kind, slot, inc) = match role {
-            Role::Writer(s) => {
-                let inc = self.writer_incs[usize::from(s)];
-                self.writer_incs[usize::from(s)] += 1;
-                ("writer", s, inc)
-            }
-            Role::Reader | Role::Drain => {
-                let inc = self.reader_inc;
-                self.reader_inc += 1;
-                (
-                    if role == Role::Drain {
-                        "drain"
-                    } else {
-                        "reader"
-                    },
-                    0,
-                    inc,
-                )
-            }
-        };
-        let threads = self.rng.u16(2..=THREADS_MAX);
-        let stderr = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
-        let seed = child_seed(self.seed, slot, inc);
-        let envs: &[Env] = &[
-            (CHILD_ENV, &kind),
-            ("EQ_KILL_DIR", &self.root),
-            ("EQ_KILL_INC", &inc.to_string()),
-            ("EQ_KILL_SLOT", &slot.to_string()),
-            ("EQ_KILL_THREADS", &threads.to_string()),
-            ("EQ_KILL_SEED", &seed.to_string()),
-            ("EQ_KILL_PACE_US", &self.pace_us.to_string()),
-            ("EQ_KILL_PARENT", &std::process::id().to_string()),
-            ("EQ_KILL_DEADLINE_MS", &self.deadline_ms.to_string()),
-        ];
-        ChildProc::spawn(role, inc, &self.exe, CHILD_TEST, stderr, envs)
-    }
-
-    /// The writers and the reader, running or not.
-    fn procs(&mut self) -> impl Iterator<Item = &mut Option<Proc>> + '_ {
-        self.writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.reader))
-    }
-
-    /// Fails the test if a child stopped by itself (an error, a corrupt record, a timeout).
-    fn check_alive(&mut self) {
-        if let Some(what) = first_exited(self.procs()) {
-            self.fail(&what);
+impl process_support::Role for Role {
+    fn writer_slot(self) -> Option<u16> {
+        match self {
+            Role::Writer(s) => Some(s),
+            Role::Reader | Role::Drain => None,
         }
     }
 
-    fn fail(&mut self, what: &str) -> ! {
-        let names = ["corrupt.log", "errors.log"];
-        let report = failure_report("kill test", what, self.seed, &self.logs, &names, &self.root);
-        self.kill_all();
-        panic!("{report}");
-    }
-
-    fn kill_all(&mut self) {
-        kill_all(self.procs());
+    fn kind(self) -> &'static str {
+        match self {
+            Role::Writer(_) => "writer",
+            Role::Reader => "reader",
+            Role::Drain => "drain",
+        }
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.kill_all();
+/// The fleet (8 writer slots, the reader) and the pace of the writers.
+struct Harness {
+    fleet: Fleet<Role>,
+    pace_us: u64,
+}
+
+impl Harness {
+    /// The next incarnation of `role`, with 2 to `THREADS_MAX` threads.
+    fn spawn(&mut self, role: Role) -> process_support::ChildProc<Role> {
+        let threads = self.fleet.rng.u16(2..=THREADS_MAX);
+        let extra = [
+            ("THREADS", threads.to_string()),
+            ("PACE_US", self.pace_us.to_string()),
+        ];
+        self.fleet.spawn(role, &extra)
+    }
+
+    fn start(&mut self, role: Role) {
+        let p = self.spawn(role);
+        *self.fleet.slot(role) = Some(p);
     }
 }
 
@@ -504,71 +451,58 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
     // A safety net only: children stop by themselves after this even if the parent hangs.
     let budget_ms = 180_000 + 2_000 * cycles as u64;
     let mut h = Harness {
-        exe: std::env::current_exe().expect("current_exe"),
-        root: root.clone(),
-        logs: logs.clone(),
-        seed,
+        fleet: Fleet::new(SPEC, &root, &logs, WRITERS, seed, budget_ms),
         pace_us,
-        deadline_ms: now_ms() + budget_ms,
-        rng: fastrand::Rng::with_seed(seed),
-        writers: (0..WRITERS).map(|_| None).collect(),
-        reader: None,
-        writer_incs: vec![0; usize::from(WRITERS)],
-        reader_inc: 0,
     };
     for s in 0..WRITERS {
-        h.writers[usize::from(s)] = Some(h.spawn(Role::Writer(s)));
+        h.start(Role::Writer(s));
     }
-    h.reader = Some(h.spawn(Role::Reader));
+    h.start(Role::Reader);
 
     let mut stats = Stats::default();
     for _ in 0..cycles {
-        std::thread::sleep(Duration::from_millis(h.rng.u64(20..=200)));
-        h.check_alive();
+        std::thread::sleep(Duration::from_millis(h.fleet.rng.u64(20..=200)));
+        h.fleet.check_alive();
         // Usually one victim, sometimes two or three at once; the reader is one of nine.
-        let n = match h.rng.u8(0..10) {
+        let n = match h.fleet.rng.u8(0..10) {
             0 => 3,
             1 | 2 => 2,
             _ => 1,
         };
-        let mut victims: Vec<Option<u16>> = Vec::new();
+        let mut victims: Vec<Role> = Vec::new();
         while victims.len() < n {
-            let v = h.rng.u16(0..=WRITERS);
-            let v = (v < WRITERS).then_some(v);
+            let v = h.fleet.rng.u16(0..=WRITERS);
+            let v = if v < WRITERS {
+                Role::Writer(v)
+            } else {
+                Role::Reader
+            };
             if !victims.contains(&v) {
                 victims.push(v);
             }
         }
         stats.multi_kills += usize::from(n > 1);
-        for v in &victims {
-            let slot = match v {
-                Some(s) => &mut h.writers[usize::from(*s)],
-                None => &mut h.reader,
-            };
-            let mut p = slot.take().expect("victim is running");
-            p.kill9();
+        for &v in &victims {
+            h.fleet.kill9(v);
             match v {
-                Some(_) => stats.writer_kills += 1,
-                None => stats.reader_kills += 1,
+                Role::Writer(_) => stats.writer_kills += 1,
+                Role::Reader | Role::Drain => stats.reader_kills += 1,
             }
         }
-        if h.rng.bool() {
-            std::thread::sleep(Duration::from_millis(h.rng.u64(0..=20)));
+        if h.fleet.rng.bool() {
+            std::thread::sleep(Duration::from_millis(h.fleet.rng.u64(0..=20)));
         }
         for v in victims {
-            match v {
-                Some(s) => h.writers[usize::from(s)] = Some(h.spawn(Role::Writer(s))),
-                None => h.reader = Some(h.spawn(Role::Reader)),
-            }
+            h.start(v);
         }
         stats.cycles += 1;
     }
     std::thread::sleep(Duration::from_millis(200));
-    h.check_alive();
+    h.fleet.check_alive();
     let load_elapsed = started.elapsed();
 
     // Stop everything, then let one last reader drain the queue.
-    h.kill_all();
+    h.fleet.kill_all();
     let drain_started = Instant::now();
     let mut drain = h.spawn(Role::Drain);
     let drain_log = logs.join(format!("deliveries-{:05}.log", drain.inc));
@@ -579,11 +513,12 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
     });
     match status {
         Some(s) if s.success() => {}
-        Some(s) => h.fail(&format!("the draining reader failed: {s}")),
+        Some(s) => h.fleet.fail(&format!("the draining reader failed: {s}")),
         None => {
             let _ = drain.child.kill();
             let _ = drain.child.wait();
-            h.fail("the draining reader delivered nothing for 30 s");
+            h.fleet
+                .fail("the draining reader delivered nothing for 30 s");
         }
     }
 
@@ -641,7 +576,7 @@ fn kill_nine_writers_and_reader_loses_nothing_acknowledged() {
     }
     let problems = check.problems();
     if !problems.is_empty() {
-        h.fail(&problems.join("\n"));
+        h.fleet.fail(&problems.join("\n"));
     }
     assert!(stats.cycles >= cycles);
     assert!(check.acknowledged > 0, "no append was ever acknowledged");

@@ -29,7 +29,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use escalation_queue::worker::{
@@ -42,13 +43,19 @@ use escalation_queue::EscalationQueue;
 mod chaos_support;
 mod process_support;
 use process_support::{
-    child_num, child_seed, child_var, env_num, failure_report, first_exited, kill_all, now_ms,
-    open_append, put_line, record_failure, remove_run_dir, run_dir, start_watchdog, whole_lines,
-    ChildProc, Env,
+    child_main, env_num, open_append, put_line, record_failure, remove_run_dir, run_dir,
+    whole_lines, ChildEnv, Fleet, FleetSpec,
 };
 
 const CHILD_ENV: &str = "EQ_KW_CHILD";
-const CHILD_TEST: &str = "kill_worker_child_entry";
+/// The children's variables (`EQ_KW_DIR`, …) and logs.
+const SPEC: FleetSpec = FleetSpec {
+    test: "kill_worker test",
+    child_test: "kill_worker_child_entry",
+    role_env: CHILD_ENV,
+    env_prefix: "EQ_KW",
+    failure_logs: &["errors.log"],
+};
 const TOKEN: &str = "api_2killworker";
 const WRITERS: u16 = 4;
 const THREADS: u16 = 2;
@@ -94,48 +101,35 @@ fn iq_id(slot: u16, inc: u32, thread: u16, counter: u64) -> String {
 fn kill_worker_child_entry() {
     // Story: not a test of its own; the soak below re-executes this binary into this entry
     // to get writer and worker processes it can SIGKILL.
-    let Ok(role) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let cx = ChildCx::from_env();
-    start_watchdog(cx.parent, cx.deadline_ms);
-    let code = match role.as_str() {
-        "writer" => writer_child(&cx),
-        "worker" => worker_child(&cx),
-        other => {
-            eprintln!("unknown {CHILD_ENV}={other}");
-            EXIT_ERROR
+    child_main(&SPEC, |role, env| {
+        let cx = ChildCx {
+            env,
+            pace_us: env.num("PACE_US"),
+            endpoint: env.var("ENDPOINT"),
+        };
+        match role {
+            "writer" => writer_child(&cx),
+            "worker" => worker_child(&cx),
+            other => {
+                eprintln!("unknown {CHILD_ENV}={other}");
+                EXIT_ERROR
+            }
         }
-    };
-    std::process::exit(code);
+    });
 }
 
-struct ChildCx {
-    queue: PathBuf,
-    logs: PathBuf,
-    inc: u32,
-    slot: u16,
-    seed: u64,
+/// A child's environment ([`ChildEnv`]) and this test's own variables.
+struct ChildCx<'a> {
+    env: &'a ChildEnv,
     pace_us: u64,
     endpoint: String,
-    parent: u32,
-    deadline_ms: u64,
 }
 
-impl ChildCx {
-    fn from_env() -> Self {
-        let root = PathBuf::from(child_var("EQ_KW_DIR"));
-        Self {
-            queue: root.join("queue"),
-            logs: root.join("logs"),
-            inc: child_num("EQ_KW_INC") as u32,
-            slot: child_num("EQ_KW_SLOT") as u16,
-            seed: child_num("EQ_KW_SEED"),
-            pace_us: child_num("EQ_KW_PACE_US"),
-            endpoint: child_var("EQ_KW_ENDPOINT"),
-            parent: child_num("EQ_KW_PARENT") as u32,
-            deadline_ms: child_num("EQ_KW_DEADLINE_MS"),
-        }
+impl Deref for ChildCx<'_> {
+    type Target = ChildEnv;
+
+    fn deref(&self) -> &ChildEnv {
+        self.env
     }
 }
 
@@ -239,106 +233,53 @@ enum Role {
     Worker,
 }
 
-type Proc = ChildProc<Role>;
+impl process_support::Role for Role {
+    fn writer_slot(self) -> Option<u16> {
+        match self {
+            Role::Writer(s) => Some(s),
+            Role::Worker => None,
+        }
+    }
 
+    fn kind(self) -> &'static str {
+        match self {
+            Role::Writer(_) => "writer",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The fleet (4 writer slots, the worker), what its children are told, and when each
+/// worker incarnation was killed.
 struct Harness {
-    exe: PathBuf,
-    root: PathBuf,
-    logs: PathBuf,
+    fleet: Fleet<Role>,
     endpoint: String,
-    seed: u64,
     pace_us: u64,
-    deadline_ms: u64,
-    rng: fastrand::Rng,
-    writers: Vec<Option<Proc>>,
-    worker: Option<Proc>,
-    writer_incs: Vec<u32>,
-    worker_inc: u32,
     /// When each worker incarnation was killed (taken just before the SIGKILL).
     worker_kills: Vec<SystemTime>,
 }
 
 impl Harness {
-    fn spawn(&mut self, role: Role) -> Proc {
-        let (kind, slot, inc) = match role {
-            Role::Writer(s) => {
-                let inc = self.writer_incs[usize::from(s)];
-                self.writer_incs[usize::from(s)] += 1;
-                ("writer", s, inc)
-            }
-            Role::Worker => {
-                let inc = self.worker_inc;
-                self.worker_inc += 1;
-                ("worker", 0, inc)
-            }
-        };
-        let stderr = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
-        let seed = child_seed(self.seed, slot, inc);
-        let envs: &[Env] = &[
-            (CHILD_ENV, &kind),
-            ("EQ_KW_DIR", &self.root),
-            ("EQ_KW_INC", &inc.to_string()),
-            ("EQ_KW_SLOT", &slot.to_string()),
-            ("EQ_KW_SEED", &seed.to_string()),
-            ("EQ_KW_PACE_US", &self.pace_us.to_string()),
-            ("EQ_KW_ENDPOINT", &self.endpoint),
-            ("EQ_KW_PARENT", &std::process::id().to_string()),
-            ("EQ_KW_DEADLINE_MS", &self.deadline_ms.to_string()),
+    fn start(&mut self, role: Role) {
+        let extra = [
+            ("PACE_US", self.pace_us.to_string()),
+            ("ENDPOINT", self.endpoint.clone()),
         ];
-        ChildProc::spawn(role, inc, &self.exe, CHILD_TEST, stderr, envs)
-    }
-
-    /// The writers and the worker, running or not.
-    fn procs(&mut self) -> impl Iterator<Item = &mut Option<Proc>> + '_ {
-        self.writers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.worker))
-    }
-
-    /// Fails the test if a child stopped by itself (an error, a timeout).
-    fn check_alive(&mut self) {
-        if let Some(what) = first_exited(self.procs()) {
-            self.fail(&what);
-        }
-    }
-
-    fn fail(&mut self, what: &str) -> ! {
-        let names = ["errors.log"];
-        let report = failure_report(
-            "kill_worker test",
-            what,
-            self.seed,
-            &self.logs,
-            &names,
-            &self.root,
-        );
-        self.kill_all();
-        panic!("{report}");
+        self.fleet.start(role, &extra);
     }
 
     fn kill_victim(&mut self, role: Role) {
-        let slot = match role {
-            Role::Writer(s) => &mut self.writers[usize::from(s)],
-            Role::Worker => &mut self.worker,
-        };
-        let mut p = slot.take().expect("victim is running");
         if role == Role::Worker {
             self.worker_kills.push(SystemTime::now());
         }
-        p.kill9();
+        self.fleet.kill9(role);
     }
 
     fn kill_all(&mut self) {
-        if self.worker.is_some() {
+        if self.fleet.single.is_some() {
             self.worker_kills.push(SystemTime::now());
         }
-        kill_all(self.procs());
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.kill_all();
+        self.fleet.kill_all();
     }
 }
 
@@ -376,34 +317,25 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
     // A safety net only: children stop by themselves after this even if the parent hangs.
     let budget_ms = 180_000 + 2_000 * cycles as u64;
     let mut h = Harness {
-        exe: std::env::current_exe().expect("current_exe"),
-        root: root.clone(),
-        logs: logs.clone(),
+        fleet: Fleet::new(SPEC, &root, &logs, WRITERS, seed, budget_ms),
         endpoint: mock.endpoint(),
-        seed,
         pace_us,
-        deadline_ms: now_ms() + budget_ms,
-        rng: fastrand::Rng::with_seed(seed),
-        writers: (0..WRITERS).map(|_| None).collect(),
-        worker: None,
-        writer_incs: vec![0; usize::from(WRITERS)],
-        worker_inc: 0,
         worker_kills: Vec::new(),
     };
     for s in 0..WRITERS {
-        h.writers[usize::from(s)] = Some(h.spawn(Role::Writer(s)));
+        h.start(Role::Writer(s));
     }
-    h.worker = Some(h.spawn(Role::Worker));
+    h.start(Role::Worker);
 
     let mut stats = Stats::default();
     for _ in 0..cycles {
-        std::thread::sleep(Duration::from_millis(h.rng.u64(20..=200)));
-        h.check_alive();
+        std::thread::sleep(Duration::from_millis(h.fleet.rng.u64(20..=200)));
+        h.fleet.check_alive();
         // One of five processes, or one in ten times a writer and the worker together.
-        let victims: Vec<Role> = if h.rng.u8(0..10) == 0 {
-            vec![Role::Writer(h.rng.u16(0..WRITERS)), Role::Worker]
+        let victims: Vec<Role> = if h.fleet.rng.u8(0..10) == 0 {
+            vec![Role::Writer(h.fleet.rng.u16(0..WRITERS)), Role::Worker]
         } else {
-            match h.rng.u16(0..=WRITERS) {
+            match h.fleet.rng.u16(0..=WRITERS) {
                 s if s < WRITERS => vec![Role::Writer(s)],
                 _ => vec![Role::Worker],
             }
@@ -416,20 +348,16 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
                 Role::Worker => stats.worker_kills += 1,
             }
         }
-        if h.rng.bool() {
-            std::thread::sleep(Duration::from_millis(h.rng.u64(0..=20)));
+        if h.fleet.rng.bool() {
+            std::thread::sleep(Duration::from_millis(h.fleet.rng.u64(0..=20)));
         }
         for v in victims {
-            let p = h.spawn(v);
-            match v {
-                Role::Writer(s) => h.writers[usize::from(s)] = Some(p),
-                Role::Worker => h.worker = Some(p),
-            }
+            h.start(v);
         }
         stats.cycles += 1;
     }
     std::thread::sleep(Duration::from_millis(200));
-    h.check_alive();
+    h.fleet.check_alive();
     let load_elapsed = started.elapsed();
 
     // Stop everything (the worker by SIGKILL too), then drain in this process, faults off.
@@ -448,8 +376,8 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
     }
     let last = match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(Ok(summary)) => summary,
-        Ok(Err(e)) => h.fail(&format!("the final drain failed: {e}")),
-        Err(_) => h.fail("the final drain did not finish within 120 s"),
+        Ok(Err(e)) => h.fleet.fail(&format!("the final drain failed: {e}")),
+        Err(_) => h.fleet.fail("the final drain did not finish within 120 s"),
     };
     let drain_elapsed = drain_started.elapsed();
 
@@ -505,7 +433,7 @@ fn kill_writers_and_worker_loses_no_acknowledged_escalation() {
         ));
     }
     if !problems.is_empty() {
-        h.fail(&problems.join("\n"));
+        h.fleet.fail(&problems.join("\n"));
     }
     assert!(stats.cycles >= cycles);
     assert!(check.acknowledged > 0, "no enqueue was ever acknowledged");

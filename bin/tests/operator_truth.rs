@@ -8,68 +8,12 @@
 
 mod util;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use escalation_queue_wal::tmpfs::Tmpfs;
 use util::{get_json, spawn_reader, wait_until, MockCloudProcess, Outcome, Sandbox};
-
-/// Whether the tests run under CI (`CI=true`), where nothing may be skipped.
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A size-limited tmpfs mounted at `at`; unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "2m") at `at`. `None` (the test says SKIPPED) when
-    /// mounting is not permitted, except under CI, where that fails the test.
-    #[track_caller]
-    fn mount(at: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output();
-        let mounted = out.as_ref().is_ok_and(|o| o.status.success());
-        if !mounted {
-            assert!(
-                !under_ci(),
-                "CI=true but a tmpfs cannot be mounted (needs root and `mount`): {out:?}"
-            );
-            println!("SKIPPED: cannot mount a size-limited tmpfs here (needs root)");
-            return None;
-        }
-        Some(Self(at.to_path_buf()))
-    }
-
-    /// Fills the file system with `<mount>/filler` until a write fails for want of space.
-    fn fill(&self) {
-        let mut filler = std::fs::File::create(self.0.join("filler")).expect("filler");
-        let chunk = vec![0xAA_u8; 4096];
-        loop {
-            match filler.write_all(&chunk).and_then(|()| filler.sync_data()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 /// `[queue]` settings for a queue that fits a 2 MiB file system: 256 KiB segments in
 /// 64 KiB steps, images up to 64 KiB, no reserved free space.
@@ -154,7 +98,7 @@ fn the_reader_starts_on_a_full_disk_delivers_and_frees_it() {
     let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
         return;
     };
-    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let queue = SmallQueue::new(&sandbox, disk.path().join("q"));
     let cloud = MockCloudProcess::start(&sandbox, &[]);
     // A reader ran here before (its checkpoint and journals exist), then escalations piled
     // up across three segments while the cloud was unreachable, and the disk filled.
@@ -215,7 +159,7 @@ fn drain_on_a_full_disk_delivers_everything() {
     let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
         return;
     };
-    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let queue = SmallQueue::new(&sandbox, disk.path().join("q"));
     let cloud = MockCloudProcess::start(&sandbox, &[]);
     queue
         .run(&["drain", "--endpoint", &cloud.endpoint])
@@ -774,7 +718,7 @@ fn a_reader_that_never_ran_starts_on_a_full_disk_delivers_and_frees_it() {
     let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
         return;
     };
-    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let queue = SmallQueue::new(&sandbox, disk.path().join("q"));
     let cloud = MockCloudProcess::start(&sandbox, &[]);
     queue.enqueue(10, 60_000);
     assert_eq!(queue.segments(), 3);
@@ -817,7 +761,7 @@ fn a_first_checkpoint_inside_the_first_segment_does_not_stop_a_reader_on_a_full_
     let Some(disk) = Tmpfs::mount(&sandbox.root.path().join("disk"), "2m") else {
         return;
     };
-    let queue = SmallQueue::new(&sandbox, disk.0.join("q"));
+    let queue = SmallQueue::new(&sandbox, disk.path().join("q"));
     let cloud = MockCloudProcess::start(&sandbox, &[]);
     queue.enqueue(10, 60_000);
     assert_eq!(queue.segments(), 3);

@@ -1,11 +1,13 @@
-//! Process helpers shared by the multi-process tests (`kill.rs`, `kill_worker.rs`, and
+//! The process harness of the multi-process tests (`kill.rs`, `kill_worker.rs`, and
 //! `chaos.rs` for re-executing itself): children of this test binary that the parent spawns,
-//! watches and SIGKILLs, children that stop themselves when the parent dies, durable line
-//! logs, bounded waits.
+//! watches and SIGKILLs ([`ChildProc`]); a [`Fleet`] of writer slots and one other process
+//! (the reader or the worker), each restarted as a new incarnation after a kill; the child
+//! side ([`child_main`], [`ChildEnv`]): children that stop themselves when the parent dies;
+//! durable line logs, bounded waits, the failure report and the run directory.
 
 #![allow(dead_code, reason = "each test binary uses its own subset")]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -115,6 +117,9 @@ pub fn child_num(key: &str) -> u64 {
 /// An environment variable for a child: its name and value.
 pub type Env<'a> = (&'a str, &'a dyn AsRef<OsStr>);
 
+/// An environment variable for a child, owned (for names made from a prefix).
+type OwnedEnv = (String, OsString);
+
 /// How long a SIGKILLed child may take to be reaped.
 const REAP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -137,6 +142,21 @@ impl<R: Debug> ChildProc<R> {
         child_test: &str,
         stderr: PathBuf,
         envs: &[Env],
+    ) -> Self {
+        let owned: Vec<OwnedEnv> = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_ref().to_owned()))
+            .collect();
+        Self::spawn_owned(role, inc, exe, child_test, stderr, &owned)
+    }
+
+    fn spawn_owned(
+        role: R,
+        inc: u32,
+        exe: &Path,
+        child_test: &str,
+        stderr: PathBuf,
+        envs: &[OwnedEnv],
     ) -> Self {
         let file = File::create(&stderr).expect("create child stderr");
         let mut command = child_command(exe, child_test);
@@ -250,4 +270,221 @@ pub fn remove_run_dir(root: &Path, keep_env: &str) {
     } else {
         fs::remove_dir_all(root).expect("remove the test directory");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fleet: writer slots and one other process, killed and restarted
+// ---------------------------------------------------------------------------------------
+
+/// A role a [`Fleet`] runs: one of its writer slots, or the one other process (the reader,
+/// the worker, a final drain), whose incarnations are counted together.
+pub trait Role: Copy + Debug + PartialEq {
+    /// The writer slot, or `None` for the one other process.
+    fn writer_slot(self) -> Option<u16>;
+    /// The child's name for its role (the value of the role variable, and in file names).
+    fn kind(self) -> &'static str;
+}
+
+/// What tells one kill test's children apart: the names of its variables and logs.
+pub struct FleetSpec {
+    /// The test, as its failure report names it.
+    pub test: &'static str,
+    /// The test entry the children run (a no-op unless `role_env` is set).
+    pub child_test: &'static str,
+    /// The variable holding a child's role.
+    pub role_env: &'static str,
+    /// The prefix of every other variable: `<prefix>_DIR`, `_INC`, `_SLOT`, `_SEED`,
+    /// `_PARENT`, `_DEADLINE_MS`, and the test's own.
+    pub env_prefix: &'static str,
+    /// The logs (in `logs`) of the children's own failures, for the report.
+    pub failure_logs: &'static [&'static str],
+}
+
+/// The children of one kill test: `writers` slots of writer processes and one other process,
+/// this test binary re-executed into `spec.child_test`. Every child is SIGKILLed when the
+/// fleet is dropped.
+pub struct Fleet<R: Role> {
+    spec: FleetSpec,
+    pub exe: PathBuf,
+    pub root: PathBuf,
+    pub logs: PathBuf,
+    pub seed: u64,
+    pub deadline_ms: u64,
+    /// The parent's random choices (from `seed`).
+    pub rng: fastrand::Rng,
+    pub writers: Vec<Option<ChildProc<R>>>,
+    pub single: Option<ChildProc<R>>,
+    writer_incs: Vec<u32>,
+    single_inc: u32,
+}
+
+impl<R: Role> Fleet<R> {
+    /// A fleet of `writers` empty writer slots and no other process, for the run directory
+    /// `root` (with its `logs`); children stop by themselves after `budget_ms`.
+    pub fn new(
+        spec: FleetSpec,
+        root: &Path,
+        logs: &Path,
+        writers: u16,
+        seed: u64,
+        budget_ms: u64,
+    ) -> Self {
+        Self {
+            spec,
+            exe: std::env::current_exe().expect("current_exe"),
+            root: root.to_path_buf(),
+            logs: logs.to_path_buf(),
+            seed,
+            deadline_ms: now_ms() + budget_ms,
+            rng: fastrand::Rng::with_seed(seed),
+            writers: (0..writers).map(|_| None).collect(),
+            single: None,
+            writer_incs: vec![0; usize::from(writers)],
+            single_inc: 0,
+        }
+    }
+
+    /// The next incarnation of `role` and its slot (0 for the other process).
+    fn next_inc(&mut self, role: R) -> (u16, u32) {
+        match role.writer_slot() {
+            Some(s) => {
+                let inc = self.writer_incs[usize::from(s)];
+                self.writer_incs[usize::from(s)] += 1;
+                (s, inc)
+            }
+            None => {
+                let inc = self.single_inc;
+                self.single_inc += 1;
+                (0, inc)
+            }
+        }
+    }
+
+    /// Starts the next incarnation of `role` (not put in its slot: see [`Self::start`]),
+    /// its stderr in `logs/<kind>-<slot>-<inc>.stderr`, with the fleet's variables and the
+    /// test's own `extra` ones (`<prefix>_<name>`).
+    pub fn spawn(&mut self, role: R, extra: &[(&str, String)]) -> ChildProc<R> {
+        let (slot, inc) = self.next_inc(role);
+        let kind = role.kind();
+        let stderr = self.logs.join(format!("{kind}-{slot:02}-{inc:05}.stderr"));
+        let prefix = self.spec.env_prefix;
+        let var = |name: &str, value: &dyn AsRef<OsStr>| -> OwnedEnv {
+            (format!("{prefix}_{name}"), value.as_ref().to_owned())
+        };
+        let mut envs: Vec<OwnedEnv> = vec![
+            (self.spec.role_env.to_owned(), kind.into()),
+            var("DIR", &self.root),
+            var("INC", &inc.to_string()),
+            var("SLOT", &slot.to_string()),
+            var("SEED", &child_seed(self.seed, slot, inc).to_string()),
+            var("PARENT", &std::process::id().to_string()),
+            var("DEADLINE_MS", &self.deadline_ms.to_string()),
+        ];
+        envs.extend(extra.iter().map(|(name, value)| var(name, value)));
+        ChildProc::spawn_owned(role, inc, &self.exe, self.spec.child_test, stderr, &envs)
+    }
+
+    /// The slot of `role`: its writer slot, or the other process's.
+    pub fn slot(&mut self, role: R) -> &mut Option<ChildProc<R>> {
+        match role.writer_slot() {
+            Some(s) => &mut self.writers[usize::from(s)],
+            None => &mut self.single,
+        }
+    }
+
+    /// Starts the next incarnation of `role` in its slot.
+    pub fn start(&mut self, role: R, extra: &[(&str, String)]) {
+        let p = self.spawn(role, extra);
+        *self.slot(role) = Some(p);
+    }
+
+    /// SIGKILLs the running incarnation of `role` and reaps it (see [`ChildProc::kill9`]).
+    pub fn kill9(&mut self, role: R) {
+        let mut p = self.slot(role).take().expect("victim is running");
+        p.kill9();
+    }
+
+    /// The writers and the other process, running or not.
+    pub fn procs(&mut self) -> impl Iterator<Item = &mut Option<ChildProc<R>>> + '_ {
+        self.writers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.single))
+    }
+
+    /// Fails the test if a child stopped by itself (an error, a corrupt record, a timeout).
+    pub fn check_alive(&mut self) {
+        if let Some(what) = first_exited(self.procs()) {
+            self.fail(&what);
+        }
+    }
+
+    /// Kills every child and panics with the failure report (see [`failure_report`]).
+    pub fn fail(&mut self, what: &str) -> ! {
+        let report = failure_report(
+            self.spec.test,
+            what,
+            self.seed,
+            &self.logs,
+            self.spec.failure_logs,
+            &self.root,
+        );
+        self.kill_all();
+        panic!("{report}");
+    }
+
+    /// SIGKILLs and reaps every running child.
+    pub fn kill_all(&mut self) {
+        kill_all(self.procs());
+    }
+}
+
+impl<R: Role> Drop for Fleet<R> {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// What a [`Fleet`] child knows from its environment: the run directory (`queue`, `logs`),
+/// its incarnation, slot and seed, and the test's own variables.
+pub struct ChildEnv {
+    prefix: &'static str,
+    pub queue: PathBuf,
+    pub logs: PathBuf,
+    pub inc: u32,
+    pub slot: u16,
+    pub seed: u64,
+}
+
+impl ChildEnv {
+    /// The test's own variable `<prefix>_<name>`.
+    pub fn var(&self, name: &str) -> String {
+        child_var(&format!("{}_{name}", self.prefix))
+    }
+
+    /// The test's own number `<prefix>_<name>`.
+    pub fn num(&self, name: &str) -> u64 {
+        child_num(&format!("{}_{name}", self.prefix))
+    }
+}
+
+/// The body of a [`Fleet`]'s child entry test: a no-op unless `spec.role_env` is set (a
+/// normal run); otherwise starts the watchdog (the child ends when the parent goes away or
+/// the deadline passes), runs `run(role, env)` and exits with its code.
+pub fn child_main(spec: &FleetSpec, run: impl FnOnce(&str, &ChildEnv) -> i32) {
+    let Ok(role) = std::env::var(spec.role_env) else {
+        return;
+    };
+    let prefix = spec.env_prefix;
+    let num = |name: &str| child_num(&format!("{prefix}_{name}"));
+    let root = PathBuf::from(child_var(&format!("{prefix}_DIR")));
+    let env = ChildEnv {
+        prefix,
+        queue: root.join("queue"),
+        logs: root.join("logs"),
+        inc: num("INC") as u32,
+        slot: num("SLOT") as u16,
+        seed: num("SEED"),
+    };
+    start_watchdog(num("PARENT") as u32, num("DEADLINE_MS"));
+    std::process::exit(run(&role, &env));
 }

@@ -53,6 +53,9 @@ mod segment;
 #[cfg(any(test, feature = "test-support"))]
 mod sim;
 mod sync;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod tmpfs;
 mod types;
 mod writer;
 

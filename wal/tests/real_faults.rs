@@ -8,13 +8,15 @@
 //!   The parent then checks: no acknowledged record lost, none corrupt, FIFO, no append
 //!   acknowledged after the writer reported `Poisoned` (a failed batch sync returns it at
 //!   once), and a reopened writer appends again. Skipped (with a message) without strace.
-//! * A 1 MiB tmpfs (mounted here; skipped with a message when mounting is not permitted):
+//! * A 1 MiB tmpfs (`escalation_queue_wal::tmpfs`; skipped with a message when mounting is
+//!   not permitted, failed under CI):
 //!   appends fail with a clear `NoSpace`, nothing acknowledged is lost, reading through the
 //!   maps does not fault (no SIGBUS), and appends resume once consumed segments are freed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use escalation_queue_wal::tmpfs::{under_ci, Tmpfs};
 use escalation_queue_wal::{Error, Options, Reader, Writer};
 
 const CHILD_ENV: &str = "WAL_FAULT_CHILD";
@@ -68,8 +70,7 @@ fn child_entry() {
 /// A test that cannot run here says why and passes, except under CI (`CI=true`), which
 /// must run every test: there it fails (`.ci/run` installs what the tests need).
 fn skip(why: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "CI=true, yet this test cannot run: {why}");
+    assert!(!under_ci(), "CI=true, yet this test cannot run: {why}");
     println!("SKIPPED: {why}");
 }
 
@@ -202,32 +203,6 @@ fn syscalls_failed_by_strace_lose_nothing_acknowledged() {
     );
 }
 
-/// Mounts a tmpfs of `size` at `at`; unmounts on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(at: &Path, size: &str) -> Option<Self> {
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then(|| Self(at.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Story: the edge device's disk fills up. If this fails, appends fail with something
 /// other than a clear, retryable `NoSpace` (or crash the process with SIGBUS through a
 /// map), acknowledged records are lost, or appends never resume after space is freed.
@@ -237,8 +212,8 @@ fn a_full_file_system_gives_no_space_and_appends_resume_when_space_is_freed() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let Some(_mount) = Mount::tmpfs(root.path(), "1m") else {
-        return skip("cannot mount a size-limited tmpfs here (needs root / CAP_SYS_ADMIN)");
+    let Some(_mount) = Tmpfs::mount(root.path(), "1m") else {
+        return;
     };
     let dir = root.path().join("queue");
     let w = Writer::open(&dir, &opts()).unwrap();

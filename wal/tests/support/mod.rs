@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use escalation_queue_wal::layout::FileName;
-use escalation_queue_wal::{LaneId, Options, SegmentId, SimDisk};
+use escalation_queue_wal::{LaneId, Options, Reader, SegmentId, SimDisk};
 
 /// Small segments (64 KiB) allocated in 8 KiB steps, as the default 64 MiB segments are
 /// in 4 MiB steps: lanes roll and segments grow within a few records.
@@ -58,4 +58,37 @@ pub fn segment_files(sim: &SimDisk) -> Vec<(LaneId, SegmentId, PathBuf)> {
             }
         })
         .collect()
+}
+
+/// Every record the reader has now, without acknowledging any.
+pub fn drain(r: &mut Reader) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().expect("reader next") {
+        out.push(rec.payload.to_vec());
+    }
+    out
+}
+
+/// Drains, acknowledging everything, checkpoints and waits until consumed segments are
+/// deleted (for stories about space).
+pub fn consume_and_free(r: &mut Reader) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().expect("reader next") {
+        r.ack(rec.id).expect("ack");
+        out.push(rec.payload.to_vec());
+    }
+    r.wait_for_deletions().expect("checkpoint and deletions");
+    out
+}
+
+/// A small payload named by `tag` and `i`.
+pub fn p(tag: &str, i: usize) -> Vec<u8> {
+    format!("{tag}-{i:05}").into_bytes()
+}
+
+/// [`p`] padded with dots to `size` bytes.
+pub fn big(tag: &str, i: usize, size: usize) -> Vec<u8> {
+    let mut v = p(tag, i);
+    v.resize(size, b'.');
+    v
 }

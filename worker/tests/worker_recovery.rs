@@ -8,17 +8,17 @@
 //! then full speed), the visibility of every wait, and the systemic-rejection rule.
 //!
 //! `outage_recovery_figures` (ignored) measures the PERFORMANCE.md table:
-//! `cargo test --release -p escalation-queue --test worker_recovery -- --ignored --nocapture`.
+//! `cargo test --release -p escalation-queue-worker --test worker_recovery -- --ignored --nocapture`.
 
-mod worker_support;
+mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use escalation_queue::worker::{
+use escalation_queue_worker::{
     BackoffConfig, BreakerConfig, Escalation, FaultAction, ImageSource, Incident, IncidentKind,
     MockCloud, MockOutcome, OutageMode, OutageReplay, Severity, WorkerConfig,
 };
-use worker_support::{fast_config, Harness, Running, JPEG};
+use support::{fast_config, Harness, Running, JPEG};
 
 /// The defaults, with a fixed jitter seed so that a run is reproducible.
 fn defaults() -> WorkerConfig {

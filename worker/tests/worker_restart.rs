@@ -2,17 +2,17 @@
 //! last checkpoint (and their 400s count as delivered), a graceful stop leaves the in-flight
 //! item for redelivery and returns within the request's timeout.
 
-mod worker_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue::worker::{
+use escalation_queue_worker::{
     AttemptContext, BackoffConfig, Delivered, DeliveryError, Destination, Escalation, FaultAction,
     GroundlightClient, Lookup, MockOutcome, WorkerConfig,
 };
-use worker_support::{escalation, fast_config, Harness};
+use support::{fast_config, minimal_escalation, Harness};
 
 #[test]
 fn dedupe_survives_a_restart() {
@@ -23,7 +23,7 @@ fn dedupe_survives_a_restart() {
     let delivered = h.enqueue(5);
     assert_eq!(h.drain(fast_config()).0.delivered, 5);
     for (i, old) in delivered.iter().enumerate() {
-        let mut again = escalation();
+        let mut again = minimal_escalation();
         if i % 2 == 0 {
             again.request_id = old.request_id.clone();
         } else {
@@ -95,7 +95,7 @@ fn crash_then_restart_with(
     h: &Harness,
     items: &[Escalation],
     checkpoint_acks_max: u32,
-) -> (escalation_queue::RunSummary, usize) {
+) -> (escalation_queue_worker::RunSummary, usize) {
     for esc in items {
         h.queue.enqueue(esc).expect("enqueue");
     }
@@ -118,9 +118,11 @@ fn crash_then_restart_with(
     (summary, before)
 }
 
-fn crash_then_restart(checkpoint_acks_max: u32) -> (Harness, escalation_queue::RunSummary, usize) {
+fn crash_then_restart(
+    checkpoint_acks_max: u32,
+) -> (Harness, escalation_queue_worker::RunSummary, usize) {
     let h = Harness::new();
-    let items: Vec<Escalation> = (0..20).map(|_| escalation()).collect();
+    let items: Vec<Escalation> = (0..20).map(|_| minimal_escalation()).collect();
     let (summary, before) = crash_then_restart_with(&h, &items, checkpoint_acks_max);
     (h, summary, before)
 }
@@ -163,7 +165,7 @@ fn after_a_crash_a_rejected_escalation_that_was_never_sent_is_a_dead_letter() {
     let h = Harness::rejecting("det_2rejected");
     let items: Vec<Escalation> = (0..20)
         .map(|i| {
-            let mut esc = escalation();
+            let mut esc = minimal_escalation();
             if [5, 10, 15].contains(&i) {
                 esc.detector_id = "det_2rejected".to_owned();
             }

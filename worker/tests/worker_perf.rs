@@ -1,7 +1,7 @@
 //! Worker performance measurements (ignored by default; run in release):
 //!
 //! ```sh
-//! cargo test --release -p escalation-queue --test worker_perf -- --ignored --nocapture --test-threads=1
+//! cargo test --release -p escalation-queue-worker --test worker_perf -- --ignored --nocapture --test-threads=1
 //! ```
 //!
 //! * `throughput_1kib`: one worker thread delivers 1 KiB-image escalations to the mock
@@ -16,7 +16,7 @@
 //!   `EQ_PERF_LANES` (writer lanes the backlog is spread over, default 4),
 //!   `EQ_PERF_IMAGE_MAX_KIB` (`image_size_max_bytes`, default 16384: the queue default).
 
-mod worker_support;
+mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escalation_queue::wal::{Durability, LaneId, Position, RecordId, SegmentId, Seq};
-use escalation_queue::worker::{
+use escalation_queue_producer::EscalationQueue;
+use escalation_queue_wal::{Durability, LaneId, Position, RecordId, SegmentId, Seq};
+use escalation_queue_worker::{
     AttemptJournal, Escalation, ImageSource, MarkerDurability, MockCloud, MockCloudConfig,
     QueueOptions, Worker, WorkerConfig,
 };
-use escalation_queue::EscalationQueue;
-use worker_support::{client, TOKEN};
+use support::{client, TOKEN};
 
 const CHILD_ENV: &str = "EQ_PERF_CHILD";
 
@@ -82,7 +82,7 @@ fn throughput_1kib() {
     };
     fill(&dir, &options, items, 1024);
     let mock = quiet_mock();
-    let client = client(&mock.endpoint(), TOKEN);
+    let client = client(&mock.endpoint());
     let mut worker = Worker::open(&dir, &options, WorkerConfig::default()).expect("worker");
     let started = Instant::now();
     let summary = worker.drain(&client).expect("drain");
@@ -102,7 +102,7 @@ fn drain_rate(options: &QueueOptions, items: usize) -> f64 {
     let dir = tmp.path().join("queue");
     fill(&dir, options, items, 1024);
     let mock = quiet_mock();
-    let client = client(&mock.endpoint(), TOKEN);
+    let client = client(&mock.endpoint());
     let mut worker = Worker::open(&dir, options, WorkerConfig::default()).expect("worker");
     let started = Instant::now();
     let summary = worker.drain(&client).expect("drain");
@@ -215,7 +215,7 @@ fn rss_child() {
             }
         })
     };
-    let client = client(&endpoint, TOKEN);
+    let client = client(&endpoint);
     let (before, _, _, _) = memory_kib();
     let mut worker = Worker::open(&dir, &perf_options(), WorkerConfig::default()).expect("worker");
     let started = Instant::now();

@@ -1,15 +1,15 @@
 //! The dead-letter queue: list, replay and purge by id or all, retention, concurrent
 //! maintenance, duplicates left by a crash, and the queue directory's permissions.
 
-mod worker_support;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use escalation_queue::wal::{Reader, Writer};
-use escalation_queue::worker::{DeadLetter, FaultAction, QueueError, Selector};
-use escalation_queue::Error;
-use worker_support::{escalation, fast_config, options, Harness};
+use escalation_queue_producer::Error;
+use escalation_queue_wal::{Reader, Writer};
+use escalation_queue_worker::{DeadLetter, FaultAction, QueueError, Selector};
+use support::{fast_config, minimal_escalation, options, Harness};
 
 fn bad_requests(n: usize) -> Vec<FaultAction> {
     (0..n)
@@ -21,7 +21,7 @@ fn bad_requests(n: usize) -> Vec<FaultAction> {
 }
 
 /// Three items dead-lettered with 400, a fourth delivered.
-fn three_dead_letters() -> (Harness, Vec<escalation_queue::Escalation>) {
+fn three_dead_letters() -> (Harness, Vec<escalation_queue_worker::Escalation>) {
     let h = Harness::new();
     let items = h.enqueue(4);
     h.mock.push_faults(bad_requests(3));
@@ -54,7 +54,7 @@ fn list_shows_each_dead_letter_with_a_stable_id_and_context() {
             letter.info.request_id.as_deref(),
             Some(item.request_id.as_str())
         );
-        let record = escalation_queue::Escalation::decode(&letter.record).expect("record");
+        let record = escalation_queue_worker::Escalation::decode(&letter.record).expect("record");
         assert_eq!(&record, item);
     }
     // Listing is read-only and repeatable.
@@ -128,7 +128,7 @@ fn purge_by_dead_letter_id_and_all() {
 fn retention_hides_and_expires_old_dead_letters() {
     // Story: the 7-day retention is a security requirement; it covers dead letters too.
     let h = Harness::new();
-    let mut old = escalation();
+    let mut old = minimal_escalation();
     old.enqueued_at_unix_ms -= 2 * 24 * 3600 * 1000;
     h.queue.enqueue(&old).expect("enqueue");
     h.enqueue(1);
@@ -216,7 +216,7 @@ fn queue_files_are_private() {
 fn enqueue_rejects_invalid_escalations_with_a_clear_error() {
     // Story: the original swallowed every enqueue error; ours names the field and the rule.
     let h = Harness::new();
-    let mut esc = escalation();
+    let mut esc = minimal_escalation();
     esc.confidence_threshold = Some(1.5);
     let err = h.queue.enqueue(&esc).expect_err("invalid");
     assert!(matches!(err, Error::Invalid(_)), "{err}");
@@ -226,7 +226,7 @@ fn enqueue_rejects_invalid_escalations_with_a_clear_error() {
     );
     assert!(!err.is_retryable());
     esc.confidence_threshold = None;
-    esc.image = escalation_queue::ImageSource::Inline(vec![1; 300 << 10].into());
+    esc.image = escalation_queue_worker::ImageSource::Inline(vec![1; 300 << 10].into());
     let err = h.queue.enqueue(&esc).expect_err("too large");
     assert!(err.to_string().contains("image is 307200 bytes"), "{err}");
 }

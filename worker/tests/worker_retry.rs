@@ -1,15 +1,15 @@
 //! Retry mechanics of the worker over real HTTP: `Retry-After`, the backoff cap, the
 //! circuit breaker opening and closing with the head item as probe, and per-item budgets.
 
-mod worker_support;
+mod support;
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use escalation_queue::worker::{
+use escalation_queue_worker::{
     BackoffConfig, BreakerConfig, BudgetConfig, DeadLetterReason, FaultAction, WorkerConfig,
 };
-use worker_support::{fast_config, request_gaps_ms, Harness};
+use support::{fast_config, request_gaps_ms, Harness};
 
 fn unavailable(n: usize) -> Vec<FaultAction> {
     (0..n)

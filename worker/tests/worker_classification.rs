@@ -2,16 +2,16 @@
 //! the real worker over loopback HTTP against the mock cloud: attempts made, waits between
 //! them, and where the item ends (delivered, dead-lettered, expired, still queued).
 
-mod worker_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use escalation_queue::wal::Writer;
-use escalation_queue::worker::{
+use escalation_queue_wal::Writer;
+use escalation_queue_worker::{
     AttemptContext, DeadLetterReason, Destination, ErrorClass, FaultAction, ImageSource,
     MockOutcome, OutageMode, RecordedRequest, RunSummary,
 };
-use worker_support::{escalation, fast_config, request_gaps_ms, Harness};
+use support::{fast_config, minimal_escalation, request_gaps_ms, Harness};
 
 /// Enqueues one escalation, scripts `faults` for its first requests, drains.
 fn one_item(faults: Vec<FaultAction>) -> (Harness, RunSummary) {
@@ -240,7 +240,7 @@ fn unauthorized_pauses_without_dead_lettering_and_resumes_when_the_token_works()
         .requests()
         .iter()
         .all(|r| r.param("image_query_id") == Some(items[0].image_query_id.as_str())));
-    h.mock.set_api_token(worker_support::TOKEN);
+    h.mock.set_api_token(support::TOKEN);
     running.wait_for(Duration::from_secs(5), |s| s.snapshot().delivered == 3);
     assert!(!running.stats.snapshot().paused_for_auth);
     let auth: Vec<_> = running
@@ -267,7 +267,7 @@ fn forbidden_pauses_like_unauthorized() {
 fn missing_image_is_dead_lettered_with_the_record_bytes() {
     // Story: the Python layout stored images as files; a missing file is permanent.
     let h = Harness::new();
-    let mut esc = escalation();
+    let mut esc = minimal_escalation();
     esc.image = ImageSource::Path("/nonexistent/escalation-queue-test.jpg".into());
     h.queue.enqueue(&esc).expect("enqueue");
     let (summary, _, _) = h.drain(fast_config());
@@ -275,7 +275,7 @@ fn missing_image_is_dead_lettered_with_the_record_bytes() {
     assert!(h.mock.requests().is_empty(), "nothing reached the cloud");
     let letters = h.dead_letters().list().expect("list");
     assert_eq!(letters[0].info.error_class, "image_unavailable");
-    let decoded = escalation_queue::Escalation::decode(&letters[0].record).expect("record");
+    let decoded = escalation_queue_worker::Escalation::decode(&letters[0].record).expect("record");
     assert_eq!(decoded, esc);
 }
 
@@ -284,7 +284,7 @@ fn undecodable_record_is_dead_lettered_with_its_raw_bytes() {
     // Story: the original crash-looped (later: skipped) on torn JSON lines; a record we
     // cannot decode goes to the dead-letter queue byte for byte.
     let h = Harness::new();
-    let opts = worker_support::options().wal_options();
+    let opts = support::options().wal_options();
     let raw = b"\x09not an escalation".to_vec();
     Writer::open(h.root().join("wal"), &opts)
         .expect("writer")
@@ -304,7 +304,7 @@ fn expired_items_are_counted_not_sent() {
     // Story: retention (7 days) is a security requirement upstream; an item older than it
     // is not delivered, and the drop is counted and logged rather than silent.
     let h = Harness::new();
-    let mut old = escalation();
+    let mut old = minimal_escalation();
     old.enqueued_at_unix_ms -= 8 * 24 * 3600 * 1000;
     h.queue.enqueue(&old).expect("enqueue");
     h.enqueue(1);
@@ -322,13 +322,13 @@ fn a_producer_flagged_escalation_is_settled_by_asking_the_cloud() {
     // escalation. With it, the worker asks the cloud and counts a delivered duplicate; a
     // flagged escalation the cloud does not have is still a dead letter.
     let h = Harness::rejecting("det_2rejected");
-    let mut sent = escalation();
+    let mut sent = minimal_escalation();
     sent.possibly_submitted = true;
     h.client
         .submit(&sent, AttemptContext::FIRST)
         .expect("the producer's own submit reached the cloud");
     h.queue.enqueue(&sent).expect("enqueue");
-    let mut rejected = escalation();
+    let mut rejected = minimal_escalation();
     rejected.possibly_submitted = true;
     rejected.detector_id = "det_2rejected".to_owned();
     h.queue.enqueue(&rejected).expect("enqueue");

@@ -1,7 +1,7 @@
 //! Human escalation (seed 002): each trigger yields exactly one incident, deduplicated,
 //! with its context, in `incidents.jsonl` (and the webhook when configured).
 
-mod worker_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -9,13 +9,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use escalation_queue::wal::{ErrorKind as WalErrorKind, Fault, SimDisk};
-use escalation_queue::worker::{
+use escalation_queue_producer::{ErrorKind, EscalationQueue};
+use escalation_queue_wal::{ErrorKind as WalErrorKind, Fault, SimDisk};
+use escalation_queue_worker::{
     BreakerConfig, FaultAction, Incident, IncidentConfig, IncidentKind, IncidentLog, OutageMode,
     QueueOptions, Severity, SpikeConfig, WebhookConfig, WorkerConfig,
 };
-use escalation_queue::{ErrorKind, EscalationQueue};
-use worker_support::{escalation, fast_config, Harness};
+use support::{fast_config, minimal_escalation, Harness};
 
 fn incidents_in(dir: &Path) -> Vec<Incident> {
     IncidentLog::new(dir.join("incidents.jsonl"), 1 << 20)
@@ -172,7 +172,7 @@ fn old_backlog_raises_one_high_incident() {
     // Story: an escalation waiting for an hour means the cloud is not getting edge data.
     let h = Harness::new();
     for _ in 0..3 {
-        let mut old = escalation();
+        let mut old = minimal_escalation();
         old.enqueued_at_unix_ms -= 60_000;
         h.queue.enqueue(&old).expect("enqueue");
     }
@@ -224,13 +224,13 @@ fn poisoned_writer_raises_one_critical_incident() {
     let disk = SimDisk::new(1);
     let options = QueueOptions {
         storage: Some(Arc::new(disk.clone())),
-        ..worker_support::options()
+        ..support::options()
     };
     let queue = EscalationQueue::open_with(dir.path(), options).expect("queue");
-    queue.enqueue(&escalation()).expect("first enqueue");
+    queue.enqueue(&minimal_escalation()).expect("first enqueue");
     disk.inject(Fault::SyncFailsOnce(1));
     for _ in 0..3 {
-        let err = queue.enqueue(&escalation()).expect_err("poisoned");
+        let err = queue.enqueue(&minimal_escalation()).expect_err("poisoned");
         assert_eq!(err.kind(), ErrorKind::Wal(WalErrorKind::Poisoned), "{err}");
         assert!(err.to_string().contains("open the queue again"), "{err}");
     }
@@ -252,11 +252,11 @@ fn full_queue_raises_one_critical_incident() {
         ..QueueOptions::default()
     };
     let queue = EscalationQueue::open_with(dir.path(), options).expect("queue");
-    let mut esc = escalation();
-    esc.image = escalation_queue::ImageSource::Inline(vec![0xff; 4000].into());
+    let mut esc = minimal_escalation();
+    esc.image = escalation_queue_worker::ImageSource::Inline(vec![0xff; 4000].into());
     let mut refused = 0;
     for _ in 0..200 {
-        esc.image_query_id = escalation_queue::worker::new_image_query_id();
+        esc.image_query_id = escalation_queue_worker::new_image_query_id();
         match queue.enqueue(&esc) {
             Ok(_) => {}
             Err(e) => {
@@ -345,7 +345,7 @@ fn webhook_gets_each_incident_once_and_a_dead_webhook_never_blocks_delivery() {
 /// Twenty 404s, each its own incident (no dedupe window), with the webhook at `url`.
 /// Twenty identical rejections in a row are a systemic fault by default (delivery would
 /// pause after five); this test is about the webhook, so that rule is off here.
-fn twenty_dead_letters(url: String) -> (escalation_queue::RunSummary, Duration) {
+fn twenty_dead_letters(url: String) -> (escalation_queue_worker::RunSummary, Duration) {
     let h = Harness::new();
     h.enqueue(20);
     h.mock.push_faults(respond(404, 20));
