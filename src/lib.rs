@@ -54,8 +54,8 @@ pub use {
     escalation_queue_worker::{
         ApiToken, ClientConfig, DeadLetter, DeadLetterId, DeadLetterQueue, DeadLetterReport,
         Destination, Escalation, GroundlightClient, HumanReview, ImageSource, Incident,
-        IncidentConfig, QueueError, QueueLayout, QueueOptions, RunSummary, Selector, Severity,
-        Stats, StatsSnapshot, StopHandle, ValidationError, Worker, WorkerConfig,
+        IncidentConfig, QueueLayout, QueueOptions, RunSummary, Selector, Severity, Stats,
+        StatsSnapshot, StopHandle, ValidationError, Worker, WorkerConfig,
     },
     queue::EscalationQueue,
 };

@@ -34,8 +34,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use escalation_queue::worker::{
-    DeadLetterQueue, Escalation, GroundlightClient, ImageSource, MockCloud, MockCloudConfig,
-    MockOutcome, QueueError, QueueOptions, Worker, WorkerConfig,
+    DeadLetterQueue, Error, Escalation, GroundlightClient, ImageSource, MockCloud, MockCloudConfig,
+    MockOutcome, QueueOptions, Worker, WorkerConfig,
 };
 use escalation_queue::EscalationQueue;
 
@@ -199,11 +199,11 @@ fn writer_child(cx: &ChildCx) -> i32 {
 }
 
 /// Opens the worker, retrying a little while a just-reaped predecessor's lock goes away.
-fn open_worker(queue: &Path, seed: u64) -> Result<Worker, QueueError> {
+fn open_worker(queue: &Path, seed: u64) -> Result<Worker, Error> {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         match Worker::open(queue, &options(), worker_config(seed)) {
-            Err(QueueError::WorkerRunning { .. }) if Instant::now() < until => {
+            Err(Error::WorkerRunning { .. }) if Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             other => return other,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use escalation_queue::wal::{Durability, Error as WalError};
 use escalation_queue::worker::{ConfigError, ProxyRoute, ProxyUrl};
-use escalation_queue::{ApiToken, ClientConfig, QueueError, QueueOptions, WorkerConfig};
+use escalation_queue::{ApiToken, ClientConfig, Error, QueueOptions, WorkerConfig};
 use tracing_subscriber::EnvFilter;
 
 pub use file::{CloudSection, DurabilityKind, FileConfig, LogFormat, StatusSection};
@@ -449,14 +449,14 @@ fn invalid(layers: &Layers, key: &str, allowed: &str) -> UsageError {
 }
 
 /// A library's range error, with the key qualified by its section and the value's origin.
-fn qualify(error: QueueError, section: &str, layers: &Layers) -> UsageError {
+fn qualify(error: Error, section: &str, layers: &Layers) -> UsageError {
     let (key, value, allowed) = match &error {
-        QueueError::Config {
+        Error::Config {
             key,
             value,
             allowed,
         }
-        | QueueError::Wal(WalError::Config {
+        | Error::Wal(WalError::Config {
             key,
             value,
             allowed,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use escalation_queue::wal::{Error as WalError, ErrorKind as WalErrorKind};
 use escalation_queue::worker::ConfigError;
-use escalation_queue::{Error as QueueError, ErrorKind};
+use escalation_queue::{Error, ErrorKind};
 
 /// What the process tells its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         if cause.is::<UsageError>() || cause.is::<ConfigError>() {
             return Exit::Usage;
         }
-        let kind = if let Some(e) = cause.downcast_ref::<QueueError>() {
+        let kind = if let Some(e) = cause.downcast_ref::<Error>() {
             e.kind()
         } else if let Some(e) = cause.downcast_ref::<WalError>() {
             ErrorKind::Wal(e.kind())
@@ -139,26 +139,26 @@ mod tests {
 
     #[test]
     fn errors_map_to_documented_codes() {
-        let running = QueueError::WorkerRunning {
+        let running = Error::WorkerRunning {
             path: PathBuf::from("/q"),
         };
         assert_eq!(exit_for(&anyhow::Error::new(running)), Exit::Locked);
         let usage = anyhow::Error::new(UsageError::new("bad")).context("while starting");
         assert_eq!(exit_for(&usage), Exit::Usage);
-        let io = QueueError::Wal(WalError::QueueFull {
+        let io = Error::Wal(WalError::QueueFull {
             queue_bytes: 1,
             queue_bytes_max: 1,
         });
         assert_eq!(exit_for(&anyhow::Error::new(io)), Exit::Storage);
         assert_eq!(exit_for(&anyhow::anyhow!("unknown")), Exit::Storage);
-        let lanes = QueueError::from(WalError::NoFreeLane {
+        let lanes = Error::from(WalError::NoFreeLane {
             path: PathBuf::from("/q"),
             lanes_max: 1,
         });
         assert_eq!(exit_for(&anyhow::Error::new(lanes)), Exit::Locked);
         let empty = anyhow::Error::new(WalError::EmptyRecord).context("enqueue");
         assert_eq!(exit_for(&empty), Exit::Usage);
-        let poisoned = QueueError::from(WalError::Poisoned {
+        let poisoned = Error::from(WalError::Poisoned {
             lane: escalation_queue::wal::LaneId(0),
             cause: std::sync::Arc::new(std::io::Error::other("EIO")),
         });

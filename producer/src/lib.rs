@@ -47,11 +47,6 @@ pub use {
     queue::{EnqueueReceipt, EscalationQueue},
 };
 
-/// The name of [`Error`] before the queue-level and enqueue errors were one type; kept
-/// while callers move over.
-#[doc(hidden)]
-pub use error::Error as QueueError;
-
 /// File-system helpers the worker crate shares with the producer (private directories,
 /// no-follow opens, quarantine of foreign files). Not a stable API.
 #[doc(hidden)]

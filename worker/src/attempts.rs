@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use escalation_queue_wal::{OpenMode, RealStorage, RecordId, Storage, StorageFile};
 
 use crate::dedupe::quarantine_foreign;
-use crate::layout::{is_no_space, QueueError};
+use crate::layout::{is_no_space, Error};
 
 const MAGIC: &[u8; 8] = b"EQATTEM1";
 const VERSION: u32 = 1;
@@ -132,7 +132,7 @@ impl AttemptJournal {
         path: impl Into<PathBuf>,
         slots_min: u32,
         durability: MarkerDurability,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Self, Error> {
         Self::open_on(Arc::new(RealStorage), path, slots_min, durability)
     }
 
@@ -142,14 +142,14 @@ impl AttemptJournal {
         path: impl Into<PathBuf>,
         slots_min: u32,
         durability: MarkerDurability,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Self, Error> {
         let path = path.into();
         let slots_min = slots_min.max(2);
         quarantine_foreign(&*storage, &path)?;
         let (loaded, report) = match load(&*storage, &path) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), JournalReport::default()),
-            Err(e) => return Err(QueueError::io("read", &path, e)),
+            Err(e) => return Err(Error::io("read", &path, e)),
         };
         if report.damaged_slots > 0 || report.bad_header {
             tracing::warn!(path = %path.display(), ?report, "attempt journal had torn or damaged slots; they are ignored (a torn marker's request was never sent)");
@@ -178,7 +178,7 @@ impl AttemptJournal {
             // next compaction retries the rewrite. Not once the fresh file took the name
             // (only its directory sync failed): that name may not survive a power loss, so
             // markers written to it could vanish; go on unjournaled instead (next arm).
-            Err(QueueError::Io { op, source, .. })
+            Err(Error::Io { op, source, .. })
                 if is_no_space(&source) && !report.bad_header && op != RENAMED_OP =>
             {
                 match in_place(&*storage, &path) {
@@ -190,10 +190,10 @@ impl AttemptJournal {
                         warn_unjournaled(&path, &source);
                         Fresh::none()
                     }
-                    Err(e) => return Err(QueueError::io("reopen", &path, e)),
+                    Err(e) => return Err(Error::io("reopen", &path, e)),
                 }
             }
-            Err(QueueError::Io { source, .. }) if is_no_space(&source) => {
+            Err(Error::Io { source, .. }) if is_no_space(&source) => {
                 warn_unjournaled(&path, &source);
                 Fresh::none()
             }
@@ -273,7 +273,7 @@ impl AttemptJournal {
 
     /// Makes durable, before a request for it goes out, that `id` may be submitted. Once
     /// per record per run: a no-op while its marker is live.
-    pub fn mark(&mut self, id: RecordId, image_query_id: &str) -> Result<(), QueueError> {
+    pub fn mark(&mut self, id: RecordId, image_query_id: &str) -> Result<(), Error> {
         let key = (id.lane.0, id.seq.0);
         let iq_key = iq_key(image_query_id);
         if let Some(m) = self.markers.get_mut(&key) {
@@ -301,7 +301,7 @@ impl AttemptJournal {
                     }
                     Ok(())
                 }
-                Err(QueueError::Io { source, .. }) if is_no_space(&source) => {
+                Err(Error::Io { source, .. }) if is_no_space(&source) => {
                     self.retry_at = Instant::now() + UNJOURNALED_RETRY;
                     if !std::mem::replace(&mut self.unjournaled, true) {
                         warn_unjournaled(&self.path, &source);
@@ -323,7 +323,7 @@ impl AttemptJournal {
                 .and_then(|()| file.sync_data()),
             MarkerDurability::OsBuffered => file.write_all_at(&slot, offset),
         };
-        synced.map_err(|e| QueueError::io("write attempt marker", &self.path, e))?;
+        synced.map_err(|e| Error::io("write attempt marker", &self.path, e))?;
         self.sync_time += started.elapsed();
         self.marks_written += 1;
         self.next_slot += 1;
@@ -346,7 +346,7 @@ impl AttemptJournal {
     }
 
     /// Writes the needed markers to a fresh file (see [`rewrite`]).
-    fn compact(&mut self) -> Result<(), QueueError> {
+    fn compact(&mut self) -> Result<(), Error> {
         let fresh = rewrite(
             &*self.storage,
             &self.path,
@@ -419,7 +419,7 @@ fn rewrite(
     markers: &BTreeMap<(u16, u64), Marker>,
     slots_min: u32,
     next_generation: &mut u64,
-) -> Result<Fresh, QueueError> {
+) -> Result<Fresh, Error> {
     let needed = u32::try_from(markers.len()).unwrap_or(u32::MAX);
     let slots = slots_min.max(needed.saturating_mul(2));
     let mut bytes = vec![0_u8; SLOT_LEN * (slots as usize + 1)];
@@ -442,17 +442,17 @@ fn rewrite(
     });
     let file = written.map_err(|e| {
         let _ = storage.remove_file(&tmp); // a partial temp file must not hold space
-        QueueError::io("write", &tmp, e)
+        Error::io("write", &tmp, e)
     })?;
     storage
         .rename(&tmp, path)
-        .map_err(|e| QueueError::io("rename", &tmp, e))?;
+        .map_err(|e| Error::io("rename", &tmp, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     // IMPORTANT: the new journal must be the one found after a crash before any request
     // relies on the markers it holds.
     storage
         .sync_dir(dir)
-        .map_err(|e| QueueError::io(RENAMED_OP, dir, e))?;
+        .map_err(|e| Error::io(RENAMED_OP, dir, e))?;
     Ok(Fresh {
         file: Some(file),
         slots,

@@ -30,7 +30,7 @@ use crate::dead_letter::{now_unix_ms, AttemptLog, DeadLetterSink};
 use crate::dedupe::{DedupeSet, DuplicateOf, InFlight};
 use crate::escalation::Escalation;
 use crate::incidents::Incidents;
-use crate::layout::{QueueError, QueueLayout, QueueOptions, WORKER_CURSOR};
+use crate::layout::{Error, QueueLayout, QueueOptions, WORKER_CURSOR};
 use crate::retry::DeadLetterReason;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::Destination;
@@ -132,7 +132,7 @@ impl Worker {
         queue_dir: impl Into<std::path::PathBuf>,
         options: &QueueOptions,
         config: WorkerConfig,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Self, Error> {
         options.validate()?;
         config.validate()?;
         let layout = QueueLayout::new(queue_dir);
@@ -140,7 +140,7 @@ impl Worker {
         let wal_dir = layout.wal_dir();
         let reader = match Reader::open(&wal_dir, WORKER_CURSOR, &options.wal_options()) {
             Err(WalError::CursorLocked { .. }) => {
-                return Err(QueueError::WorkerRunning {
+                return Err(Error::WorkerRunning {
                     path: layout.root().to_path_buf(),
                 })
             }
@@ -162,7 +162,7 @@ impl Worker {
         )?;
         let incidents_path = layout.incidents_path();
         let incidents = Incidents::new(config.incidents.clone(), Some(incidents_path.clone()))
-            .map_err(|e| QueueError::io("start incident webhook", incidents_path, e))?;
+            .map_err(|e| Error::io("start incident webhook", incidents_path, e))?;
         tracing::info!(queue = %layout.root().display(), previous_run = ?dedupe.previous_run(), attempts = ?attempts.report(), "worker opened");
         Ok(Self {
             cloud: Cloud::new(config, incidents, DeadLetterSink::new(&layout, options)),
@@ -210,16 +210,16 @@ impl Worker {
     }
 
     /// Delivers until stopped.
-    pub fn run(&mut self, destination: &dyn Destination) -> Result<RunSummary, QueueError> {
+    pub fn run(&mut self, destination: &dyn Destination) -> Result<RunSummary, Error> {
         self.run_mode(destination, Mode::UntilStopped)
     }
 
     /// Delivers until the queue is empty (every durable record finished) or stopped.
-    pub fn drain(&mut self, destination: &dyn Destination) -> Result<RunSummary, QueueError> {
+    pub fn drain(&mut self, destination: &dyn Destination) -> Result<RunSummary, Error> {
         self.run_mode(destination, Mode::UntilEmpty)
     }
 
-    fn run_mode(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunSummary, QueueError> {
+    fn run_mode(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunSummary, Error> {
         let started = Instant::now();
         let counted_before = self.cloud.stats.snapshot();
         self.dedupe
@@ -241,7 +241,7 @@ impl Worker {
         Ok(summary)
     }
 
-    fn loop_items(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunEnd, QueueError> {
+    fn loop_items(&mut self, dest: &dyn Destination, mode: Mode) -> Result<RunEnd, Error> {
         let poll = Duration::from_millis(self.cloud.config.idle_poll_ms);
         loop {
             if self.cloud.stop.is_stopped() {
@@ -293,7 +293,7 @@ impl Worker {
         record: Record,
         possibly_submitted: bool,
         dest: &dyn Destination,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<bool, Error> {
         let record = &record;
         // Held until acknowledged: if this run ends early (stop or error), the next run of
         // this worker starts with it (the reader does not hand out a record twice).
@@ -333,7 +333,7 @@ impl Worker {
         esc: &Escalation,
         dest: &dyn Destination,
         possibly_submitted: bool,
-    ) -> Result<Outcome, QueueError> {
+    ) -> Result<Outcome, Error> {
         self.note_first_seen(record, esc);
         let age_ms = age::item_age_ms(self.first_seen, esc);
         if age_ms >= self.cloud.config.retention_ms {
@@ -396,7 +396,7 @@ impl Worker {
         }
     }
 
-    fn ack(&mut self, id: RecordId) -> Result<(), QueueError> {
+    fn ack(&mut self, id: RecordId) -> Result<(), Error> {
         self.reader.ack(id)?;
         self.attempts.settled(id);
         self.held = None;
@@ -410,7 +410,7 @@ impl Worker {
 
     /// Dedupe ids first, then the cursor: after a crash between the two, redelivered
     /// records are recognised as duplicates instead of being submitted again.
-    fn checkpoint(&mut self) -> Result<(), QueueError> {
+    fn checkpoint(&mut self) -> Result<(), Error> {
         self.dedupe.persist()?;
         match self.reader.checkpoint() {
             Ok(()) => {}
@@ -445,7 +445,7 @@ impl Worker {
 
     /// The gauges, wal events and threshold incidents (`Cloud::maintain`), then, when due,
     /// retention. Called between items only (no record delivered and unacknowledged).
-    fn maintain(&mut self) -> Result<(), QueueError> {
+    fn maintain(&mut self) -> Result<(), Error> {
         self.cloud.maintain(&mut self.reader);
         let sweep_every = Duration::from_millis(self.cloud.config.retention_sweep_interval_ms);
         let due = self
@@ -459,7 +459,7 @@ impl Worker {
     }
 
     /// Deletes wal segments and dead letters older than the retention age.
-    fn sweep_retention(&mut self) -> Result<(), QueueError> {
+    fn sweep_retention(&mut self) -> Result<(), Error> {
         self.checkpoint()?;
         let retention = Duration::from_millis(self.cloud.config.retention_ms);
         self.reader.expire_older_than(retention)?;
@@ -475,7 +475,7 @@ impl Worker {
                 )
             }
             Ok(_) => {}
-            Err(QueueError::DeadLetterBusy { .. }) => {
+            Err(Error::DeadLetterBusy { .. }) => {
                 tracing::debug!("dead-letter queue busy; retention retried at the next sweep")
             }
             Err(e) => {

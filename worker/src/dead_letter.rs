@@ -26,9 +26,7 @@ pub use entry::{
 
 pub(crate) use entry::bounded;
 
-use crate::layout::{
-    create_private_dir, QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR,
-};
+use crate::layout::{create_private_dir, Error, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR};
 use crate::retry::{DeadLetterReason, DEFAULT_AGE_MAX_MS};
 
 /// Which entries an operation applies to.
@@ -92,7 +90,7 @@ pub struct DeadLetterQueue {
 
 impl DeadLetterQueue {
     /// Access to the dead letters of `queue_dir`, with the default 7-day retention.
-    pub fn open(queue_dir: impl Into<PathBuf>, options: QueueOptions) -> Result<Self, QueueError> {
+    pub fn open(queue_dir: impl Into<PathBuf>, options: QueueOptions) -> Result<Self, Error> {
         options.validate()?;
         Ok(Self {
             layout: QueueLayout::new(queue_dir),
@@ -118,7 +116,7 @@ impl DeadLetterQueue {
 
     /// Every dead letter within the retention age, oldest first, one per id. Read-only:
     /// safe while the worker and other tools run.
-    pub fn list(&self) -> Result<Vec<DeadLetter>, QueueError> {
+    pub fn list(&self) -> Result<Vec<DeadLetter>, Error> {
         let dir = self.layout.dead_letter_dir();
         if !dir.exists() {
             return Ok(Vec::new());
@@ -142,7 +140,7 @@ impl DeadLetterQueue {
 
     /// Puts the selected entries back into the main queue (as new records: attempts start
     /// again) and removes them from the dead-letter queue.
-    pub fn replay(&self, selector: &Selector) -> Result<DeadLetterReport, QueueError> {
+    pub fn replay(&self, selector: &Selector) -> Result<DeadLetterReport, Error> {
         self.rewrite(|info| match selector.matches(Some(info)) {
             true => Fate::Replay,
             false => Fate::Keep,
@@ -150,7 +148,7 @@ impl DeadLetterQueue {
     }
 
     /// Deletes the selected entries.
-    pub fn purge(&self, selector: &Selector) -> Result<DeadLetterReport, QueueError> {
+    pub fn purge(&self, selector: &Selector) -> Result<DeadLetterReport, Error> {
         self.rewrite(|info| match selector.matches(Some(info)) {
             true => Fate::Purge,
             false => Fate::Keep,
@@ -158,7 +156,7 @@ impl DeadLetterQueue {
     }
 
     /// Deletes entries enqueued longer ago than the retention age.
-    pub fn expire(&self) -> Result<DeadLetterReport, QueueError> {
+    pub fn expire(&self) -> Result<DeadLetterReport, Error> {
         self.rewrite(|_| Fate::Keep)
     }
 
@@ -167,14 +165,12 @@ impl DeadLetterQueue {
     fn rewrite(
         &self,
         mut decide: impl FnMut(&DeadLetterInfo) -> Fate,
-    ) -> Result<DeadLetterReport, QueueError> {
+    ) -> Result<DeadLetterReport, Error> {
         let dir = self.layout.dead_letter_dir();
         create_private_dir(self.layout.root())?;
         let opts = self.wal_options();
         let mut reader = match Reader::open(&dir, DEAD_LETTER_CURSOR, &opts) {
-            Err(WalError::CursorLocked { .. }) => {
-                return Err(QueueError::DeadLetterBusy { path: dir })
-            }
+            Err(WalError::CursorLocked { .. }) => return Err(Error::DeadLetterBusy { path: dir }),
             other => other?,
         };
         let now_ms = now_unix_ms();
@@ -223,7 +219,7 @@ impl DeadLetterQueue {
     fn replay_records(
         &self,
         read: &[(RecordId, Bytes, Fate, Option<DeadLetterId>)],
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), Error> {
         let mut writer = None;
         for (_, stored, fate, _) in read {
             if *fate != Fate::Replay {
@@ -245,7 +241,7 @@ impl DeadLetterQueue {
     fn keep_records(
         &self,
         read: &[(RecordId, Bytes, Fate, Option<DeadLetterId>)],
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), Error> {
         let mut writer = None;
         for (_, stored, fate, _) in read {
             if *fate != Fate::Keep {
@@ -282,7 +278,7 @@ impl DeadLetterSink {
     }
 
     /// Appends `entry`; returns once it is durable.
-    pub(crate) fn append(&mut self, entry: &DeadLetter) -> Result<(), QueueError> {
+    pub(crate) fn append(&mut self, entry: &DeadLetter) -> Result<(), Error> {
         let stored = entry.encode()?;
         let writer = match &mut self.writer {
             Some(w) => w,

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use escalation_queue_wal::{FileKind, OpenMode, RealStorage, Storage, StorageFile};
 
 use crate::escalation::Escalation;
-use crate::layout::{is_no_space, QueueError};
+use crate::layout::{is_no_space, Error};
 
 const MAGIC: &[u8; 8] = b"EQDEDUP1";
 const FRAME_HEADER_LEN: usize = 9;
@@ -116,7 +116,7 @@ pub struct DedupeSet {
 impl DedupeSet {
     /// Opens (or creates, mode 0600) the log at `path` on the real file system,
     /// remembering `items_max` items.
-    pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, QueueError> {
+    pub fn open(path: impl Into<PathBuf>, items_max: usize) -> Result<Self, Error> {
         Self::open_on(Arc::new(RealStorage), path, items_max)
     }
 
@@ -125,11 +125,11 @@ impl DedupeSet {
         storage: Arc<dyn Storage>,
         path: impl Into<PathBuf>,
         items_max: usize,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Self, Error> {
         let path = path.into();
         let keys_max = items_max.max(1).saturating_mul(2);
         quarantine_foreign(&*storage, &path)?;
-        let found = load(&*storage, &path).map_err(|e| QueueError::io("read", &path, e))?;
+        let found = load(&*storage, &path).map_err(|e| Error::io("read", &path, e))?;
         let existed = found.is_some();
         let loaded = found.unwrap_or_default();
         let (file, len, degraded) = match create_log(&*storage, &path, loaded.valid_len) {
@@ -140,7 +140,7 @@ impl DedupeSet {
                 warn_no_space(&path, &e.1);
                 (None, loaded.valid_len, true)
             }
-            Err((op, e)) => return Err(QueueError::io(op, &path, e)),
+            Err((op, e)) => return Err(Error::io(op, &path, e)),
         };
         let mut set = Self {
             storage,
@@ -215,7 +215,7 @@ impl DedupeSet {
 
     /// Makes every inserted id durable; compacts the log when it holds more than twice
     /// the set.
-    pub fn persist(&mut self) -> Result<(), QueueError> {
+    pub fn persist(&mut self) -> Result<(), Error> {
         if !self.unsaved.is_empty() {
             let mut payload = Vec::with_capacity(self.unsaved.len() * KEY_LEN);
             for k in &self.unsaved {
@@ -240,7 +240,7 @@ impl DedupeSet {
 
     /// Records, durably, that a run is starting: until it stops cleanly, up to
     /// `window_records` records per lane may be redelivered after being submitted.
-    pub fn mark_running(&mut self, window_records: u32) -> Result<(), QueueError> {
+    pub fn mark_running(&mut self, window_records: u32) -> Result<(), Error> {
         let mut run = [0_u8; RUN_LEN];
         run[0] = 1;
         run[1..5].copy_from_slice(&window_records.to_le_bytes());
@@ -255,7 +255,7 @@ impl DedupeSet {
     /// crash of this run read as a clean stop, so it is cut off (a shorter file needs no
     /// space). The marker before it, if any, is "running": the next open reads the run as
     /// unclean, as it must.
-    fn cut_clean_tail(&mut self) -> Result<(), QueueError> {
+    fn cut_clean_tail(&mut self) -> Result<(), Error> {
         let (Some(at), Some(run)) = (self.tail_run_at, self.last_run) else {
             return Ok(());
         };
@@ -267,18 +267,18 @@ impl DedupeSet {
             None => self
                 .storage
                 .open(&self.path, OpenMode::ReadWrite)
-                .map_err(|e| QueueError::io("open", &self.path, e))?,
+                .map_err(|e| Error::io("open", &self.path, e))?,
         };
         file.set_len(at)
             .and_then(|()| file.sync_data())
-            .map_err(|e| QueueError::io("truncate", &self.path, e))?;
+            .map_err(|e| Error::io("truncate", &self.path, e))?;
         self.len = at;
         self.tail_run_at = None;
         Ok(())
     }
 
     /// Persists the ids, then records, durably, a clean stop (after the final checkpoint).
-    pub fn mark_stopped(&mut self, in_flight: Option<InFlight>) -> Result<(), QueueError> {
+    pub fn mark_stopped(&mut self, in_flight: Option<InFlight>) -> Result<(), Error> {
         self.persist()?;
         let mut run = [0_u8; RUN_LEN];
         run[0] = 2;
@@ -294,7 +294,7 @@ impl DedupeSet {
 
     /// Appends one frame durably. `Ok(false)`: the disk had no room; nothing of the frame
     /// is left in the log and the caller keeps what it holds for a later try.
-    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, QueueError> {
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<bool, Error> {
         if self.file.is_none() {
             match create_log(&*self.storage, &self.path, self.len) {
                 Ok((file, len)) => {
@@ -307,7 +307,7 @@ impl DedupeSet {
                     }
                     return Ok(false);
                 }
-                Err((op, e)) => return Err(QueueError::io(op, &self.path, e)),
+                Err((op, e)) => return Err(Error::io(op, &self.path, e)),
             }
         }
         let Some(file) = self.file.as_ref() else {
@@ -330,19 +330,19 @@ impl DedupeSet {
             Err(e) if is_no_space(&e) => {
                 // Cut the partial frame off, so that later frames follow a valid one.
                 if let Err(cut) = file.set_len(self.len) {
-                    return Err(QueueError::io("truncate", &self.path, cut));
+                    return Err(Error::io("truncate", &self.path, cut));
                 }
                 if !std::mem::replace(&mut self.degraded, true) {
                     warn_no_space(&self.path, &e);
                 }
                 Ok(false)
             }
-            Err(e) => Err(QueueError::io("append", &self.path, e)),
+            Err(e) => Err(Error::io("append", &self.path, e)),
         }
     }
 
     /// Rewrites the log with only the remembered keys: temp file, fsync, rename, dir fsync.
-    fn compact(&mut self) -> Result<(), QueueError> {
+    fn compact(&mut self) -> Result<(), Error> {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -372,11 +372,11 @@ impl DedupeSet {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(QueueError::io("write", &tmp, e)),
+            Err(e) => return Err(Error::io("write", &tmp, e)),
         }
         storage
             .rename(&tmp, &self.path)
-            .map_err(|e| QueueError::io("rename", &tmp, e))?;
+            .map_err(|e| Error::io("rename", &tmp, e))?;
         // From here the name is the new file's: never append to the old one again (a later
         // append reopens the log by its name if a step below fails).
         self.file = None;
@@ -386,7 +386,7 @@ impl DedupeSet {
         // IMPORTANT: the rename must be durable before the old log's keys are relied on:
         // `create_log` syncs the directory before the new file is written to.
         let (file, len) = create_log(storage, &self.path, self.len)
-            .map_err(|(op, e)| QueueError::io(op, &self.path, e))?;
+            .map_err(|(op, e)| Error::io(op, &self.path, e))?;
         self.file = Some(file);
         self.len = len;
         Ok(())
@@ -452,11 +452,11 @@ fn parent(path: &Path) -> &Path {
 pub(crate) fn quarantine_foreign(
     storage: &dyn Storage,
     path: &Path,
-) -> Result<Option<PathBuf>, QueueError> {
+) -> Result<Option<PathBuf>, Error> {
     let kind = match storage.entry_kind(path) {
         Ok(None | Some(FileKind::Regular)) => return Ok(None),
         Ok(Some(kind)) => kind,
-        Err(e) => return Err(QueueError::io("stat", path, e)),
+        Err(e) => return Err(Error::io("stat", path, e)),
     };
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(
@@ -466,12 +466,12 @@ pub(crate) fn quarantine_foreign(
     let aside = PathBuf::from(aside);
     storage
         .rename(path, &aside)
-        .map_err(|e| QueueError::io("rename", path, e))?;
+        .map_err(|e| Error::io("rename", path, e))?;
     let dir = parent(path);
     // IMPORTANT: the move must be durable before a fresh file takes the name.
     storage
         .sync_dir(dir)
-        .map_err(|e| QueueError::io("fsync dir", dir, e))?;
+        .map_err(|e| Error::io("fsync dir", dir, e))?;
     tracing::error!(path = %path.display(), moved_to = %aside.display(), found = %kind, "a queue file was not a regular file (symlink, FIFO, directory...); it was moved aside, never opened, and a fresh file is used");
     Ok(Some(aside))
 }

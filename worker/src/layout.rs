@@ -3,5 +3,5 @@
 
 pub(crate) use escalation_queue_producer::support::{create_private_dir, is_no_space};
 pub(crate) use escalation_queue_producer::{
-    QueueError, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR, WORKER_CURSOR,
+    Error, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR, WORKER_CURSOR,
 };

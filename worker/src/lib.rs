@@ -56,7 +56,7 @@ pub use {
         METADATA_SIZE_LIMIT_BYTES, REQUEST_ID_PREFIX,
     },
     escalation_queue_producer::{
-        QueueError, QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
+        Error, QueueLayout, QueueOptions, ATTEMPTS_FILE, DEAD_LETTER_CONTEXT_MAX_BYTES,
         DEAD_LETTER_CURSOR, DEAD_LETTER_DIR, DEDUPE_FILE, INCIDENTS_FILE,
         RECORD_OVERHEAD_MAX_BYTES, WAL_DIR, WORKER_CURSOR,
     },

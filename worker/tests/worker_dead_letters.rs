@@ -8,7 +8,7 @@ use std::path::Path;
 
 use escalation_queue_producer::Error;
 use escalation_queue_wal::{Reader, Writer};
-use escalation_queue_worker::{DeadLetter, FaultAction, QueueError, Selector};
+use escalation_queue_worker::{DeadLetter, FaultAction, Selector};
 use support::{fast_config, minimal_escalation, options, Harness};
 
 fn bad_requests(n: usize) -> Vec<FaultAction> {
@@ -150,7 +150,7 @@ fn one_maintenance_pass_at_a_time() {
     let opts = options().dead_letter_wal_options();
     let holder = Reader::open(h.root().join("dead-letter"), "dlq", &opts).expect("hold");
     let err = h.dead_letters().purge(&Selector::All).expect_err("busy");
-    assert!(matches!(err, QueueError::DeadLetterBusy { .. }), "{err}");
+    assert!(matches!(err, Error::DeadLetterBusy { .. }), "{err}");
     assert!(
         err.to_string().contains("another dead-letter operation"),
         "{err}"

@@ -34,7 +34,7 @@ use anyhow::Context as _;
 use escalation_queue::wal::{Durability, Error as WalError, Reader, Writer};
 use escalation_queue::worker::{DedupeSet, Metadata, WORKER_CURSOR};
 use escalation_queue::{
-    DeadLetterQueue, Escalation, EscalationQueue, HumanReview, ImageSource, QueueError, QueueLayout,
+    DeadLetterQueue, Error, Escalation, EscalationQueue, HumanReview, ImageSource, QueueLayout,
 };
 use serde::Serialize;
 
@@ -225,11 +225,10 @@ impl<'a> Run<'a> {
             let mut reader = match Reader::open(layout.wal_dir(), WORKER_CURSOR, &wal_options) {
                 Err(WalError::CursorLocked { .. }) => {
                     return Err(
-                        anyhow::Error::new(QueueError::WorkerRunning { path: dir.clone() })
-                            .context(
-                                "a reader is running on this queue; stop it before importing (the \
+                        anyhow::Error::new(Error::WorkerRunning { path: dir.clone() }).context(
+                            "a reader is running on this queue; stop it before importing (the \
                          import must not share the queue with a reader)",
-                            ),
+                        ),
                     )
                 }
                 other => {

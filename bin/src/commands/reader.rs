@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use escalation_queue::worker::RunEnd;
-use escalation_queue::{GroundlightClient, QueueError, RunSummary, Worker};
+use escalation_queue::{Error, GroundlightClient, RunSummary, Worker};
 
 use crate::config::{Config, Origin};
 use crate::exit::{exit_for, Exit};
@@ -227,7 +227,7 @@ fn open_worker(dir: &Path, config: &Config) -> anyhow::Result<Worker> {
     let mut tries_left = LOCK_RETRIES;
     loop {
         match Worker::open(dir, &config.queue, config.worker.clone()) {
-            Err(QueueError::WorkerRunning { .. }) if tries_left > 0 => {
+            Err(Error::WorkerRunning { .. }) if tries_left > 0 => {
                 tries_left -= 1;
                 std::thread::sleep(LOCK_RETRY_PAUSE);
             }

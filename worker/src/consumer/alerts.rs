@@ -10,7 +10,7 @@ use crate::client::DeliveryError;
 use crate::dead_letter::{AttemptLog, DeadLetter};
 use crate::escalation::Escalation;
 use crate::incidents::{IncidentDraft, IncidentKind};
-use crate::layout::QueueError;
+use crate::layout::Error;
 use crate::WorkerConfig;
 
 /// The incident for a wal event: corruption, gaps and cursors past the end are CRITICAL;
@@ -181,10 +181,7 @@ pub(super) fn dead_lettered(entry: &DeadLetter) -> IncidentDraft {
     }))
 }
 
-pub(super) fn dead_letter_write_failure(
-    error: &QueueError,
-    config: &WorkerConfig,
-) -> IncidentDraft {
+pub(super) fn dead_letter_write_failure(error: &Error, config: &WorkerConfig) -> IncidentDraft {
     IncidentDraft::new(
         storage_kind(error),
         "the dead-letter queue cannot be written; the item stays at the head of the queue",
@@ -209,12 +206,10 @@ pub(super) fn storage_failure(title: &str, error: &WalError) -> IncidentDraft {
 }
 
 /// The CRITICAL kind of a storage failure.
-fn storage_kind(error: &QueueError) -> IncidentKind {
+fn storage_kind(error: &Error) -> IncidentKind {
     match error {
-        QueueError::Wal(WalError::NoSpace { .. } | WalError::QueueFull { .. }) => {
-            IncidentKind::DiskFull
-        }
-        QueueError::Wal(WalError::Io { source, .. })
+        Error::Wal(WalError::NoSpace { .. } | WalError::QueueFull { .. }) => IncidentKind::DiskFull,
+        Error::Wal(WalError::Io { source, .. })
             if escalation_queue_wal::is_storage_full(source) =>
         {
             IncidentKind::DiskFull

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dedupe::DEFAULT_DEDUPE_ITEMS_MAX;
 use crate::incidents::IncidentConfig;
-use crate::layout::QueueError;
+use crate::layout::Error;
 use crate::retry::{
     BackoffConfig, BreakerConfig, BudgetConfig, ClassificationPolicy, DEFAULT_AGE_MAX_MS,
 };
@@ -85,7 +85,7 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     /// Checks every setting; the error names the key, the value and what is allowed.
-    pub fn validate(&self) -> Result<(), QueueError> {
+    pub fn validate(&self) -> Result<(), Error> {
         let at_least_one = [
             ("retention_ms", self.retention_ms),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
@@ -129,7 +129,7 @@ impl WorkerConfig {
     }
 
     /// The documented minimums of `[worker.incidents]` (probe F20: they were clamped).
-    fn incidents_validate(&self) -> Result<(), QueueError> {
+    fn incidents_validate(&self) -> Result<(), Error> {
         let incidents = &self.incidents;
         if incidents.jsonl_max_bytes < 4096 {
             let value = incidents.jsonl_max_bytes;
@@ -159,8 +159,8 @@ impl WorkerConfig {
     }
 }
 
-fn invalid(key: &'static str, value: u64, allowed: &str) -> QueueError {
-    QueueError::Config {
+fn invalid(key: &'static str, value: u64, allowed: &str) -> Error {
+    Error::Config {
         key,
         value: value.to_string(),
         allowed: allowed.to_owned(),

@@ -18,7 +18,7 @@ use crate::client::{AttemptContext, Delivered, DeliveryError, Destination};
 use crate::dead_letter::{bounded, now_unix_ms, AttemptLog, AttemptRecord, MESSAGE_MAX_BYTES};
 use crate::dedupe::InFlight;
 use crate::escalation::Escalation;
-use crate::layout::QueueError;
+use crate::layout::Error;
 use crate::retry::{
     Admission, BudgetConfig, Classification, DeadLetterReason, ErrorClass, ItemBudget, Wait,
 };
@@ -67,7 +67,7 @@ impl Delivery<'_> {
     /// Attempts the item until it is delivered, dead-lettered, expired, or a stop comes.
     /// Before the first request of this run the attempt is made durable in the attempt
     /// journal.
-    pub(super) fn run(mut self) -> Result<Outcome, QueueError> {
+    pub(super) fn run(mut self) -> Result<Outcome, Error> {
         loop {
             if self.cloud.stop.is_stopped() {
                 return Ok(Outcome::Stopped);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Incident;
 use crate::client::{redact_url, ProxyRoute};
-use crate::layout::QueueError;
+use crate::layout::Error;
 
 /// Webhook settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ impl WebhookConfig {
 
     /// Checks the URL (http or https with a host) and the timeout (at least 1 ms); the
     /// error names the key, the value (credentials and query redacted) and what is allowed.
-    pub fn validate(&self) -> Result<(), QueueError> {
+    pub fn validate(&self) -> Result<(), Error> {
         let url = self.url.trim();
         let rest = url
             .strip_prefix("https://")
@@ -68,14 +68,14 @@ impl WebhookConfig {
         let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
         let host = host.map(|h| h.rsplit_once('@').map_or(h, |(_, h)| h));
         if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
-            return Err(QueueError::Config {
+            return Err(Error::Config {
                 key: "incidents.webhook.url",
                 value: format!("{:?}", redact_url(&self.url)),
                 allowed: "an http:// or https:// URL with a host".to_owned(),
             });
         }
         if self.timeout_ms == 0 {
-            return Err(QueueError::Config {
+            return Err(Error::Config {
                 key: "incidents.webhook.timeout_ms",
                 value: "0".to_owned(),
                 allowed: "at least 1".to_owned(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::wait::{Wait, WaitCause};
-use crate::layout::QueueError;
+use crate::layout::Error;
 
 /// Backoff settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,16 +34,16 @@ impl BackoffConfig {
     /// Rejects what [`validated`](Self::validated) would clamp: configuration loading calls
     /// this, so a bad value stops the start (probe F20) instead of being changed silently.
     /// Keys are named relative to `worker`.
-    pub fn validate(&self) -> Result<(), QueueError> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.delay_base_ms == 0 {
-            return Err(QueueError::Config {
+            return Err(Error::Config {
                 key: "backoff.delay_base_ms",
                 value: "0".to_owned(),
                 allowed: "at least 1".to_owned(),
             });
         }
         if self.delay_max_ms < self.delay_base_ms {
-            return Err(QueueError::Config {
+            return Err(Error::Config {
                 key: "backoff.delay_max_ms",
                 value: self.delay_max_ms.to_string(),
                 allowed: format!("at least delay_base_ms ({})", self.delay_base_ms),

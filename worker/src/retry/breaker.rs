@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::QueueError;
+use crate::layout::Error;
 
 /// Circuit breaker settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +40,8 @@ impl BreakerConfig {
     /// Rejects what [`validated`](Self::validated) would clamp (probe F20); keys are named
     /// relative to `worker`. The upper bound of `cool_down_max_ms` is checked by
     /// [`WorkerConfig::validate`](crate::WorkerConfig::validate).
-    pub fn validate(&self) -> Result<(), QueueError> {
-        let invalid = |key, value: u64, allowed: String| QueueError::Config {
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |key, value: u64, allowed: String| Error::Config {
             key,
             value: value.to_string(),
             allowed,

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use escalation_queue_producer::EscalationQueue;
 use escalation_queue_worker::{
     ApiToken, AttemptContext, BackoffConfig, BreakerConfig, Classification, ClassificationPolicy,
-    ClientConfig, DeadLetterQueue, Delivered, DeliveryError, Destination, Escalation,
+    ClientConfig, DeadLetterQueue, Delivered, DeliveryError, Destination, Error, Escalation,
     GroundlightClient, HumanReview, ImageSource, IncidentConfig, Incidents, Metadata, MockCloud,
-    MockCloudConfig, QueueError, QueueOptions, RunSummary, Stats, StopHandle, Worker, WorkerConfig,
+    MockCloudConfig, QueueOptions, RunSummary, Stats, StopHandle, Worker, WorkerConfig,
 };
 
 /// The API token of the mock cloud and of every client here.
@@ -166,7 +166,7 @@ pub struct Running {
     pub stop: StopHandle,
     pub stats: Arc<Stats>,
     pub incidents: Arc<Incidents>,
-    pub thread: JoinHandle<Result<RunSummary, QueueError>>,
+    pub thread: JoinHandle<Result<RunSummary, Error>>,
 }
 
 impl Running {
