@@ -323,7 +323,7 @@ pub struct MockCloudArgs {
     #[arg(long, default_value = "127.0.0.1:30101", value_name = "IP:PORT")]
     pub listen: SocketAddr,
 
-    /// The token requests must carry [default: $GROUNDLIGHT_API_TOKEN, else mock-token]
+    /// The token requests must carry [default: $GROUNDLIGHT_API_TOKEN, else api_mockcloud_default_token_0000]
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 

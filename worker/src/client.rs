@@ -102,8 +102,9 @@ pub struct Delivered {
     pub elapsed: Duration,
 }
 
-/// The ImageQuery the API returns. Only `id` is required (a body without one is not an
-/// ImageQuery); unknown fields are ignored.
+/// The ImageQuery the API returns, read after the checks the SDK makes (the fields it
+/// requires are present and well-typed, see [`GroundlightClient`]'s submit); unknown
+/// fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[non_exhaustive]
 pub struct ImageQuery {
@@ -207,12 +208,12 @@ impl GroundlightClient {
         *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
     }
 
-    /// The request query parameters, in the SDK's order; only those that are set.
+    /// The request query parameters, only those that are set, in the order the Groundlight
+    /// SDK sends them (its `params` dict, then `detector_id`, which the generated API
+    /// appends last): `patience_time, confidence_threshold, human_review, want_async,
+    /// metadata, image_query_id, detector_id`.
     pub fn query_params(escalation: &Escalation) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            ("detector_id", escalation.detector_id.clone()),
-            ("image_query_id", escalation.image_query_id.clone()),
-        ];
+        let mut params = Vec::with_capacity(7);
         if let Some(patience) = escalation.patience_time_s {
             params.push(("patience_time", python_float_repr(patience)));
         }
@@ -226,6 +227,8 @@ impl GroundlightClient {
         if let Some(metadata) = &escalation.metadata {
             params.push(("metadata", metadata.to_query_value()));
         }
+        params.push(("image_query_id", escalation.image_query_id.clone()));
+        params.push(("detector_id", escalation.detector_id.clone()));
         params
     }
 
@@ -273,6 +276,8 @@ impl GroundlightClient {
             .query_pairs(Self::query_params(escalation))
             .header("x-api-token", token.expose())
             .header("X-Request-Id", escalation.request_id.as_str())
+            // What urllib3 sends for the SDK: no compressed answers.
+            .header("Accept-Encoding", "identity")
             .content_type(escalation.content_type(&image));
         let started = Instant::now();
         let mut response = request.send(&image[..]).map_err(DeliveryError::from_ureq)?;
@@ -280,14 +285,18 @@ impl GroundlightClient {
         if !(200..300).contains(&status) {
             return Err(http_error(&mut response, status));
         }
-        let image_query = self.read_image_query(&mut response, status)?;
-        if image_query.id != escalation.image_query_id {
-            return Err(DeliveryError::WrongImageQuery {
-                status,
-                sent: escalation.image_query_id.clone(),
-                got: image_query.id,
-            });
+        let body = self.read_json(&mut response, status)?;
+        // An answer about another image query is a misrouting, whatever else it holds.
+        if let Some(got) = body.get("id").and_then(Value::as_str) {
+            if got != escalation.image_query_id {
+                return Err(DeliveryError::WrongImageQuery {
+                    status,
+                    sent: escalation.image_query_id.clone(),
+                    got: got.to_owned(),
+                });
+            }
         }
+        let image_query = image_query_from(body, status)?;
         Ok(Delivered {
             image_query,
             status,
@@ -313,20 +322,21 @@ impl GroundlightClient {
         let mut response = request.call().map_err(DeliveryError::from_ureq)?;
         let status = response.status().as_u16();
         match status {
-            200 => self
-                .read_image_query(&mut response, status)
-                .map(|iq| Lookup::Found(Box::new(iq))),
+            200 => {
+                let body = self.read_json(&mut response, status)?;
+                image_query_from(body, status).map(|iq| Lookup::Found(Box::new(iq)))
+            }
             404 => Ok(Lookup::NotFound),
             _ => Err(http_error(&mut response, status)),
         }
     }
 
-    /// Reads a 2xx body (bounded) as an ImageQuery.
-    fn read_image_query(
+    /// Reads a 2xx body (bounded) as JSON.
+    fn read_json(
         &self,
         response: &mut ureq::http::Response<ureq::Body>,
         status: u16,
-    ) -> Result<ImageQuery, DeliveryError> {
+    ) -> Result<Value, DeliveryError> {
         let body = response
             .body_mut()
             .with_config()
@@ -340,12 +350,72 @@ impl GroundlightClient {
                 },
                 other => DeliveryError::from_ureq(other),
             })?;
-        serde_json::from_slice::<ImageQuery>(&body).map_err(|e| DeliveryError::BadResponse {
+        serde_json::from_slice::<Value>(&body).map_err(|e| DeliveryError::BadResponse {
             status,
             detail: e.to_string(),
             body_excerpt: error::body_excerpt(&body),
         })
     }
+}
+
+/// The fields the SDK's generated `ImageQuery` model takes as required arguments (a
+/// response missing one fails its deserialisation): the API spec's required list.
+const IMAGE_QUERY_REQUIRED: [&str; 12] = [
+    "metadata",
+    "id",
+    "type",
+    "created_at",
+    "query",
+    "detector_id",
+    "result_type",
+    "result",
+    "patience_time",
+    "confidence_threshold",
+    "rois",
+    "text",
+];
+
+/// Checks `body` as the SDK checks an ImageQuery answer (every required field present;
+/// `id`, `created_at`, `query` and `detector_id` strings; `patience_time` and
+/// `confidence_threshold` non-null numbers; `metadata` an object or null, `rois` an array
+/// or null, `text` a string or null), then reads it.
+fn image_query_from(body: Value, status: u16) -> Result<ImageQuery, DeliveryError> {
+    let bad = |detail: String, body: &Value| DeliveryError::BadResponse {
+        status,
+        detail,
+        body_excerpt: error::body_excerpt(body.to_string().as_bytes()),
+    };
+    let Some(object) = body.as_object() else {
+        return Err(bad("not a JSON object (an ImageQuery)".to_owned(), &body));
+    };
+    if let Some(missing) = IMAGE_QUERY_REQUIRED
+        .iter()
+        .find(|field| !object.contains_key(**field))
+    {
+        return Err(bad(format!("not an ImageQuery: no {missing:?}"), &body));
+    }
+    let wrong = |field: &str, ok: fn(&Value) -> bool, expected: &str| {
+        (!ok(&object[field])).then(|| format!("not an ImageQuery: {field:?} is not {expected}"))
+    };
+    let problem = wrong("id", Value::is_string, "a string")
+        .or_else(|| wrong("created_at", Value::is_string, "a date-time string"))
+        .or_else(|| wrong("query", Value::is_string, "a string"))
+        .or_else(|| wrong("detector_id", Value::is_string, "a string"))
+        .or_else(|| wrong("patience_time", Value::is_number, "a number"))
+        .or_else(|| wrong("confidence_threshold", Value::is_number, "a number"))
+        .or_else(|| {
+            wrong(
+                "metadata",
+                |v| v.is_null() || v.is_object(),
+                "an object or null",
+            )
+        })
+        .or_else(|| wrong("rois", |v| v.is_null() || v.is_array(), "a list or null"))
+        .or_else(|| wrong("text", |v| v.is_null() || v.is_string(), "a string or null"));
+    if let Some(detail) = problem {
+        return Err(bad(detail, &body));
+    }
+    ImageQuery::deserialize(&body).map_err(|e| bad(e.to_string(), &body))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (ids are printable ASCII,

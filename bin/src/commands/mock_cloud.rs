@@ -23,7 +23,7 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
                 .ok()
                 .filter(|t| !t.is_empty())
         })
-        .unwrap_or_else(|| "mock-token".to_owned());
+        .unwrap_or_else(|| MockCloudConfig::DEFAULT_TOKEN.to_owned());
     let mut config = MockCloudConfig::new(token);
     config.bind_addr = args.listen;
     config.faults = fault_plan(&args.faults)?;
@@ -55,7 +55,10 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
         "token_mismatches": requests.iter().filter(|r| !r.token_matched).count(),
         "image_query_ids": cloud.image_query_ids(),
         "resubmissions": resubmissions(&requests),
-        "lookups": requests.iter().filter(|r| r.method == "GET").count(),
+        "lookups": requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/v1/image-queries/"))
+            .count(),
     });
     println!("{summary}");
     Ok(Exit::Ok.into())
