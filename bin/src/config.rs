@@ -271,6 +271,8 @@ impl Config {
         config.read_timeout_ms = cloud.read_timeout_ms;
         config.send_timeout_ms = cloud.send_timeout_ms;
         config.response_size_max_bytes = cloud.response_size_max_bytes;
+        config.tls_roots = cloud.tls_roots;
+        config.ca_file = cloud.ca_file.clone();
         let proxy = match &cloud.proxy_url {
             Some(url) => Some(ProxyUrl::new(url.expose()).map_err(|e| {
                 UsageError::new(format!(

@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod proxy;
+mod tls;
 
 use std::fmt;
 use std::io::Read;
@@ -19,6 +20,7 @@ pub use config::{
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
+pub use tls::TlsRoots;
 
 use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};
 
@@ -170,11 +172,16 @@ impl GroundlightClient {
     pub fn new(mut config: ClientConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let proxy = config.proxy.to_ureq()?;
+        let trust = tls::trust(&config.endpoint, config.tls_roots, config.ca_file.as_ref())?;
         tracing::info!(
             endpoint = %config.endpoint,
             route = %config.proxy,
+            tls_roots = %trust.description,
             "cloud client ready"
         );
+        let tls_config = ureq::tls::TlsConfig::builder()
+            .root_certs(trust.roots)
+            .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are reported, never followed: the token must not travel elsewhere.
@@ -186,6 +193,7 @@ impl GroundlightClient {
             .timeout_recv_response(Some(Duration::from_millis(config.read_timeout_ms)))
             .timeout_recv_body(Some(Duration::from_millis(config.read_timeout_ms)))
             .proxy(proxy)
+            .tls_config(tls_config)
             .build()
             .new_agent();
         let url = format!("{}{}", config.endpoint, IMAGE_QUERIES_PATH);

@@ -38,7 +38,7 @@ pub use {
         defaults as client_defaults, normalize_endpoint, parse_retry_after, redact_url,
         url_has_credentials, ApiToken, AttemptContext, ClientConfig, ConfigError, Delivered,
         DeliveryError, Destination, GroundlightClient, ImageQuery, Lookup, ProxyRoute, ProxySource,
-        ProxyUrl, TimeoutPhase, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN,
+        ProxyUrl, TimeoutPhase, TlsRoots, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN,
         ENV_ENDPOINT,
     },
     consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},

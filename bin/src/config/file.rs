@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use escalation_queue::wal::Durability;
+use escalation_queue::worker::TlsRoots;
 use escalation_queue::{QueueOptions, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +156,11 @@ pub struct CloudSection {
     pub response_size_max_bytes: u64,
     /// HTTP proxy, `http://[user:password@]host:port`. Default: none (direct).
     pub proxy_url: Option<Secret>,
+    /// The CAs TLS connections trust: `system` (the system store, or `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR`) or `bundled` (the Mozilla roots compiled in). Default `system`.
+    pub tls_roots: TlsRoots,
+    /// A PEM file of extra CA certificates, trusted on top of the system store. Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for CloudSection {
@@ -169,6 +175,8 @@ impl Default for CloudSection {
             send_timeout_ms: lib::SEND_TIMEOUT_MS,
             response_size_max_bytes: lib::RESPONSE_SIZE_MAX_BYTES,
             proxy_url: None,
+            tls_roots: TlsRoots::System,
+            ca_file: None,
         }
     }
 }
@@ -255,10 +263,11 @@ mod tests {
     }
 
     /// Keys that are unset by default (so absent from the serialized defaults).
-    const OPTIONAL_KEYS: [&str; 9] = [
+    const OPTIONAL_KEYS: [&str; 10] = [
         "queue_dir",
         "cloud.api_token",
         "cloud.proxy_url",
+        "cloud.ca_file",
         "worker.jitter_seed",
         "worker.budget.attempts_max",
         "worker.incidents.webhook.url",

@@ -1,9 +1,11 @@
 //! Client configuration: endpoint, token, timeouts.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::proxy::ProxyRoute;
+use super::tls::TlsRoots;
 
 /// Environment variable holding the API token.
 pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";
@@ -183,6 +185,14 @@ pub enum ConfigError {
         /// The variable.
         var: &'static str,
     },
+    /// The extra CA file (`cloud.ca_file`) is unusable.
+    #[error("cloud.ca_file {path}: {reason}")]
+    InvalidCaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A timeout is below its minimum.
     #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
     InvalidTimeout {
@@ -219,6 +229,11 @@ pub struct ClientConfig {
     /// [`ProxyRoute::resolve`] (`cloud.proxy_url`, else `HTTPS_PROXY`/`HTTP_PROXY`/
     /// `ALL_PROXY`, with `NO_PROXY` exemptions), the same rule the incident webhook uses.
     pub proxy: ProxyRoute,
+    /// The root certificates of TLS connections. Default [`TlsRoots::System`].
+    pub tls_roots: TlsRoots,
+    /// A PEM file of extra CA certificates trusted on top of the system store (e.g. a
+    /// TLS-inspecting proxy's). Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -234,6 +249,8 @@ impl ClientConfig {
             response_size_max_bytes: defaults::RESPONSE_SIZE_MAX_BYTES,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
             proxy: ProxyRoute::Direct,
+            tls_roots: TlsRoots::System,
+            ca_file: None,
         }
     }
 
