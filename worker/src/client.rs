@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    defaults, normalize_endpoint, redact_url, url_has_credentials, ApiToken, ClientConfig,
-    ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
+    defaults, normalize_endpoint, read_token_file, redact_url, url_has_credentials, ApiToken,
+    ClientConfig, ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
@@ -150,10 +150,39 @@ pub struct ImageQuery {
     pub text: Option<String>,
 }
 
+/// What identifies one version of the token file: a rewrite in place or a rename over it
+/// changes at least one of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// The token file and the version of it last read.
+#[derive(Debug)]
+struct TokenFile {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<Option<FileStamp>>,
+}
+
 /// The Groundlight cloud: `POST {endpoint}/v1/image-queries`, one keep-alive agent reused.
 pub struct GroundlightClient {
     config: ClientConfig,
     token: RwLock<ApiToken>,
+    token_file: Option<TokenFile>,
     agent: ureq::Agent,
     url: String,
 }
@@ -197,13 +226,57 @@ impl GroundlightClient {
             .build()
             .new_agent();
         let url = format!("{}{}", config.endpoint, IMAGE_QUERIES_PATH);
-        let token = RwLock::new(config.api_token.clone());
+        let mut first_token = config.api_token.clone();
+        let token_file = match &config.api_token_file {
+            Some(path) => {
+                let stamp = FileStamp::of(path);
+                first_token = config::read_token_file(path)?;
+                tracing::info!(path = %path.display(), "API token read from cloud.api_token_file; re-read when it changes and after a 401/403");
+                Some(TokenFile {
+                    path: path.clone(),
+                    seen: std::sync::Mutex::new(stamp),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             config,
-            token,
+            token: RwLock::new(first_token),
+            token_file,
             agent,
             url,
         })
+    }
+
+    /// The token for the next request: re-reads the token file first when it changed since
+    /// the last read, or unconditionally when `force` (after a 401/403). A file that cannot
+    /// be read or holds no valid token keeps the token in use, with a warning.
+    fn current_token(&self, force: bool) -> ApiToken {
+        if let Some(file) = &self.token_file {
+            let stamp = FileStamp::of(&file.path);
+            let mut seen = file.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if force || stamp != *seen {
+                match config::read_token_file(&file.path) {
+                    Ok(token) => {
+                        let mut current =
+                            self.token.write().unwrap_or_else(PoisonError::into_inner);
+                        if *current != token {
+                            tracing::info!(path = %file.path.display(), "API token changed in cloud.api_token_file; using the new one");
+                            *current = token;
+                        }
+                    }
+                    Err(error) if stamp != *seen => {
+                        tracing::warn!(%error, "keeping the API token in use");
+                    }
+                    Err(_) => {}
+                }
+                *seen = stamp;
+            }
+        }
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The configuration in use (the token in it is the one given at construction).
@@ -270,11 +343,7 @@ impl GroundlightClient {
                 })
             }
         };
-        let token = self
-            .token
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let token = self.current_token(false);
         let request = self
             .agent
             .post(&self.url)
@@ -291,6 +360,10 @@ impl GroundlightClient {
         let mut response = request.send(&image[..]).map_err(DeliveryError::from_ureq)?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
+            if matches!(status, 401 | 403) {
+                // The next attempt uses a token rotated into the file meanwhile.
+                self.current_token(true);
+            }
             return Err(http_error(&mut response, status));
         }
         let body = self.read_json(&mut response, status)?;
@@ -314,11 +387,7 @@ impl GroundlightClient {
 
     /// `GET {endpoint}/v1/image-queries/{id}` with the token: 200 is found, 404 is not.
     fn get(&self, image_query_id: &str) -> Result<Lookup, DeliveryError> {
-        let token = self
-            .token
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let token = self.current_token(false);
         let url = format!("{}/{}", self.url, path_segment(image_query_id));
         let request = self
             .agent
@@ -335,6 +404,10 @@ impl GroundlightClient {
                 image_query_from(body, status).map(|iq| Lookup::Found(Box::new(iq)))
             }
             404 => Ok(Lookup::NotFound),
+            401 | 403 => {
+                self.current_token(true);
+                Err(http_error(&mut response, status))
+            }
             _ => Err(http_error(&mut response, status)),
         }
     }

@@ -15,9 +15,19 @@ use crate::shutdown::Shutdown;
 
 /// Runs `mock-cloud`.
 pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
-    let token = args
-        .token
+    let read_token_file = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| UsageError::new(format!("--token-file {}: {e}", path.display())))
+    };
+    let from_file = args
+        .token_file
+        .as_deref()
+        .map(read_token_file)
+        .transpose()?;
+    let token = from_file
         .clone()
+        .or_else(|| args.token.clone())
         .or_else(|| {
             std::env::var(env_vars::API_TOKEN)
                 .ok()
@@ -47,7 +57,22 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
             cloud.start_outage(Duration::from_millis(faults.outage_ms), mode);
         }
     }
-    while !shutdown.sleep(Duration::from_secs(3600)) {}
+    match &args.token_file {
+        Some(path) => {
+            let mut accepted = from_file.unwrap_or_default();
+            while !shutdown.sleep(Duration::from_millis(100)) {
+                match read_token_file(path) {
+                    Ok(token) if token != accepted && !token.is_empty() => {
+                        tracing::info!("mock cloud: the token changed (--token-file)");
+                        cloud.set_api_token(token.clone());
+                        accepted = token;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None => while !shutdown.sleep(Duration::from_secs(3600)) {},
+    }
     cloud.shutdown();
     let requests = cloud.requests();
     let summary = serde_json::json!({

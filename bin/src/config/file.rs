@@ -144,6 +144,9 @@ pub struct CloudSection {
     /// The API token. Default: none (`GROUNDLIGHT_API_TOKEN` is the usual way). A file
     /// holding it should be mode 0600.
     pub api_token: Option<Secret>,
+    /// A file holding the token (or the SDK's token cache JSON), re-read when it changes
+    /// and after a 401/403: rotation without a restart. Wins over `api_token`. Default none.
+    pub api_token_file: Option<PathBuf>,
     /// Connect timeout of an item's first attempt. Default 5000; at least 1.
     pub connect_timeout_first_ms: u64,
     /// Connect timeout of retries. Default 1000; at least 1.
@@ -169,6 +172,7 @@ impl Default for CloudSection {
         Self {
             endpoint: lib::ENDPOINT.to_owned(),
             api_token: None,
+            api_token_file: None,
             connect_timeout_first_ms: lib::CONNECT_TIMEOUT_FIRST_MS,
             connect_timeout_retry_ms: lib::CONNECT_TIMEOUT_RETRY_MS,
             read_timeout_ms: lib::READ_TIMEOUT_MS,
@@ -263,9 +267,10 @@ mod tests {
     }
 
     /// Keys that are unset by default (so absent from the serialized defaults).
-    const OPTIONAL_KEYS: [&str; 10] = [
+    const OPTIONAL_KEYS: [&str; 11] = [
         "queue_dir",
         "cloud.api_token",
+        "cloud.api_token_file",
         "cloud.proxy_url",
         "cloud.ca_file",
         "worker.jitter_seed",
