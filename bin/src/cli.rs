@@ -154,7 +154,8 @@ pub struct DrainArgs {
 pub struct DeliveryArgs {
     /// Groundlight API endpoint [default: $GROUNDLIGHT_ENDPOINT, else cloud.endpoint, else
     /// https://api.groundlight.ai/device-api]. The token comes only from
-    /// $GROUNDLIGHT_API_TOKEN or cloud.api_token in the config file.
+    /// $GROUNDLIGHT_API_TOKEN, or cloud.api_token or cloud.api_token_file (re-read when it
+    /// changes) in the config file.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
@@ -362,9 +363,14 @@ pub struct MockCloudArgs {
     #[arg(long, default_value = "127.0.0.1:30101", value_name = "IP:PORT")]
     pub listen: SocketAddr,
 
-    /// The token requests must carry [default: $GROUNDLIGHT_API_TOKEN, else mock-token]
+    /// The token requests must carry [default: $GROUNDLIGHT_API_TOKEN, else api_mockcloud_default_token_0000]
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// Accept the token in FILE instead (its text, trimmed), re-read every 100 ms: a test or
+    /// demo rotates the cloud's token by rewriting it
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub faults: FaultArgs,

@@ -252,25 +252,35 @@ impl Config {
     /// The cloud client's configuration; fails without a token or with a bad value.
     pub fn client_config(&self) -> Result<ClientConfig, UsageError> {
         let cloud = &self.cloud;
-        let token = cloud.api_token.as_ref().ok_or_else(|| {
-            UsageError::new(format!(
-                "no API token: set {} (or cloud.api_token in the config file)",
-                env_vars::API_TOKEN
-            ))
-        })?;
-        let token = ApiToken::new(token.expose()).map_err(|e| {
-            UsageError::new(format!(
-                "cloud.api_token (from {}): {e}",
-                self.origin("cloud.api_token")
-            ))
-        })?;
+        let token = match &cloud.api_token_file {
+            Some(path) => escalation_queue::worker::read_token_file(path)
+                .map_err(|e| UsageError::new(format!("invalid configuration: {e}")))?,
+            None => {
+                let token = cloud.api_token.as_ref().ok_or_else(|| {
+                    UsageError::new(format!(
+                        "no API token: set {} (or cloud.api_token or cloud.api_token_file in \
+                         the config file)",
+                        env_vars::API_TOKEN
+                    ))
+                })?;
+                ApiToken::new(token.expose()).map_err(|e| {
+                    UsageError::new(format!(
+                        "cloud.api_token (from {}): {e}",
+                        self.origin("cloud.api_token")
+                    ))
+                })?
+            }
+        };
         let mut config = ClientConfig::new(token);
+        config.api_token_file = cloud.api_token_file.clone();
         config.endpoint = cloud.endpoint.clone();
         config.connect_timeout_first_ms = cloud.connect_timeout_first_ms;
         config.connect_timeout_retry_ms = cloud.connect_timeout_retry_ms;
         config.read_timeout_ms = cloud.read_timeout_ms;
         config.send_timeout_ms = cloud.send_timeout_ms;
         config.response_size_max_bytes = cloud.response_size_max_bytes;
+        config.tls_roots = cloud.tls_roots;
+        config.ca_file = cloud.ca_file.clone();
         let proxy = match &cloud.proxy_url {
             Some(url) => Some(ProxyUrl::new(url.expose()).map_err(|e| {
                 UsageError::new(format!(

@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod proxy;
+mod tls;
 
 use std::fmt;
 use std::io::Read;
@@ -14,11 +15,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    defaults, normalize_endpoint, redact_url, url_has_credentials, ApiToken, ClientConfig,
-    ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
+    defaults, normalize_endpoint, read_token_file, redact_url, url_has_credentials, ApiToken,
+    ClientConfig, ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
+pub use tls::TlsRoots;
 
 use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};
 
@@ -102,8 +104,9 @@ pub struct Delivered {
     pub elapsed: Duration,
 }
 
-/// The ImageQuery the API returns. Only `id` is required (a body without one is not an
-/// ImageQuery); unknown fields are ignored.
+/// The ImageQuery the API returns, read after the checks the SDK makes (the fields it
+/// requires are present and well-typed, see [`GroundlightClient`]'s submit); unknown
+/// fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[non_exhaustive]
 pub struct ImageQuery {
@@ -147,10 +150,39 @@ pub struct ImageQuery {
     pub text: Option<String>,
 }
 
+/// What identifies one version of the token file: a rewrite in place or a rename over it
+/// changes at least one of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// The token file and the version of it last read.
+#[derive(Debug)]
+struct TokenFile {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<Option<FileStamp>>,
+}
+
 /// The Groundlight cloud: `POST {endpoint}/v1/image-queries`, one keep-alive agent reused.
 pub struct GroundlightClient {
     config: ClientConfig,
     token: RwLock<ApiToken>,
+    token_file: Option<TokenFile>,
     agent: ureq::Agent,
     url: String,
 }
@@ -169,11 +201,16 @@ impl GroundlightClient {
     pub fn new(mut config: ClientConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let proxy = config.proxy.to_ureq()?;
+        let trust = tls::trust(&config.endpoint, config.tls_roots, config.ca_file.as_ref())?;
         tracing::info!(
             endpoint = %config.endpoint,
             route = %config.proxy,
+            tls_roots = %trust.description,
             "cloud client ready"
         );
+        let tls_config = ureq::tls::TlsConfig::builder()
+            .root_certs(trust.roots)
+            .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are reported, never followed: the token must not travel elsewhere.
@@ -185,16 +222,61 @@ impl GroundlightClient {
             .timeout_recv_response(Some(Duration::from_millis(config.read_timeout_ms)))
             .timeout_recv_body(Some(Duration::from_millis(config.read_timeout_ms)))
             .proxy(proxy)
+            .tls_config(tls_config)
             .build()
             .new_agent();
         let url = format!("{}{}", config.endpoint, IMAGE_QUERIES_PATH);
-        let token = RwLock::new(config.api_token.clone());
+        let mut first_token = config.api_token.clone();
+        let token_file = match &config.api_token_file {
+            Some(path) => {
+                let stamp = FileStamp::of(path);
+                first_token = config::read_token_file(path)?;
+                tracing::info!(path = %path.display(), "API token read from cloud.api_token_file; re-read when it changes and after a 401/403");
+                Some(TokenFile {
+                    path: path.clone(),
+                    seen: std::sync::Mutex::new(stamp),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             config,
-            token,
+            token: RwLock::new(first_token),
+            token_file,
             agent,
             url,
         })
+    }
+
+    /// The token for the next request: re-reads the token file first when it changed since
+    /// the last read, or unconditionally when `force` (after a 401/403). A file that cannot
+    /// be read or holds no valid token keeps the token in use, with a warning.
+    fn current_token(&self, force: bool) -> ApiToken {
+        if let Some(file) = &self.token_file {
+            let stamp = FileStamp::of(&file.path);
+            let mut seen = file.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if force || stamp != *seen {
+                match config::read_token_file(&file.path) {
+                    Ok(token) => {
+                        let mut current =
+                            self.token.write().unwrap_or_else(PoisonError::into_inner);
+                        if *current != token {
+                            tracing::info!(path = %file.path.display(), "API token changed in cloud.api_token_file; using the new one");
+                            *current = token;
+                        }
+                    }
+                    Err(error) if stamp != *seen => {
+                        tracing::warn!(%error, "keeping the API token in use");
+                    }
+                    Err(_) => {}
+                }
+                *seen = stamp;
+            }
+        }
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The configuration in use (the token in it is the one given at construction).
@@ -207,12 +289,12 @@ impl GroundlightClient {
         *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
     }
 
-    /// The request query parameters, in the SDK's order; only those that are set.
+    /// The request query parameters, only those that are set, in the order the Groundlight
+    /// SDK sends them (its `params` dict, then `detector_id`, which the generated API
+    /// appends last): `patience_time, confidence_threshold, human_review, want_async,
+    /// metadata, image_query_id, detector_id`.
     pub fn query_params(escalation: &Escalation) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            ("detector_id", escalation.detector_id.clone()),
-            ("image_query_id", escalation.image_query_id.clone()),
-        ];
+        let mut params = Vec::with_capacity(7);
         if let Some(patience) = escalation.patience_time_s {
             params.push(("patience_time", python_float_repr(patience)));
         }
@@ -226,6 +308,8 @@ impl GroundlightClient {
         if let Some(metadata) = &escalation.metadata {
             params.push(("metadata", metadata.to_query_value()));
         }
+        params.push(("image_query_id", escalation.image_query_id.clone()));
+        params.push(("detector_id", escalation.detector_id.clone()));
         params
     }
 
@@ -259,11 +343,7 @@ impl GroundlightClient {
                 })
             }
         };
-        let token = self
-            .token
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let token = self.current_token(false);
         let request = self
             .agent
             .post(&self.url)
@@ -273,21 +353,31 @@ impl GroundlightClient {
             .query_pairs(Self::query_params(escalation))
             .header("x-api-token", token.expose())
             .header("X-Request-Id", escalation.request_id.as_str())
+            // What urllib3 sends for the SDK: no compressed answers.
+            .header("Accept-Encoding", "identity")
             .content_type(escalation.content_type(&image));
         let started = Instant::now();
         let mut response = request.send(&image[..]).map_err(DeliveryError::from_ureq)?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
+            if matches!(status, 401 | 403) {
+                // The next attempt uses a token rotated into the file meanwhile.
+                self.current_token(true);
+            }
             return Err(http_error(&mut response, status));
         }
-        let image_query = self.read_image_query(&mut response, status)?;
-        if image_query.id != escalation.image_query_id {
-            return Err(DeliveryError::WrongImageQuery {
-                status,
-                sent: escalation.image_query_id.clone(),
-                got: image_query.id,
-            });
+        let body = self.read_json(&mut response, status)?;
+        // An answer about another image query is a misrouting, whatever else it holds.
+        if let Some(got) = body.get("id").and_then(Value::as_str) {
+            if got != escalation.image_query_id {
+                return Err(DeliveryError::WrongImageQuery {
+                    status,
+                    sent: escalation.image_query_id.clone(),
+                    got: got.to_owned(),
+                });
+            }
         }
+        let image_query = image_query_from(body, status)?;
         Ok(Delivered {
             image_query,
             status,
@@ -297,11 +387,7 @@ impl GroundlightClient {
 
     /// `GET {endpoint}/v1/image-queries/{id}` with the token: 200 is found, 404 is not.
     fn get(&self, image_query_id: &str) -> Result<Lookup, DeliveryError> {
-        let token = self
-            .token
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let token = self.current_token(false);
         let url = format!("{}/{}", self.url, path_segment(image_query_id));
         let request = self
             .agent
@@ -313,20 +399,25 @@ impl GroundlightClient {
         let mut response = request.call().map_err(DeliveryError::from_ureq)?;
         let status = response.status().as_u16();
         match status {
-            200 => self
-                .read_image_query(&mut response, status)
-                .map(|iq| Lookup::Found(Box::new(iq))),
+            200 => {
+                let body = self.read_json(&mut response, status)?;
+                image_query_from(body, status).map(|iq| Lookup::Found(Box::new(iq)))
+            }
             404 => Ok(Lookup::NotFound),
+            401 | 403 => {
+                self.current_token(true);
+                Err(http_error(&mut response, status))
+            }
             _ => Err(http_error(&mut response, status)),
         }
     }
 
-    /// Reads a 2xx body (bounded) as an ImageQuery.
-    fn read_image_query(
+    /// Reads a 2xx body (bounded) as JSON.
+    fn read_json(
         &self,
         response: &mut ureq::http::Response<ureq::Body>,
         status: u16,
-    ) -> Result<ImageQuery, DeliveryError> {
+    ) -> Result<Value, DeliveryError> {
         let body = response
             .body_mut()
             .with_config()
@@ -340,12 +431,72 @@ impl GroundlightClient {
                 },
                 other => DeliveryError::from_ureq(other),
             })?;
-        serde_json::from_slice::<ImageQuery>(&body).map_err(|e| DeliveryError::BadResponse {
+        serde_json::from_slice::<Value>(&body).map_err(|e| DeliveryError::BadResponse {
             status,
             detail: e.to_string(),
             body_excerpt: error::body_excerpt(&body),
         })
     }
+}
+
+/// The fields the SDK's generated `ImageQuery` model takes as required arguments (a
+/// response missing one fails its deserialisation): the API spec's required list.
+const IMAGE_QUERY_REQUIRED: [&str; 12] = [
+    "metadata",
+    "id",
+    "type",
+    "created_at",
+    "query",
+    "detector_id",
+    "result_type",
+    "result",
+    "patience_time",
+    "confidence_threshold",
+    "rois",
+    "text",
+];
+
+/// Checks `body` as the SDK checks an ImageQuery answer (every required field present;
+/// `id`, `created_at`, `query` and `detector_id` strings; `patience_time` and
+/// `confidence_threshold` non-null numbers; `metadata` an object or null, `rois` an array
+/// or null, `text` a string or null), then reads it.
+fn image_query_from(body: Value, status: u16) -> Result<ImageQuery, DeliveryError> {
+    let bad = |detail: String, body: &Value| DeliveryError::BadResponse {
+        status,
+        detail,
+        body_excerpt: error::body_excerpt(body.to_string().as_bytes()),
+    };
+    let Some(object) = body.as_object() else {
+        return Err(bad("not a JSON object (an ImageQuery)".to_owned(), &body));
+    };
+    if let Some(missing) = IMAGE_QUERY_REQUIRED
+        .iter()
+        .find(|field| !object.contains_key(**field))
+    {
+        return Err(bad(format!("not an ImageQuery: no {missing:?}"), &body));
+    }
+    let wrong = |field: &str, ok: fn(&Value) -> bool, expected: &str| {
+        (!ok(&object[field])).then(|| format!("not an ImageQuery: {field:?} is not {expected}"))
+    };
+    let problem = wrong("id", Value::is_string, "a string")
+        .or_else(|| wrong("created_at", Value::is_string, "a date-time string"))
+        .or_else(|| wrong("query", Value::is_string, "a string"))
+        .or_else(|| wrong("detector_id", Value::is_string, "a string"))
+        .or_else(|| wrong("patience_time", Value::is_number, "a number"))
+        .or_else(|| wrong("confidence_threshold", Value::is_number, "a number"))
+        .or_else(|| {
+            wrong(
+                "metadata",
+                |v| v.is_null() || v.is_object(),
+                "an object or null",
+            )
+        })
+        .or_else(|| wrong("rois", |v| v.is_null() || v.is_array(), "a list or null"))
+        .or_else(|| wrong("text", |v| v.is_null() || v.is_string(), "a string or null"));
+    if let Some(detail) = problem {
+        return Err(bad(detail, &body));
+    }
+    ImageQuery::deserialize(&body).map_err(|e| bad(e.to_string(), &body))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (ids are printable ASCII,

@@ -35,11 +35,11 @@ mod stats;
 pub use {
     attempts::{AttemptJournal, JournalReport, MarkerDurability},
     client::{
-        defaults as client_defaults, normalize_endpoint, parse_retry_after, redact_url,
-        url_has_credentials, ApiToken, AttemptContext, ClientConfig, ConfigError, Delivered,
-        DeliveryError, Destination, GroundlightClient, ImageQuery, Lookup, ProxyRoute, ProxySource,
-        ProxyUrl, TimeoutPhase, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT, ENV_API_TOKEN,
-        ENV_ENDPOINT,
+        defaults as client_defaults, normalize_endpoint, parse_retry_after, read_token_file,
+        redact_url, url_has_credentials, ApiToken, AttemptContext, ClientConfig, ConfigError,
+        Delivered, DeliveryError, Destination, GroundlightClient, ImageQuery, Lookup, ProxyRoute,
+        ProxySource, ProxyUrl, TimeoutPhase, TlsRoots, BODY_EXCERPT_MAX_BYTES, DEFAULT_ENDPOINT,
+        ENV_API_TOKEN, ENV_ENDPOINT,
     },
     consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},
     dead_letter::{

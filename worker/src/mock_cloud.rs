@@ -50,6 +50,10 @@ pub struct MockCloudConfig {
 }
 
 impl MockCloudConfig {
+    /// The token `mock-cloud` accepts when none is given: shaped like a real one (its first
+    /// 20 characters are `[A-Za-z0-9_]`), so the Groundlight SDK's format check passes.
+    pub const DEFAULT_TOKEN: &'static str = "api_mockcloud_default_token_0000";
+
     /// Defaults with the given token.
     pub fn new(api_token: impl Into<String>) -> Self {
         Self {

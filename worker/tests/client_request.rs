@@ -34,13 +34,13 @@ fn request_has_the_sdk_shape() {
     assert_eq!(
         names,
         [
-            "detector_id",
-            "image_query_id",
             "patience_time",
             "confidence_threshold",
             "human_review",
             "want_async",
-            "metadata"
+            "metadata",
+            "image_query_id",
+            "detector_id"
         ]
     );
     assert_eq!(r.param("detector_id"), Some("det_2testdetector"));
@@ -84,7 +84,7 @@ fn unset_optional_fields_are_not_sent() {
     submit(&client(&mock.endpoint()), &esc, 1).expect("delivered");
     let r = &mock.requests()[0];
     let names: Vec<&str> = r.query.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["detector_id", "image_query_id", "want_async"]);
+    assert_eq!(names, ["want_async", "image_query_id", "detector_id"]);
     assert_eq!(r.header("Content-Type"), Some("image/jpeg"));
 }
 

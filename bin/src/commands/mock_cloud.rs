@@ -15,15 +15,25 @@ use crate::shutdown::Shutdown;
 
 /// Runs `mock-cloud`.
 pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
-    let token = args
-        .token
+    let read_token_file = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| UsageError::new(format!("--token-file {}: {e}", path.display())))
+    };
+    let from_file = args
+        .token_file
+        .as_deref()
+        .map(read_token_file)
+        .transpose()?;
+    let token = from_file
         .clone()
+        .or_else(|| args.token.clone())
         .or_else(|| {
             std::env::var(env_vars::API_TOKEN)
                 .ok()
                 .filter(|t| !t.is_empty())
         })
-        .unwrap_or_else(|| "mock-token".to_owned());
+        .unwrap_or_else(|| MockCloudConfig::DEFAULT_TOKEN.to_owned());
     let mut config = MockCloudConfig::new(token);
     config.bind_addr = args.listen;
     config.faults = fault_plan(&args.faults)?;
@@ -47,7 +57,22 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
             cloud.start_outage(Duration::from_millis(faults.outage_ms), mode);
         }
     }
-    while !shutdown.sleep(Duration::from_secs(3600)) {}
+    match &args.token_file {
+        Some(path) => {
+            let mut accepted = from_file.unwrap_or_default();
+            while !shutdown.sleep(Duration::from_millis(100)) {
+                match read_token_file(path) {
+                    Ok(token) if token != accepted && !token.is_empty() => {
+                        tracing::info!("mock cloud: the token changed (--token-file)");
+                        cloud.set_api_token(token.clone());
+                        accepted = token;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None => while !shutdown.sleep(Duration::from_secs(3600)) {},
+    }
     cloud.shutdown();
     let requests = cloud.requests();
     let summary = serde_json::json!({
@@ -55,7 +80,10 @@ pub fn mock_cloud(args: &MockCloudArgs) -> anyhow::Result<ExitCode> {
         "token_mismatches": requests.iter().filter(|r| !r.token_matched).count(),
         "image_query_ids": cloud.image_query_ids(),
         "resubmissions": resubmissions(&requests),
-        "lookups": requests.iter().filter(|r| r.method == "GET").count(),
+        "lookups": requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/v1/image-queries/"))
+            .count(),
     });
     println!("{summary}");
     Ok(Exit::Ok.into())

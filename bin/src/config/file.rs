@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use escalation_queue::wal::Durability;
+use escalation_queue::worker::TlsRoots;
 use escalation_queue::{QueueOptions, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +144,9 @@ pub struct CloudSection {
     /// The API token. Default: none (`GROUNDLIGHT_API_TOKEN` is the usual way). A file
     /// holding it should be mode 0600.
     pub api_token: Option<Secret>,
+    /// A file holding the token (or the SDK's token cache JSON), re-read when it changes
+    /// and after a 401/403: rotation without a restart. Wins over `api_token`. Default none.
+    pub api_token_file: Option<PathBuf>,
     /// Connect timeout of an item's first attempt. Default 5000; at least 1.
     pub connect_timeout_first_ms: u64,
     /// Connect timeout of retries. Default 1000; at least 1.
@@ -155,6 +159,11 @@ pub struct CloudSection {
     pub response_size_max_bytes: u64,
     /// HTTP proxy, `http://[user:password@]host:port`. Default: none (direct).
     pub proxy_url: Option<Secret>,
+    /// The CAs TLS connections trust: `system` (the system store, or `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR`) or `bundled` (the Mozilla roots compiled in). Default `system`.
+    pub tls_roots: TlsRoots,
+    /// A PEM file of extra CA certificates, trusted on top of the system store. Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for CloudSection {
@@ -163,12 +172,15 @@ impl Default for CloudSection {
         Self {
             endpoint: lib::ENDPOINT.to_owned(),
             api_token: None,
+            api_token_file: None,
             connect_timeout_first_ms: lib::CONNECT_TIMEOUT_FIRST_MS,
             connect_timeout_retry_ms: lib::CONNECT_TIMEOUT_RETRY_MS,
             read_timeout_ms: lib::READ_TIMEOUT_MS,
             send_timeout_ms: lib::SEND_TIMEOUT_MS,
             response_size_max_bytes: lib::RESPONSE_SIZE_MAX_BYTES,
             proxy_url: None,
+            tls_roots: TlsRoots::System,
+            ca_file: None,
         }
     }
 }
@@ -255,10 +267,12 @@ mod tests {
     }
 
     /// Keys that are unset by default (so absent from the serialized defaults).
-    const OPTIONAL_KEYS: [&str; 9] = [
+    const OPTIONAL_KEYS: [&str; 11] = [
         "queue_dir",
         "cloud.api_token",
+        "cloud.api_token_file",
         "cloud.proxy_url",
+        "cloud.ca_file",
         "worker.jitter_seed",
         "worker.budget.attempts_max",
         "worker.incidents.webhook.url",

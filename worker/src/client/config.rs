@@ -1,9 +1,11 @@
 //! Client configuration: endpoint, token, timeouts.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::proxy::ProxyRoute;
+use super::tls::TlsRoots;
 
 /// Environment variable holding the API token.
 pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";
@@ -63,6 +65,41 @@ impl fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiToken(<redacted>)")
     }
+}
+
+/// Reads the token from `path`: the file's text without surrounding whitespace, or, when
+/// the file is a JSON object, its `current.raw_key` (the layout of the Groundlight SDK's
+/// rotating-token cache, `~/.groundlight/tokens/<snippet>.json`, so the reader can follow
+/// tokens the SDK rotates).
+pub fn read_token_file(path: &std::path::Path) -> Result<ApiToken, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidTokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    let text = text.trim();
+    let token = if text.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            invalid(format!(
+                "not JSON (line {}): a token file holds the token, or the SDK's token cache",
+                e.line()
+            ))
+        })?;
+        value
+            .pointer("/current/raw_key")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| {
+                invalid(
+                    "a JSON token file needs current.raw_key (the SDK's token cache layout)"
+                        .to_owned(),
+                )
+            })?
+            .to_owned()
+    } else {
+        text.to_owned()
+    };
+    ApiToken::new(token).map_err(|e| invalid(e.to_string()))
 }
 
 /// An HTTP proxy URL (`http://[user:pass@]host:port`). `Debug` hides any credentials.
@@ -183,6 +220,22 @@ pub enum ConfigError {
         /// The variable.
         var: &'static str,
     },
+    /// The token file (`cloud.api_token_file`) is unusable.
+    #[error("cloud.api_token_file {path}: {reason}")]
+    InvalidTokenFile {
+        /// The file.
+        path: String,
+        /// What is wrong (the token itself is never included).
+        reason: String,
+    },
+    /// The extra CA file (`cloud.ca_file`) is unusable.
+    #[error("cloud.ca_file {path}: {reason}")]
+    InvalidCaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A timeout is below its minimum.
     #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
     InvalidTimeout {
@@ -219,6 +272,15 @@ pub struct ClientConfig {
     /// [`ProxyRoute::resolve`] (`cloud.proxy_url`, else `HTTPS_PROXY`/`HTTP_PROXY`/
     /// `ALL_PROXY`, with `NO_PROXY` exemptions), the same rule the incident webhook uses.
     pub proxy: ProxyRoute,
+    /// A file holding the token, re-read whenever it changes (checked before each request)
+    /// and after every 401/403, so a rotated token is used without a restart; it replaces
+    /// [`api_token`](Self::api_token) once read. Default none. See [`read_token_file`].
+    pub api_token_file: Option<PathBuf>,
+    /// The root certificates of TLS connections. Default [`TlsRoots::System`].
+    pub tls_roots: TlsRoots,
+    /// A PEM file of extra CA certificates trusted on top of the system store (e.g. a
+    /// TLS-inspecting proxy's). Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -234,6 +296,9 @@ impl ClientConfig {
             response_size_max_bytes: defaults::RESPONSE_SIZE_MAX_BYTES,
             user_agent: format!("escalation-queue/{}", env!("CARGO_PKG_VERSION")),
             proxy: ProxyRoute::Direct,
+            api_token_file: None,
+            tls_roots: TlsRoots::System,
+            ca_file: None,
         }
     }
 

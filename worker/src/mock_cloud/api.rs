@@ -13,6 +13,14 @@ use escalation_queue_producer::new_image_query_id;
 pub(super) const IMAGE_QUERIES_PATH: &str = "/v1/image-queries";
 /// What precedes the id in a lookup's path.
 const ITEM_PREFIX: &str = "/v1/image-queries/";
+/// The identity of the token's user: every SDK client reads it when it is constructed.
+const ME_PATH: &str = "/v1/me";
+
+/// The detector defaults the API fills in when a submission leaves them out (the
+/// documented defaults of a new detector); an SDK's ImageQuery model requires both.
+pub(super) const DEFAULT_PATIENCE_TIME_S: f64 = 30.0;
+/// See [`DEFAULT_PATIENCE_TIME_S`].
+pub(super) const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.9;
 
 /// The image queries the mock has created, by id.
 #[derive(Debug, Default)]
@@ -42,8 +50,20 @@ pub(super) struct Rules<'a> {
     pub rejected_detectors: &'a [String],
 }
 
-/// Routes a request: a submission or a lookup.
+/// Routes a request: a submission, a lookup or the token's identity (`/v1/me`).
 pub(super) fn handle(request: &Request, rules: &Rules<'_>, store: &mut Store) -> Handled {
+    if request.path.ends_with(ME_PATH) {
+        if request.method != "GET" {
+            return error(405, format!("method {} not allowed", request.method));
+        }
+        if request.header("x-api-token") != Some(rules.token) {
+            return unauthorized();
+        }
+        return Handled {
+            response: Response::json(200, &me()),
+            created_id: None,
+        };
+    }
     let item = request
         .path
         .find(ITEM_PREFIX)
@@ -57,15 +77,30 @@ pub(super) fn handle(request: &Request, rules: &Rules<'_>, store: &mut Store) ->
         return error(405, format!("method {} not allowed", request.method));
     }
     if request.header("x-api-token") != Some(rules.token) {
-        return error(
-            401,
-            "Invalid token header. No credentials provided or token invalid.",
-        );
+        return unauthorized();
     }
     match item {
         Some(id) => lookup(id, store),
         None => submit(request, rules, store),
     }
+}
+
+fn unauthorized() -> Handled {
+    error(
+        401,
+        "Invalid token header. No credentials provided or token invalid.",
+    )
+}
+
+/// The `GET …/v1/me` answer: every field the SDKs' `Me` model requires. Not a superuser,
+/// so an SDK logs no elevated-permissions warning.
+fn me() -> Value {
+    json!({
+        "email": "mock@mock-cloud.invalid",
+        "username": "mock@mock-cloud.invalid",
+        "group": { "id": 1, "name": "mock-cloud" },
+        "is_superuser": false,
+    })
 }
 
 /// `GET …/v1/image-queries/{id}`: the ImageQuery returned when it was created, or 404.
@@ -115,8 +150,10 @@ fn submit(request: &Request, rules: &Rules<'_>, store: &mut Store) -> Handled {
         "detector_id": params.detector_id,
         "result_type": "binary_classification",
         "result": null,
-        "patience_time": params.patience_time,
-        "confidence_threshold": params.confidence_threshold,
+        "patience_time": params.patience_time.unwrap_or(DEFAULT_PATIENCE_TIME_S),
+        "confidence_threshold": params
+            .confidence_threshold
+            .unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD),
         "metadata": params.metadata,
         "done_processing": false,
         "rois": null,
