@@ -210,6 +210,8 @@ impl Config {
         if let Some(webhook) = file.worker.incidents.webhook.as_mut() {
             webhook.proxy = ProxyRoute::resolve(&webhook.url, proxy.as_ref(), |n| env.lookup(n))
                 .map_err(|e| UsageError::new(format!("incident webhook: {e}")))?;
+            webhook.tls_roots = file.cloud.tls_roots;
+            webhook.ca_file = file.cloud.ca_file.clone();
         }
         let status = status_config(&file.status, &layers)?;
         let log = log_config(&file, &layers)?;

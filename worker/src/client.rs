@@ -20,6 +20,7 @@ pub use config::{
 };
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
 pub use proxy::{ProxyRoute, ProxySource};
+pub(crate) use tls::tls_config_for;
 pub use tls::TlsRoots;
 
 use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};

@@ -84,7 +84,7 @@ fn system_source() -> String {
 /// Decides the trust for an agent talking to `endpoint`. The CA file is checked whatever the
 /// scheme (a bad path is a configuration error at start, not at the first https request);
 /// the system store is read only for an https endpoint.
-pub(super) fn trust(
+pub(crate) fn trust(
     endpoint: &str,
     roots: TlsRoots,
     ca_file: Option<&PathBuf>,
@@ -147,4 +147,17 @@ pub(super) fn trust(
             })
         }
     }
+}
+
+/// The TLS configuration of an agent talking to `url` with `roots` and `ca_file`: what the
+/// cloud client and the incident webhook both build their agents with.
+pub(crate) fn tls_config_for(
+    url: &str,
+    roots: TlsRoots,
+    ca_file: Option<&PathBuf>,
+) -> Result<ureq::tls::TlsConfig, ConfigError> {
+    let trust = trust(url, roots, ca_file)?;
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(trust.roots)
+        .build())
 }

@@ -2,6 +2,7 @@
 //! `IncidentLog`): the optional webhook.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -11,7 +12,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
 use super::Incident;
-use crate::client::{redact_url, ProxyRoute};
+use crate::client::{redact_url, tls_config_for, ProxyRoute, TlsRoots};
 use crate::layout::Error;
 
 /// Webhook settings.
@@ -34,6 +35,14 @@ pub struct WebhookConfig {
     /// direct.
     #[serde(skip)]
     pub proxy: ProxyRoute,
+    /// What the POSTs' TLS is verified against: not keys of their own (the binary takes
+    /// `cloud.tls_roots` and `cloud.ca_file`, so the webhook trusts what the cloud client
+    /// trusts). Default the system store.
+    #[serde(skip)]
+    pub tls_roots: TlsRoots,
+    /// An extra CA file on top of the system store (see `tls_roots`).
+    #[serde(skip)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -55,6 +64,8 @@ impl WebhookConfig {
             per_minute_max: default_per_minute_max(),
             queue_max: default_queue_max(),
             proxy: ProxyRoute::Direct,
+            tls_roots: TlsRoots::System,
+            ca_file: None,
         }
     }
 
@@ -110,8 +121,16 @@ impl Webhook {
                     tracing::warn!(error = %e, "incident webhook proxy unusable; posting directly");
                     None
                 });
+                let tls = tls_config_for(&config.url, config.tls_roots, config.ca_file.as_ref())
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "incident webhook: the configured trust is unusable; verifying with the bundled roots");
+                        ureq::tls::TlsConfig::builder()
+                            .root_certs(ureq::tls::RootCerts::WebPki)
+                            .build()
+                    });
                 let agent = ureq::Agent::config_builder()
                     .timeout_global(Some(Duration::from_millis(config.timeout_ms.max(1))))
+                    .tls_config(tls)
                     .http_status_as_error(false)
                     .max_redirects(0)
                     // Always set: ureq's default would read the environment on its own.
