@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use escalation_queue::wal::layout::{BootId, Watermark};
 use escalation_queue::wal::{SegmentId, Seq};
 use escalation_queue::{Escalation, EscalationQueue, ImageSource, QueueOptions};
-use util::{get_json, spawn_reader, wait_until, MockCloudProcess, Sandbox, TOKEN};
+use util::{get_json, spawn_reader, wait_for_json, wait_until, MockCloudProcess, Sandbox, TOKEN};
 
 /// Longest a command on a hostile queue may take: far above what any takes, far below a hang.
 const RETURN_WITHIN: Duration = Duration::from_secs(20);
@@ -329,7 +329,16 @@ fn a_directory_named_like_a_segment_stops_no_lane() {
             .unwrap_or(0)
             >= 5
     });
-    let (_, health) = get_json(addr, "/health");
+    // The directory (of another lane) is found by the reader's periodic listing, not in
+    // step with lane 0's deliveries, and becomes an incident when the worker next takes
+    // the wal's events: "delivered 5" does not mean it is reported yet, so wait for it.
+    let health = wait_for_json(
+        addr,
+        "/health",
+        WAIT,
+        "/health to report the directory",
+        |h| h["status"] != "healthy" && h["reasons"].to_string().contains("CRITICAL"),
+    );
     assert_ne!(health["status"], "healthy", "{health:#}");
     assert!(
         health["reasons"].to_string().contains("CRITICAL"),

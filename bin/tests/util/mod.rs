@@ -400,6 +400,33 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
+/// Polls `GET path` on `addr` every 50 ms until `check` holds for its JSON document, for
+/// at most `timeout`, and returns that document; on timeout the last document is shown.
+/// For what the reader reports on its own cadence (a wal event becomes an incident when
+/// the worker next takes the wal's events, after the deliveries around it are counted):
+/// reading once right after observing a delivery could read too early.
+#[track_caller]
+pub fn wait_for_json(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, doc) = get_json(addr, path);
+        if check(&doc) {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last {path}: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether `tool` is on `PATH`. A test that needs a missing tool says `SKIPPED` and
 /// returns, except under CI (`CI=true`), where CI must run every test: there the missing
 /// tool fails the test (`.ci/run` installs what the tests need).
