@@ -279,6 +279,10 @@ impl Worker {
                 }
             };
             self.attempts.seen(record.id);
+            // Damage the reader stepped over to reach this record (and any other wal
+            // event) becomes an incident before the record is delivered, so what an
+            // operator reads is in the order it happened.
+            self.cloud.report_wal_events(&mut self.reader);
             if !self.process(record, false, dest)? {
                 return Ok(RunEnd::Stopped);
             }
