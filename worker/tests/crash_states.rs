@@ -29,17 +29,18 @@
 //! --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use escalation_queue_wal::{
-    CrashMode, Fault, LaneId, Position, RecordId, Repeat, SegmentId, Seq, SimDisk, SimErrno, SimOp,
-    Storage,
-};
+use escalation_queue_wal::{CrashMode, Fault, Repeat, SimDisk, SimErrno, SimOp};
 use escalation_queue_worker::{
-    AttemptJournal, DedupeSet, DuplicateOf, Escalation, ImageSource, InFlight, MarkerDurability,
-    PreviousRun,
+    AttemptJournal, DedupeSet, DuplicateOf, Error, Escalation, ImageSource, InFlight,
+    MarkerDurability, PreviousRun,
 };
+
+#[path = "support/record_ids.rs"]
+mod record_ids;
+use record_ids::{id, iq};
 
 const DIR: &str = "/queue";
 /// Items the dedupe set keeps: small, so the workload compacts (past twice the set) often.
@@ -76,18 +77,6 @@ const OPS: [SimOp; 10] = [
     SimOp::Lookup,
 ];
 
-fn storage(disk: &SimDisk) -> Arc<dyn Storage> {
-    Arc::new(disk.clone())
-}
-
-fn dedupe_path() -> PathBuf {
-    Path::new(DIR).join("dedupe.log")
-}
-
-fn attempts_path() -> PathBuf {
-    Path::new(DIR).join("attempts.log")
-}
-
 /// Counts of what an exploration did, printed at the end.
 #[derive(Debug, Default)]
 struct Figures {
@@ -97,6 +86,23 @@ struct Figures {
     fault_runs: u64,
     restarts: u64,
     checks: u64,
+}
+
+/// The oracle of one file's workload (what the workload was told), which runs the workload
+/// and checks a recovery, for [`explore_crashes`] and [`explore_faults`].
+trait Subject: Default {
+    const NAME: &'static str;
+    /// The handle on the file.
+    type File;
+    /// Opens the file on `disk` as the worker opens it (the open a recovery makes, crashed
+    /// in turn by the exploration).
+    fn open(disk: &SimDisk) -> Result<Self::File, Error>;
+    /// Runs the workload on `disk`, telling `self` what each call returned. With
+    /// `keep_going` a failed call is reported and the workload carries on; without, the
+    /// first failure ends it (the disk was frozen: the crash).
+    fn workload(&mut self, disk: &SimDisk, keep_going: bool);
+    /// Reopens the file on `disk` (already crashed) and checks it; returns the checks made.
+    fn recover(&self, disk: &SimDisk, what: &str) -> u64;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,103 +241,99 @@ impl DedupeOracle {
     }
 }
 
-/// The dedupe workload: two worker runs, each marking "running", inserting and persisting
-/// items one by one (compacting past twice the set), then stopping cleanly. With
-/// `keep_going` a failed call is reported to the oracle and the run carries on; without,
-/// the first failure ends it (the disk was frozen: the crash).
-fn dedupe_workload(disk: &SimDisk, o: &mut DedupeOracle, keep_going: bool) {
-    let mut next = 0_u32;
-    let windows = [65_u32, 7];
-    let stops = [
-        Some(InFlight {
-            lane: 3,
-            seq: 77,
-            response_possibly_lost: true,
-        }),
-        None,
-    ];
-    for run in 0..2 {
-        let Ok(mut set) = DedupeSet::open_on(storage(disk), dedupe_path(), ITEMS_MAX) else {
-            return;
-        };
-        let running = PreviousRun::Unclean {
-            window_records: windows[run],
-        };
-        o.asking(running);
-        let ok = set.mark_running(windows[run]).is_ok();
-        o.marked(&set, running, ok);
-        if !ok && !keep_going {
-            return;
-        }
-        for _ in 0..RUN_ITEMS[run] {
-            set.insert(&esc(next));
-            o.inserted.push(next);
-            next += 1;
-            let ok = set.persist().is_ok();
-            o.persisted(&set, ok);
+impl Subject for DedupeOracle {
+    const NAME: &'static str = "dedupe.log";
+    type File = DedupeSet;
+
+    fn open(disk: &SimDisk) -> Result<DedupeSet, Error> {
+        DedupeSet::open_on(
+            Arc::new(disk.clone()),
+            Path::new(DIR).join(Self::NAME),
+            ITEMS_MAX,
+        )
+    }
+
+    /// The dedupe workload: two worker runs, each marking "running", inserting and persisting
+    /// items one by one (compacting past twice the set), then stopping cleanly.
+    fn workload(&mut self, disk: &SimDisk, keep_going: bool) {
+        let mut next = 0_u32;
+        let windows = [65_u32, 7];
+        let stops = [
+            Some(InFlight {
+                lane: 3,
+                seq: 77,
+                response_possibly_lost: true,
+            }),
+            None,
+        ];
+        for run in 0..2 {
+            let Ok(mut set) = Self::open(disk) else {
+                return;
+            };
+            let running = PreviousRun::Unclean {
+                window_records: windows[run],
+            };
+            self.asking(running);
+            let ok = set.mark_running(windows[run]).is_ok();
+            self.marked(&set, running, ok);
+            if !ok && !keep_going {
+                return;
+            }
+            for _ in 0..RUN_ITEMS[run] {
+                set.insert(&esc(next));
+                self.inserted.push(next);
+                next += 1;
+                let ok = set.persist().is_ok();
+                self.persisted(&set, ok);
+                if !ok && !keep_going {
+                    return;
+                }
+            }
+            let stopped = PreviousRun::Clean {
+                in_flight: stops[run],
+            };
+            self.asking(stopped);
+            let ok = set.mark_stopped(stops[run]).is_ok();
+            self.persisted(&set, ok);
+            self.marked(&set, stopped, ok);
             if !ok && !keep_going {
                 return;
             }
         }
-        let stopped = PreviousRun::Clean {
-            in_flight: stops[run],
-        };
-        o.asking(stopped);
-        let ok = set.mark_stopped(stops[run]).is_ok();
-        o.persisted(&set, ok);
-        o.marked(&set, stopped, ok);
-        if !ok && !keep_going {
-            return;
-        }
     }
-}
 
-/// Reopens the dedupe log on `disk` (already crashed) and checks it, then checks that it
-/// reopens the same and still records a new id.
-fn recover_dedupe(disk: &SimDisk, o: &DedupeOracle, what: &str) -> u64 {
-    let set = DedupeSet::open_on(storage(disk), dedupe_path(), ITEMS_MAX)
-        .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open: {e}"));
-    let mut checks = o.check(&set, what);
-    let seen = set.previous_run();
-    drop(set);
-    let mut set = DedupeSet::open_on(storage(disk), dedupe_path(), ITEMS_MAX)
-        .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open again: {e}"));
-    // An open that found no log created one without a marker: read as unclean from then on.
-    if seen != PreviousRun::First {
-        assert_eq!(set.previous_run(), seen, "{what}: reopened differently");
+    /// Reopens the dedupe log on `disk` (already crashed) and checks it, then checks that it
+    /// reopens the same and still records a new id.
+    fn recover(&self, disk: &SimDisk, what: &str) -> u64 {
+        let set = Self::open(disk)
+            .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open: {e}"));
+        let mut checks = self.check(&set, what);
+        let seen = set.previous_run();
+        drop(set);
+        let mut set = Self::open(disk)
+            .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open again: {e}"));
+        // An open that found no log created one without a marker: read as unclean from then on.
+        if seen != PreviousRun::First {
+            assert_eq!(set.previous_run(), seen, "{what}: reopened differently");
+        }
+        checks += self.check(&set, &format!("{what}, reopened"));
+        set.insert(&esc(2000));
+        set.persist()
+            .unwrap_or_else(|e| panic!("{what}: persist after recovery: {e}"));
+        drop(set);
+        let set = Self::open(disk)
+            .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open a third time: {e}"));
+        assert!(
+            set.contains(&esc(2000)).is_some(),
+            "{what}: an id persisted after recovery is lost"
+        );
+        checks + 1
     }
-    checks += o.check(&set, &format!("{what}, reopened"));
-    set.insert(&esc(2000));
-    set.persist()
-        .unwrap_or_else(|e| panic!("{what}: persist after recovery: {e}"));
-    drop(set);
-    let set = DedupeSet::open_on(storage(disk), dedupe_path(), ITEMS_MAX)
-        .unwrap_or_else(|e| panic!("{what}: the dedupe log does not open a third time: {e}"));
-    assert!(
-        set.contains(&esc(2000)).is_some(),
-        "{what}: an id persisted after recovery is lost"
-    );
-    checks + 1
 }
 
 // ---------------------------------------------------------------------------------------
 // The attempt journal
 // ---------------------------------------------------------------------------------------
-
-fn id(lane: u16, seq: u64) -> RecordId {
-    RecordId {
-        lane: LaneId(lane),
-        seq: Seq(seq),
-        position: Position {
-            segment: SegmentId(0),
-            offset: 0,
-        },
-    }
-}
-
-fn iq(lane: u16, seq: u64) -> String {
-    format!("iq_{lane}x{seq}")
-}
 
 /// Where a marker stands in the workload's eyes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,144 +425,101 @@ impl AttemptOracle {
     }
 }
 
-/// The attempt workload: a run marking records of two lanes, acknowledging and
-/// checkpointing some (the journal compacts when its slots run out), then a second run that
-/// inherits the markers, adopts one, releases others as the reader passes them, and marks
-/// new records. `keep_going` as in [`dedupe_workload`].
-fn attempt_workload(disk: &SimDisk, o: &mut AttemptOracle, keep_going: bool) {
-    let open = || {
-        AttemptJournal::open_on(
-            storage(disk),
-            attempts_path(),
-            SLOTS_MIN,
-            MarkerDurability::Synced,
-        )
-    };
-    let Ok(mut j) = open() else { return };
-    // Run 1: lane 0 is delivered and checkpointed as it goes; lane 1 stays in flight.
-    for seq in 0..12_u64 {
-        if !o.mark(&mut j, 0, seq) && !keep_going {
-            return;
-        }
-        if seq % 3 == 0 && !o.mark(&mut j, 1, seq / 3) && !keep_going {
-            return;
-        }
-        o.settled(&mut j, 0, seq);
-        if seq % 4 == 3 {
-            o.checkpointed(&mut j);
-        }
-    }
-    drop(j);
-    o.restarted();
-    // Run 2: inherits lane 1 (and lane 0's unchecked tail).
-    let Ok(mut j) = open() else { return };
-    o.seen(&mut j, 1, 2);
-    if !o.mark(&mut j, 1, 2) && !keep_going {
-        return;
-    }
-    for seq in 12..20_u64 {
-        o.seen(&mut j, 0, seq);
-        if !o.mark(&mut j, 0, seq) && !keep_going {
-            return;
-        }
-        o.settled(&mut j, 0, seq);
-        if seq % 3 == 2 {
-            o.checkpointed(&mut j);
-        }
-    }
-    o.caught_up(&mut j);
-    for seq in 0..4_u64 {
-        if !o.mark(&mut j, 2, seq) && !keep_going {
-            return;
-        }
-    }
-}
-
-/// Reopens the journal on `disk` (already crashed), checks it, reopens it again (the first
-/// open rewrote it) and checks that the same markers are found and a new one is kept.
-fn recover_attempts(disk: &SimDisk, o: &AttemptOracle, what: &str) -> u64 {
-    let open = || {
-        AttemptJournal::open_on(
-            storage(disk),
-            attempts_path(),
-            SLOTS_MIN,
-            MarkerDurability::Synced,
-        )
-    };
-    let j = open().unwrap_or_else(|e| panic!("{what}: the journal does not open: {e}"));
-    let found = o.check(&j, what);
-    drop(j);
-    let mut j = open().unwrap_or_else(|e| panic!("{what}: the journal does not open again: {e}"));
-    assert_eq!(o.check(&j, what), found, "{what}: reopened differently");
-    j.mark(id(2, 39), &iq(2, 39))
-        .unwrap_or_else(|e| panic!("{what}: mark after recovery: {e}"));
-    drop(j);
-    let j =
-        open().unwrap_or_else(|e| panic!("{what}: the journal does not open a third time: {e}"));
-    assert!(
-        j.may_have_been_sent(id(2, 39), &iq(2, 39)),
-        "{what}: a marker written after recovery is lost"
-    );
-    (found.len() + o.needed.len() + 3) as u64
-}
-
-// ---------------------------------------------------------------------------------------
-// The exploration, shared by both files
-// ---------------------------------------------------------------------------------------
-
-/// One file's workload and recovery, for [`explore_crashes`] and [`explore_faults`].
-trait Subject {
-    type Oracle: Default;
-    const NAME: &'static str;
-    fn workload(disk: &SimDisk, o: &mut Self::Oracle, keep_going: bool);
-    /// The open a recovery makes (crashed in turn by the exploration).
-    fn reopen(disk: &SimDisk);
-    fn recover(disk: &SimDisk, o: &Self::Oracle, what: &str) -> u64;
-}
-
-struct Dedupe;
-
-impl Subject for Dedupe {
-    type Oracle = DedupeOracle;
-    const NAME: &'static str = "dedupe.log";
-    fn workload(disk: &SimDisk, o: &mut DedupeOracle, keep_going: bool) {
-        dedupe_workload(disk, o, keep_going);
-    }
-    fn reopen(disk: &SimDisk) {
-        let _ = DedupeSet::open_on(storage(disk), dedupe_path(), ITEMS_MAX);
-    }
-    fn recover(disk: &SimDisk, o: &DedupeOracle, what: &str) -> u64 {
-        recover_dedupe(disk, o, what)
-    }
-}
-
-struct Attempts;
-
-impl Subject for Attempts {
-    type Oracle = AttemptOracle;
+impl Subject for AttemptOracle {
     const NAME: &'static str = "attempts.log";
-    fn workload(disk: &SimDisk, o: &mut AttemptOracle, keep_going: bool) {
-        attempt_workload(disk, o, keep_going);
-    }
-    fn reopen(disk: &SimDisk) {
-        let _ = AttemptJournal::open_on(
-            storage(disk),
-            attempts_path(),
+    type File = AttemptJournal;
+
+    fn open(disk: &SimDisk) -> Result<AttemptJournal, Error> {
+        AttemptJournal::open_on(
+            Arc::new(disk.clone()),
+            Path::new(DIR).join(Self::NAME),
             SLOTS_MIN,
             MarkerDurability::Synced,
-        );
+        )
     }
-    fn recover(disk: &SimDisk, o: &AttemptOracle, what: &str) -> u64 {
-        recover_attempts(disk, o, what)
+
+    /// The attempt workload: a run marking records of two lanes, acknowledging and
+    /// checkpointing some (the journal compacts when its slots run out), then a second run
+    /// that inherits the markers, adopts one, releases others as the reader passes them, and
+    /// marks new records.
+    fn workload(&mut self, disk: &SimDisk, keep_going: bool) {
+        let Ok(mut j) = Self::open(disk) else {
+            return;
+        };
+        // Run 1: lane 0 is delivered and checkpointed as it goes; lane 1 stays in flight.
+        for seq in 0..12_u64 {
+            if !self.mark(&mut j, 0, seq) && !keep_going {
+                return;
+            }
+            if seq % 3 == 0 && !self.mark(&mut j, 1, seq / 3) && !keep_going {
+                return;
+            }
+            self.settled(&mut j, 0, seq);
+            if seq % 4 == 3 {
+                self.checkpointed(&mut j);
+            }
+        }
+        drop(j);
+        self.restarted();
+        // Run 2: inherits lane 1 (and lane 0's unchecked tail).
+        let Ok(mut j) = Self::open(disk) else {
+            return;
+        };
+        self.seen(&mut j, 1, 2);
+        if !self.mark(&mut j, 1, 2) && !keep_going {
+            return;
+        }
+        for seq in 12..20_u64 {
+            self.seen(&mut j, 0, seq);
+            if !self.mark(&mut j, 0, seq) && !keep_going {
+                return;
+            }
+            self.settled(&mut j, 0, seq);
+            if seq % 3 == 2 {
+                self.checkpointed(&mut j);
+            }
+        }
+        self.caught_up(&mut j);
+        for seq in 0..4_u64 {
+            if !self.mark(&mut j, 2, seq) && !keep_going {
+                return;
+            }
+        }
+    }
+
+    /// Reopens the journal on `disk` (already crashed), checks it, reopens it again (the first
+    /// open rewrote it) and checks that the same markers are found and a new one is kept.
+    fn recover(&self, disk: &SimDisk, what: &str) -> u64 {
+        let j =
+            Self::open(disk).unwrap_or_else(|e| panic!("{what}: the journal does not open: {e}"));
+        let found = self.check(&j, what);
+        drop(j);
+        let mut j = Self::open(disk)
+            .unwrap_or_else(|e| panic!("{what}: the journal does not open again: {e}"));
+        assert_eq!(self.check(&j, what), found, "{what}: reopened differently");
+        j.mark(id(2, 39), &iq(2, 39))
+            .unwrap_or_else(|e| panic!("{what}: mark after recovery: {e}"));
+        drop(j);
+        let j = Self::open(disk)
+            .unwrap_or_else(|e| panic!("{what}: the journal does not open a third time: {e}"));
+        assert!(
+            j.may_have_been_sent(id(2, 39), &iq(2, 39)),
+            "{what}: a marker written after recovery is lost"
+        );
+        (found.len() + self.needed.len() + 3) as u64
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The exploration, the same for both files
+// ---------------------------------------------------------------------------------------
 
 /// A crash right after every state-changing call of the workload (and at its end), under
 /// every loss pattern, each recovery crashed again at each of its own state-changing calls.
 fn explore_crashes<S: Subject>() -> Figures {
     let total = {
         let disk = SimDisk::new(7);
-        S::workload(&disk, &mut S::Oracle::default(), false);
+        S::default().workload(&disk, false);
         // The workload compacts (temp file, sync, rename, directory sync) more than once.
         assert!(disk.calls(SimOp::Rename) >= 3, "{}: compactions", S::NAME);
         disk.mutations()
@@ -574,9 +533,9 @@ fn explore_crashes<S: Subject>() -> Figures {
     let mut fig = Figures::default();
     for point in 1..=total + 1 {
         let disk = SimDisk::new(7);
-        let mut oracle = S::Oracle::default();
+        let mut oracle = S::default();
         disk.stop_after((point <= total).then_some(point));
-        S::workload(&disk, &mut oracle, false);
+        oracle.workload(&disk, false);
         assert_eq!(
             disk.is_stopped(),
             point <= total,
@@ -597,21 +556,21 @@ fn explore_crashes<S: Subject>() -> Figures {
             } else {
                 let probe = crashed.fork(seed);
                 let before = probe.mutations();
-                S::reopen(&probe);
+                let _ = S::open(&probe);
                 probe.mutations() - before
             };
             for inner in 1..=recovery_calls {
                 for (mode2, seed2) in LOSSES {
                     let again = crashed.fork(seed2 + 10);
                     again.stop_after(Some(inner));
-                    S::reopen(&again);
+                    let _ = S::open(&again);
                     again.crash(mode2);
                     let what2 = format!("{what}; recovery crashed after call {inner}, {mode2:?}");
-                    fig.checks += S::recover(&again, &oracle, &what2);
+                    fig.checks += oracle.recover(&again, &what2);
                     fig.recovery_states += 1;
                 }
             }
-            fig.checks += S::recover(&crashed, &oracle, &what);
+            fig.checks += oracle.recover(&crashed, &what);
             fig.states += 1;
         }
     }
@@ -623,7 +582,7 @@ fn explore_crashes<S: Subject>() -> Figures {
 fn explore_faults<S: Subject>() -> Figures {
     let calls: Vec<(SimOp, u64)> = {
         let disk = SimDisk::new(7);
-        S::workload(&disk, &mut S::Oracle::default(), true);
+        S::default().workload(&disk, true);
         OPS.iter().map(|&op| (op, disk.calls(op))).collect()
     };
     let mut fig = Figures::default();
@@ -638,8 +597,8 @@ fn explore_faults<S: Subject>() -> Figures {
                         errno,
                         repeat,
                     });
-                    let mut oracle = S::Oracle::default();
-                    S::workload(&disk, &mut oracle, true);
+                    let mut oracle = S::default();
+                    oracle.workload(&disk, true);
                     disk.clear_faults();
                     fig.fault_runs += 1;
                     for mode in [CrashMode::KeepAll, CrashMode::LoseUnsynced] {
@@ -649,7 +608,7 @@ fn explore_faults<S: Subject>() -> Figures {
                             "{}: {errno:?} at {op:?} call {nth} ({repeat:?}), then {mode:?}",
                             S::NAME
                         );
-                        fig.checks += S::recover(&crashed, &oracle, &what);
+                        fig.checks += oracle.recover(&crashed, &what);
                         fig.restarts += 1;
                     }
                 }
@@ -661,28 +620,28 @@ fn explore_faults<S: Subject>() -> Figures {
 
 #[test]
 fn dedupe_log_every_crash_point_keeps_persisted_ids_and_honest_run_markers() {
-    let fig = explore_crashes::<Dedupe>();
+    let fig = explore_crashes::<DedupeOracle>();
     println!("dedupe.log crash states: {fig:?}");
     assert!(fig.states > 0 && fig.recovery_states > 0);
 }
 
 #[test]
 fn attempt_journal_every_crash_point_keeps_acknowledged_markers() {
-    let fig = explore_crashes::<Attempts>();
+    let fig = explore_crashes::<AttemptOracle>();
     println!("attempts.log crash states: {fig:?}");
     assert!(fig.states > 0 && fig.recovery_states > 0);
 }
 
 #[test]
 fn dedupe_log_failed_calls_are_reported_or_degrade_never_lose_a_persisted_id() {
-    let fig = explore_faults::<Dedupe>();
+    let fig = explore_faults::<DedupeOracle>();
     println!("dedupe.log fault runs: {fig:?}");
     assert!(fig.fault_runs > 0);
 }
 
 #[test]
 fn attempt_journal_failed_calls_are_reported_or_unjournaled_never_lose_a_marker() {
-    let fig = explore_faults::<Attempts>();
+    let fig = explore_faults::<AttemptOracle>();
     println!("attempts.log fault runs: {fig:?}");
     assert!(fig.fault_runs > 0);
 }

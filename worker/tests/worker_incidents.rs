@@ -56,6 +56,14 @@ fn exactly_one(dir: &Path, kind: IncidentKind, severity: Severity) -> Incident {
     incident
 }
 
+/// Exactly one incident of `kind` in the harness's queue, raised by the worker: its context
+/// is complete (circuit state, configuration, what was tried).
+fn raised_by_the_worker(h: &Harness, kind: IncidentKind, severity: Severity) -> Incident {
+    let incident = exactly_one(&h.root(), kind, severity);
+    assert_worker_context(&incident);
+    incident
+}
+
 fn assert_worker_context(incident: &Incident) {
     let ctx = &incident.context;
     assert!(
@@ -76,8 +84,7 @@ fn dead_letters_raise_one_medium_incident_per_reason_within_the_window() {
     h.mock.push_faults(respond(400, 3));
     let (summary, _, incidents) = h.drain(fast_config());
     assert_eq!(summary.dead_lettered, 3);
-    let incident = exactly_one(&h.root(), IncidentKind::DeadLettered, Severity::Medium);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::DeadLettered, Severity::Medium);
     assert_eq!(incident.key, "dead_lettered:bad_request");
     assert_eq!(incident.details["http_status"], 400);
     assert!(incident.details["dead_letter_id"]
@@ -101,8 +108,7 @@ fn recovered_transient_errors_raise_one_low_incident() {
     ]);
     let (summary, _, _) = h.drain(fast_config());
     assert_eq!(summary.delivered, 2);
-    let incident = exactly_one(&h.root(), IncidentKind::TransientRecovered, Severity::Low);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::TransientRecovered, Severity::Low);
     assert_eq!(incident.details["attempts"], 2);
 }
 
@@ -114,8 +120,7 @@ fn auth_failure_raises_one_critical_incident() {
     h.mock.push_faults(respond(401, 4));
     let (summary, stats, _) = h.drain(fast_config());
     assert_eq!((summary.delivered, summary.dead_lettered), (1, 0));
-    let incident = exactly_one(&h.root(), IncidentKind::AuthFailure, Severity::Critical);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::AuthFailure, Severity::Critical);
     assert_eq!(incident.details["http_status"], 401);
     assert!(incident.context.paused_for_auth);
     assert!(!stats.snapshot().paused_for_auth, "resumed");
@@ -134,8 +139,7 @@ fn unreachable_cloud_raises_one_high_incident() {
     });
     let (summary, _, _) = h.drain(config);
     assert_eq!(summary.delivered, 1);
-    let incident = exactly_one(&h.root(), IncidentKind::CloudUnreachable, Severity::High);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::CloudUnreachable, Severity::High);
     assert!(incident.details["unreachable_ms"].as_u64() >= Some(150));
     assert_eq!(incident.context.queue_depth, 1);
 }
@@ -162,8 +166,7 @@ fn error_rate_spike_raises_one_high_incident() {
     };
     let (summary, _, _) = h.drain(config);
     assert_eq!(summary.delivered, 1);
-    let incident = exactly_one(&h.root(), IncidentKind::ErrorRateSpike, Severity::High);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::ErrorRateSpike, Severity::High);
     assert_eq!(incident.details["failures_in_bucket"], 5);
 }
 
@@ -183,8 +186,7 @@ fn old_backlog_raises_one_high_incident() {
     });
     let (summary, _, _) = h.drain(config);
     assert_eq!(summary.delivered, 3);
-    let incident = exactly_one(&h.root(), IncidentKind::BacklogTooOld, Severity::High);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::BacklogTooOld, Severity::High);
     assert!(incident.context.oldest_pending_age_ms >= 60_000);
 }
 
@@ -211,8 +213,7 @@ fn corruption_raises_one_critical_incident_and_the_rest_is_delivered() {
     std::fs::write(&segment, &bytes).expect("damage");
     let (summary, _, _) = h.drain(fast_config());
     assert_eq!(summary.delivered, 2);
-    let incident = exactly_one(&h.root(), IncidentKind::Corruption, Severity::Critical);
-    assert_worker_context(&incident);
+    let incident = raised_by_the_worker(&h, IncidentKind::Corruption, Severity::Critical);
     assert!(incident.key.contains("crc32c mismatch"), "{}", incident.key);
 }
 

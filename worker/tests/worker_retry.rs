@@ -32,6 +32,15 @@ fn no_breaker(backoff: BackoffConfig) -> WorkerConfig {
     }
 }
 
+/// A configuration with `budget` whose breaker never opens, so that only the budget ends
+/// an item's retries.
+fn with_budget(budget: BudgetConfig) -> WorkerConfig {
+    WorkerConfig {
+        budget,
+        ..no_breaker(fast_config().backoff)
+    }
+}
+
 #[test]
 fn retry_after_is_honoured() {
     // Story: the original ignored Retry-After ("could inspect the 'retry-after' key") and
@@ -121,13 +130,10 @@ fn attempts_budget_dead_letters_a_persistent_failure() {
     let h = Harness::new();
     h.enqueue(2);
     h.mock.push_faults(unavailable(3));
-    let config = WorkerConfig {
-        budget: BudgetConfig {
-            attempts_max: NonZeroU32::new(3),
-            ..BudgetConfig::default()
-        },
-        ..no_breaker(fast_config().backoff)
-    };
+    let config = with_budget(BudgetConfig {
+        attempts_max: NonZeroU32::new(3),
+        ..BudgetConfig::default()
+    });
     let (summary, stats, _) = h.drain(config);
     assert_eq!((summary.dead_lettered, summary.delivered), (1, 1));
     assert_eq!(h.mock.requests().len(), 4);
@@ -150,13 +156,10 @@ fn age_budget_dead_letters_an_item_retried_too_long() {
     let h = Harness::new();
     h.enqueue(1);
     h.mock.push_faults(unavailable(1000));
-    let config = WorkerConfig {
-        budget: BudgetConfig {
-            attempts_max: None,
-            age_max_ms: 300,
-        },
-        ..no_breaker(fast_config().backoff)
-    };
+    let config = with_budget(BudgetConfig {
+        attempts_max: None,
+        age_max_ms: 300,
+    });
     let (summary, _, _) = h.drain(config);
     assert_eq!(summary.dead_lettered, 1);
     let letters = h.dead_letters().list().expect("list");

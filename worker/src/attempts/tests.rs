@@ -1,24 +1,12 @@
 //! Journal model tests: reopen after a crash, torn tails, damage, compaction, release rules.
 
 use super::*;
-use escalation_queue_wal::{LaneId, Position, SegmentId, Seq};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 
-fn id(lane: u16, seq: u64) -> RecordId {
-    RecordId {
-        lane: LaneId(lane),
-        seq: Seq(seq),
-        position: Position {
-            segment: SegmentId(0),
-            offset: 0,
-        },
-    }
-}
-
-fn iq(lane: u16, seq: u64) -> String {
-    format!("iq_{lane}x{seq}")
-}
+#[path = "../../tests/support/record_ids.rs"]
+mod record_ids;
+use record_ids::{id, iq};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -187,6 +187,16 @@ impl Running {
         self.stop.stop();
         self.thread.join().expect("worker thread").expect("run")
     }
+
+    /// Stops the worker; panics unless `run` returned within `bound` (a stop must not wait
+    /// for a backoff or a request in progress to end).
+    pub fn stop_within(self, bound: Duration) -> RunSummary {
+        let started = Instant::now();
+        let summary = self.stop();
+        let took = started.elapsed();
+        assert!(took < bound, "the stop took {took:?}");
+        summary
+    }
 }
 
 /// The images directory of the harness: path images in these tests name missing files
