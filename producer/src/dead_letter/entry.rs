@@ -57,14 +57,15 @@ impl DeadLetterId {
         if name.is_empty() {
             return bad("has nothing after \"dl_\"");
         }
-        if id.len() > ID_LEN_MAX_CHARS {
-            return bad(&format!("is longer than {ID_LEN_MAX_CHARS} characters"));
-        }
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
         if let Some(c) = id.chars().find(|&c| !allowed(c)) {
             return bad(&format!(
                 "holds {c:?}; allowed: ASCII letters, digits, '_', '-', '.'"
             ));
+        }
+        // ASCII only by now: bytes are characters.
+        if id.len() > ID_LEN_MAX_CHARS {
+            return bad(&format!("is longer than {ID_LEN_MAX_CHARS} characters"));
         }
         Ok(Self(id))
     }
