@@ -97,50 +97,15 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
 /// Opens one of the queue's own files the way the wal opens its files: no symlink
 /// followed, no blocking on a FIFO or device, and only a regular file accepted (checked
 /// on the descriptor). Anything else fails with an error naming what the path is.
-#[doc(hidden)]
-pub fn open_file(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+pub(crate) fn open_file(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     escalation_queue_wal::open_regular(options, path)
 }
 
 /// Reads a whole file of the queue, opened as [`open_file`] does.
-#[doc(hidden)]
-pub fn read_to_string(path: &Path) -> io::Result<String> {
+pub(crate) fn read_to_string(path: &Path) -> io::Result<String> {
     let mut text = String::new();
     open_file(OpenOptions::new().read(true), path)?.read_to_string(&mut text)?;
     Ok(text)
-}
-
-/// If `path` exists and is not a regular file (a symlink, a FIFO, a directory...), moves
-/// it aside to `<path>.foreign-<unix ms>` (a rename moves the entry itself, never what a
-/// link points to) and reports it: the worker's own files (the dedupe log, the attempt
-/// journal) are then started afresh instead of the worker being unable to start. Returns
-/// where it went.
-#[doc(hidden)]
-pub fn quarantine_foreign(path: &Path) -> Result<Option<PathBuf>, Error> {
-    let kind = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => return Ok(None),
-        Ok(m) => m.file_type(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("stat", path, e)),
-    };
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(
-        ".foreign-{}",
-        escalation_queue_wal::clock::now_unix_ms()
-    ));
-    let aside = PathBuf::from(aside);
-    std::fs::rename(path, &aside).map_err(|e| Error::io("rename", path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // IMPORTANT: the move must be durable before a fresh file takes the name.
-    sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-    tracing::error!(path = %path.display(), moved_to = %aside.display(), found = ?kind, "a queue file was not a regular file (symlink, FIFO, directory...); it was moved aside, never opened, and a fresh file is used");
-    Ok(Some(aside))
-}
-
-/// `fsync`s a directory so that created, renamed and removed entries are durable.
-#[doc(hidden)]
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// How a queue directory is opened, shared by writers, the worker and dead-letter tools.

@@ -2,8 +2,9 @@
 //!
 //! The [`Escalation`] record (validation, ids, metadata, its versioned wire encoding), the
 //! queue directory layout and options ([`QueueLayout`], [`QueueOptions`]), the incidents a
-//! writer raises ([`incidents`]), and [`EscalationQueue`], the writer handle: enqueue
-//! returns an [`EnqueueReceipt`] once the escalation is durable. No network code: no HTTP
+//! writer raises ([`incidents`]), the dead-letter entry and its stored layout
+//! ([`dead_letter`]), and [`EscalationQueue`], the writer handle: enqueue returns an
+//! [`EnqueueReceipt`] once the escalation is durable. No network code: no HTTP
 //! client, no TLS, no server (`cargo tree -e normal -p escalation-queue-producer` is
 //! checked by `.ci/run`). The delivery worker is `escalation-queue-worker`; the
 //! `escalation-queue` crate re-exports both.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dead_letter;
 mod error;
 mod escalation;
 pub mod incidents;
@@ -47,12 +49,10 @@ pub use {
     queue::{EnqueueReceipt, EscalationQueue},
 };
 
-/// File-system helpers the worker crate shares with the producer (private directories,
-/// no-follow opens, quarantine of foreign files). Not a stable API.
+/// Helpers the worker crate shares with the producer (private directories, telling a full
+/// disk, Python's float repr). Not a stable API.
 #[doc(hidden)]
 pub mod support {
     pub use crate::escalation::python_float_repr;
-    pub use crate::layout::{
-        create_private_dir, is_no_space, open_file, quarantine_foreign, read_to_string, sync_dir,
-    };
+    pub use crate::layout::{create_private_dir, is_no_space};
 }

@@ -73,36 +73,15 @@ fn invalid(message: String) -> PyErr {
     NativeError::new_err(("invalid", format!("escalation rejected: {message}"), false))
 }
 
-/// The options a queue directory is opened with (every process must agree on them).
-#[allow(clippy::too_many_arguments)]
-fn options(
-    image_size_max_bytes: Option<usize>,
-    queue_bytes_max: Option<u64>,
-    free_disk_bytes_min: Option<u64>,
-    lanes_max: Option<u16>,
-    segment_bytes: Option<u64>,
-    allocation_step_bytes: Option<u64>,
-) -> QueueOptions {
-    let mut o = QueueOptions::default();
-    if let Some(v) = image_size_max_bytes {
-        o.image_size_max_bytes = v;
+/// The options a queue directory is read with: the defaults but for the image limit and
+/// the segment size, which every process opening it must agree on.
+fn options(image_size_max_bytes: Option<usize>, segment_bytes: Option<u64>) -> QueueOptions {
+    let d = QueueOptions::default();
+    QueueOptions {
+        image_size_max_bytes: image_size_max_bytes.unwrap_or(d.image_size_max_bytes),
+        segment_bytes: segment_bytes.unwrap_or(d.segment_bytes),
+        ..d
     }
-    if let Some(v) = queue_bytes_max {
-        o.queue_bytes_max = v;
-    }
-    if let Some(v) = free_disk_bytes_min {
-        o.free_disk_bytes_min = v;
-    }
-    if let Some(v) = lanes_max {
-        o.lanes_max = v;
-    }
-    if let Some(v) = segment_bytes {
-        o.segment_bytes = v;
-    }
-    if let Some(v) = allocation_step_bytes {
-        o.allocation_step_bytes = v;
-    }
-    o
 }
 
 /// A writer handle (one lane), shared by every Python thread that holds it.
@@ -165,14 +144,14 @@ impl Queue {
         segment_bytes: Option<u64>,
         allocation_step_bytes: Option<u64>,
     ) -> PyResult<Self> {
-        let options = options(
-            image_size_max_bytes,
-            queue_bytes_max,
-            free_disk_bytes_min,
-            lanes_max,
-            segment_bytes,
-            allocation_step_bytes,
-        );
+        let d = options(image_size_max_bytes, segment_bytes);
+        let options = QueueOptions {
+            queue_bytes_max: queue_bytes_max.unwrap_or(d.queue_bytes_max),
+            free_disk_bytes_min: free_disk_bytes_min.unwrap_or(d.free_disk_bytes_min),
+            lanes_max: lanes_max.unwrap_or(d.lanes_max),
+            allocation_step_bytes: allocation_step_bytes.unwrap_or(d.allocation_step_bytes),
+            ..d
+        };
         let opened = options.clone();
         let dir = queue_dir.clone();
         let queue = py
@@ -395,7 +374,7 @@ fn pending(
     segment_bytes: Option<u64>,
     limit: usize,
 ) -> PyResult<String> {
-    let o = options(image_size_max_bytes, None, None, None, segment_bytes, None);
+    let o = options(image_size_max_bytes, segment_bytes);
     py.detach(move || pending_json(&queue_dir, &o, limit))
         .map_err(|e| raise(&e))
 }
@@ -410,7 +389,7 @@ fn dead_letters(
     retention_ms: u64,
     image_size_max_bytes: Option<usize>,
 ) -> PyResult<String> {
-    let o = options(image_size_max_bytes, None, None, None, None, None);
+    let o = options(image_size_max_bytes, None);
     py.detach(move || dead_letter::list_json(&queue_dir, &o, retention_ms))
         .map_err(|e| raise(&e))
 }

@@ -1,7 +1,8 @@
 //! The dead-letter queue: a wal of its own (`<queue_dir>/dead-letter/`) holding every item
 //! the worker gave up on, with the original record bytes and the context of the failure.
 //!
-//! The worker only appends. Operators [`list`](DeadLetterQueue::list) (read-only, safe
+//! The worker appends (through a [`DeadLetterSink`]; so does `import-legacy`, for failures
+//! of another queue, through [`DeadLetterQueue::sink`]). Operators [`list`](DeadLetterQueue::list) (read-only, safe
 //! while the worker runs), [`replay`](DeadLetterQueue::replay) entries back into the main
 //! queue and [`purge`](DeadLetterQueue::purge) them; retention
 //! ([`expire`](DeadLetterQueue::expire)) drops entries enqueued longer ago than the
@@ -11,20 +12,19 @@
 //! is everything read acknowledged and checkpointed. A crash in between duplicates (an entry
 //! replayed twice, or a survivor kept twice) but never loses; duplicate ids are merged.
 
-mod entry;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use escalation_queue_wal::{Error as WalError, Options, Reader, RecordId, Writer};
 
-pub use entry::{
-    AttemptLog, AttemptRecord, DeadLetter, DeadLetterId, DeadLetterInfo, MalformedEntry,
-    ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
+pub use escalation_queue_producer::dead_letter::{
+    AttemptLog, AttemptRecord, DeadLetter, DeadLetterId, DeadLetterInfo, ATTEMPTS_KEPT_MAX,
+    DEAD_LETTER_ID_PREFIX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
 };
+pub use escalation_queue_producer::MalformedEntry;
 
-pub(crate) use entry::bounded;
+pub(crate) use escalation_queue_producer::dead_letter::bounded;
 
 use crate::layout::{create_private_dir, Error, QueueLayout, QueueOptions, DEAD_LETTER_CURSOR};
 use crate::retry::{DeadLetterReason, DEFAULT_AGE_MAX_MS};
@@ -110,32 +110,15 @@ impl DeadLetterQueue {
         self.options.dead_letter_wal_options()
     }
 
-    fn expired(&self, info: &DeadLetterInfo, now_ms: u64) -> bool {
-        now_ms.saturating_sub(info.enqueued_at_unix_ms) >= self.retention_ms
-    }
-
     /// Every dead letter within the retention age, oldest first, one per id. Read-only:
-    /// safe while the worker and other tools run.
+    /// safe while the worker and other tools run (the producer's
+    /// [`dead_letter::list`](escalation_queue_producer::dead_letter::list)).
     pub fn list(&self) -> Result<Vec<DeadLetter>, Error> {
-        let dir = self.layout.dead_letter_dir();
-        if !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut reader = Reader::browse(&dir, DEAD_LETTER_CURSOR, &self.wal_options())?;
-        let mut seen = HashSet::new();
-        let now_ms = now_unix_ms();
-        let mut out = Vec::new();
-        while let Some(record) = reader.next()? {
-            match DeadLetter::decode(&record.payload) {
-                Ok(entry) if self.expired(&entry.info, now_ms) => {}
-                Ok(entry) if seen.insert(entry.info.id.clone()) => out.push(entry),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(record = %record.id, error = %e, "dead-letter entry unreadable; kept, not listed")
-                }
-            }
-        }
-        Ok(out)
+        escalation_queue_producer::dead_letter::list(
+            self.layout.root(),
+            &self.options,
+            self.retention_ms,
+        )
     }
 
     /// Puts the selected entries back into the main queue (as new records: attempts start
@@ -153,6 +136,15 @@ impl DeadLetterQueue {
             true => Fate::Purge,
             false => Fate::Keep,
         })
+    }
+
+    /// An appender of dead letters that do not come from a worker delivery (an imported
+    /// failure, say): build the entry ([`DeadLetter`], its id from [`DeadLetterId::new`])
+    /// and [`append`](DeadLetterSink::append) it. It may run while the worker runs (each
+    /// holds a lane of its own) and during a rewrite pass (what it appends after the pass
+    /// read is left alone). The dead-letter wal is opened on the first append.
+    pub fn sink(&self) -> DeadLetterSink {
+        DeadLetterSink::new(&self.layout, &self.options)
     }
 
     /// Deletes entries enqueued longer ago than the retention age.
@@ -178,7 +170,9 @@ impl DeadLetterQueue {
         let mut read: Vec<(RecordId, Bytes, Fate, Option<DeadLetterId>)> = Vec::new();
         while let Some(record) = reader.next()? {
             let (fate, id) = match DeadLetter::decode(&record.payload) {
-                Ok(e) if self.expired(&e.info, now_ms) => (Fate::Expire, Some(e.info.id)),
+                Ok(e) if e.info.expired(now_ms, self.retention_ms) => {
+                    (Fate::Expire, Some(e.info.id))
+                }
                 Ok(e) if !seen.insert(e.info.id.clone()) => (Fate::Merge, Some(e.info.id)),
                 Ok(e) => (decide(&e.info), Some(e.info.id)),
                 // Never drop what cannot be read: an operator may still need it.
@@ -260,9 +254,10 @@ impl DeadLetterQueue {
     }
 }
 
-/// The worker's side: appends entries, opening the dead-letter wal on first use.
+/// Appends entries to the dead-letter wal (one lane, opened on first use): the worker's
+/// side, and [`DeadLetterQueue::sink`]'s.
 #[derive(Debug)]
-pub(crate) struct DeadLetterSink {
+pub struct DeadLetterSink {
     dir: PathBuf,
     options: Options,
     writer: Option<Writer>,
@@ -277,8 +272,12 @@ impl DeadLetterSink {
         }
     }
 
-    /// Appends `entry`; returns once it is durable.
-    pub(crate) fn append(&mut self, entry: &DeadLetter) -> Result<(), Error> {
+    /// Appends `entry`; returns once it is durable. Fails with
+    /// [`Error::DeadLetterMalformed`] for an entry that could not be read back (its
+    /// `record_len_bytes` is not its record's length), with [`Error::Wal`] when the wal
+    /// refuses it (too large for [`QueueOptions::dead_letter_bytes_max`], disk full); after
+    /// a poisoned lane the next append reopens it.
+    pub fn append(&mut self, entry: &DeadLetter) -> Result<(), Error> {
         let stored = entry.encode()?;
         let writer = match &mut self.writer {
             Some(w) => w,
@@ -299,3 +298,82 @@ impl DeadLetterSink {
 
 /// Current unix time in milliseconds, from the wal's clock.
 pub(crate) use escalation_queue_wal::clock::now_unix_ms;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::ErrorClass;
+
+    fn imported(id: &str, record: &'static [u8]) -> DeadLetter {
+        DeadLetter {
+            info: DeadLetterInfo {
+                id: DeadLetterId::new(id).expect("a valid id"),
+                origin_lane: 0,
+                origin_seq: 0,
+                enqueued_at_unix_ms: now_unix_ms(),
+                dead_lettered_at_unix_ms: now_unix_ms(),
+                detector_id: Some("det_1".into()),
+                image_query_id: Some("iq_imported".into()),
+                request_id: None,
+                cause: DeadLetterReason::Rejected {
+                    class: ErrorClass::ImageUnavailable,
+                    status: None,
+                },
+                error_class: ErrorClass::ImageUnavailable.to_string(),
+                http_status: None,
+                error: "image gone".into(),
+                response_excerpt: String::new(),
+                attempts: Vec::new(),
+                attempts_total: 0,
+                record_len_bytes: record.len() as u64,
+            },
+            record: Bytes::from_static(record),
+        }
+    }
+
+    /// Story: `import-legacy` adds failures of another queue as dead letters, with ids of
+    /// its own, through the public appender: `dlq list` shows them (one per id), a replay
+    /// puts the record back into the main queue, and an entry that could not be read back
+    /// is refused before anything is written.
+    #[test]
+    fn a_dead_letter_not_from_a_delivery_is_appended_listed_and_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dlq = DeadLetterQueue::open(dir.path(), QueueOptions::default()).expect("open");
+        let mut sink = dlq.sink();
+        sink.append(&imported("dl_legacy_a", b"{\"line\": 1}"))
+            .expect("append");
+        sink.append(&imported("dl_legacy_a", b"{\"line\": 1}"))
+            .expect("append a copy");
+        let mut off = imported("dl_legacy_b", b"xyz");
+        off.info.record_len_bytes = 2;
+        let err = sink.append(&off).expect_err("length off");
+        assert!(matches!(err, Error::DeadLetterMalformed(_)), "{err}");
+
+        let listed = dlq.list().expect("list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let mut expected = imported("dl_legacy_a", b"{\"line\": 1}");
+        // Made a moment apart: the times are the listed entry's.
+        expected.info.enqueued_at_unix_ms = listed[0].info.enqueued_at_unix_ms;
+        expected.info.dead_lettered_at_unix_ms = listed[0].info.dead_lettered_at_unix_ms;
+        assert_eq!(listed[0], expected);
+
+        let report = dlq
+            .replay(&Selector::Id("dl_legacy_a".into()))
+            .expect("replay");
+        assert_eq!(
+            report.replayed,
+            vec![DeadLetterId::new("dl_legacy_a").expect("id")]
+        );
+        assert_eq!(report.duplicates_merged, 1);
+        assert!(dlq.list().expect("list").is_empty());
+        let layout = QueueLayout::new(dir.path());
+        let mut main = Reader::browse(
+            layout.wal_dir(),
+            crate::layout::WORKER_CURSOR,
+            &QueueOptions::default().wal_options(),
+        )
+        .expect("main wal");
+        let record = main.next().expect("read").expect("the replayed record");
+        assert_eq!(&record.payload[..], b"{\"line\": 1}");
+    }
+}

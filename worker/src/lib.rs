@@ -44,8 +44,8 @@ pub use {
     consumer::{RunEnd, RunSummary, StopHandle, Worker, WorkerConfig, BREAKER_COOL_DOWN_MAX_MS},
     dead_letter::{
         AttemptLog, AttemptRecord, DeadLetter, DeadLetterId, DeadLetterInfo, DeadLetterQueue,
-        DeadLetterReport, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX, ENTRY_FORMAT_VERSION,
-        MESSAGE_MAX_BYTES,
+        DeadLetterReport, DeadLetterSink, MalformedEntry, Selector, ATTEMPTS_KEPT_MAX,
+        DEAD_LETTER_ID_PREFIX, ENTRY_FORMAT_VERSION, MESSAGE_MAX_BYTES,
     },
     dedupe::{DedupeSet, DuplicateOf, InFlight, PreviousRun, DEFAULT_DEDUPE_ITEMS_MAX},
     escalation_queue_producer::{
@@ -67,8 +67,8 @@ pub use {
     retry::{
         Admission, Backoff, BackoffConfig, BreakerConfig, BudgetConfig, CircuitBreaker,
         CircuitState, Classification, ClassificationPolicy, DeadLetterReason, ErrorClass,
-        ItemBudget, OutageReplay, PolicyAction, RejectVerdict, RejectedItem, SystemicRejects, Wait,
-        WaitCause, DEFAULT_AGE_MAX_MS,
+        ErrorClassOf, ItemBudget, OutageReplay, PolicyAction, RejectVerdict, RejectedItem,
+        SystemicRejects, Wait, WaitCause, DEFAULT_AGE_MAX_MS,
     },
     stats::{
         HistogramSnapshot, LatencyHistogram, Stats, StatsSnapshot, WaitTotals,

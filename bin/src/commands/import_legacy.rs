@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use escalation_queue::wal::{Durability, Error as WalError, Reader, Writer};
-use escalation_queue::worker::{DedupeSet, Metadata, WORKER_CURSOR};
+use escalation_queue::wal::{Durability, Error as WalError, Reader};
+use escalation_queue::worker::{DeadLetterSink, DedupeSet, Metadata, WORKER_CURSOR};
 use escalation_queue::{
     DeadLetterQueue, Error, Escalation, EscalationQueue, HumanReview, ImageSource, QueueLayout,
 };
@@ -153,14 +153,9 @@ pub fn import_legacy(config: &Config, args: &ImportLegacyArgs) -> anyhow::Result
     }
     run.finish(&listing)?;
     let summary = run.summary;
+    // The whole summary, as `--json` prints it (not a hand-kept subset of its fields).
     tracing::info!(
-        imported = summary.imported,
-        possibly_submitted = summary.possibly_submitted,
-        skipped_consumed = summary.skipped_consumed,
-        already_imported = summary.already_imported,
-        dead_letters = summary.dead_letters,
-        damaged = summary.damaged.len(),
-        dry_run = summary.dry_run,
+        summary = %serde_json::to_string(&summary).unwrap_or_default(),
         "legacy import finished"
     );
     match args.json {
@@ -194,7 +189,8 @@ struct Run<'a> {
     _worker_cursor: Option<Reader>,
     dedupe: Option<DedupeSet>,
     queue: Option<EscalationQueue>,
-    dead_letter_writer: Option<Writer>,
+    /// Opens the dead-letter wal on the first append (never in a dry run).
+    dead_letters: DeadLetterSink,
     known: Known,
     request_cache: HashSet<String>,
     summary: Summary,
@@ -239,9 +235,9 @@ impl<'a> Run<'a> {
             let dedupe = DedupeSet::open(layout.dedupe_path(), config.worker.dedupe_items_max)?;
             (Some(reader), Some(dedupe))
         };
+        let dlq = DeadLetterQueue::open(&dir, config.queue.clone())?
+            .with_retention_ms(config.worker.retention_ms);
         if layout.dead_letter_dir().is_dir() {
-            let dlq = DeadLetterQueue::open(&dir, config.queue.clone())?
-                .with_retention_ms(config.worker.retention_ms);
             for entry in dlq.list().context("cannot list the dead letters")? {
                 known.dead_letter_ids.insert(entry.info.id.to_string());
                 if let Some(iq) = entry.info.image_query_id {
@@ -256,7 +252,7 @@ impl<'a> Run<'a> {
             _worker_cursor: cursor,
             dedupe,
             queue: None,
-            dead_letter_writer: None,
+            dead_letters: dlq.sink(),
             known,
             request_cache: listing.request_cache.iter().cloned().collect(),
             summary: Summary {
@@ -304,19 +300,8 @@ impl<'a> Run<'a> {
         if self.dry_run() {
             return Ok(true);
         }
-        let stored = entry.encode().context("cannot encode a dead letter")?;
-        let writer = match &mut self.dead_letter_writer {
-            Some(w) => w,
-            None => self.dead_letter_writer.insert(
-                Writer::open(
-                    self.layout.dead_letter_dir(),
-                    &self.config.queue.dead_letter_wal_options(),
-                )
-                .context("cannot open the dead-letter queue")?,
-            ),
-        };
-        writer
-            .append(&stored)
+        self.dead_letters
+            .append(entry)
             .context("cannot append a dead letter")?;
         Ok(true)
     }

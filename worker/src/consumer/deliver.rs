@@ -20,7 +20,8 @@ use crate::dedupe::InFlight;
 use crate::escalation::Escalation;
 use crate::layout::Error;
 use crate::retry::{
-    Admission, BudgetConfig, Classification, DeadLetterReason, ErrorClass, ItemBudget, Wait,
+    Admission, BudgetConfig, Classification, DeadLetterReason, ErrorClass, ErrorClassOf as _,
+    ItemBudget, Wait,
 };
 
 /// The attempts of one item, the head of the queue: what they borrow from the worker and

@@ -3,7 +3,7 @@
 use crate::client::DeliveryError;
 use crate::dead_letter::{bounded, MESSAGE_MAX_BYTES};
 use crate::escalation::ValidationError;
-use crate::retry::{DeadLetterReason, ErrorClass};
+use crate::retry::{DeadLetterReason, ErrorClass, ErrorClassOf as _};
 
 /// How an item ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use serde::{Deserialize, Serialize};
 
 use super::classify::Classification;
-use super::reason::DeadLetterReason;
+use super::DeadLetterReason;
 
 /// Seven days in milliseconds: the retention age (an upstream security requirement).
 pub const DEFAULT_AGE_MAX_MS: u64 = 7 * 24 * 60 * 60 * 1000;

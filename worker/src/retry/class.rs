@@ -1,46 +1,19 @@
-//! The row of the classification table an error falls in ([`ErrorClass`]), and its name.
+//! Which [`ErrorClass`] a delivery error is. The class itself is data of the producer crate
+//! (dead-letter entries store it, and what reads them links no HTTP client); telling it from
+//! a [`DeliveryError`] needs the client, so it is here.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+pub use escalation_queue_producer::dead_letter::ErrorClass;
 
 use crate::client::DeliveryError;
 
-/// The row of the classification table an error falls in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorClass {
-    /// Refused, unreachable, DNS, reset, TLS, other socket errors, malformed HTTP.
-    Network,
-    /// A connect, send or read timeout.
-    Timeout,
-    /// HTTP 429.
-    TooManyRequests,
-    /// HTTP 5xx.
-    ServerError,
-    /// HTTP 408.
-    RequestTimeout,
-    /// HTTP 400.
-    BadRequest,
-    /// HTTP 401 or 403.
-    Unauthorized,
-    /// Any other 4xx.
-    ClientError,
-    /// 1xx or 3xx (redirects are never followed) or another non-2xx status.
-    UnexpectedStatus,
-    /// A 2xx whose body is not an ImageQuery.
-    BadResponse,
-    /// A 2xx whose ImageQuery id is not the one sent (or is empty).
-    WrongImageQuery,
-    /// The image file is missing, unreadable, empty or too large.
-    ImageUnavailable,
-    /// The request could not be built.
-    RequestBuild,
+/// The class of a delivery error: `ErrorClass::of(&error)` (with this trait in scope).
+pub trait ErrorClassOf {
+    /// The class of `error`.
+    fn of(error: &DeliveryError) -> Self;
 }
 
-impl ErrorClass {
-    /// The class of a delivery error.
-    pub fn of(error: &DeliveryError) -> Self {
+impl ErrorClassOf for ErrorClass {
+    fn of(error: &DeliveryError) -> Self {
         match error {
             DeliveryError::Http { status, .. } => Self::of_status(*status),
             DeliveryError::Timeout { .. } => Self::Timeout,
@@ -50,82 +23,5 @@ impl ErrorClass {
             DeliveryError::Request { .. } => Self::RequestBuild,
             _ => Self::Network,
         }
-    }
-
-    /// The class of a non-2xx HTTP status.
-    pub fn of_status(status: u16) -> Self {
-        match status {
-            400 => Self::BadRequest,
-            401 | 403 => Self::Unauthorized,
-            408 => Self::RequestTimeout,
-            429 => Self::TooManyRequests,
-            402..=499 => Self::ClientError,
-            500..=599 => Self::ServerError,
-            _ => Self::UnexpectedStatus,
-        }
-    }
-}
-
-impl ErrorClass {
-    /// Every class, in the order of the classification table.
-    pub const ALL: [Self; 13] = [
-        Self::Network,
-        Self::Timeout,
-        Self::TooManyRequests,
-        Self::ServerError,
-        Self::RequestTimeout,
-        Self::BadRequest,
-        Self::Unauthorized,
-        Self::ClientError,
-        Self::UnexpectedStatus,
-        Self::BadResponse,
-        Self::WrongImageQuery,
-        Self::ImageUnavailable,
-        Self::RequestBuild,
-    ];
-
-    /// The snake_case name (the policy row's name; stored in dead letters).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Network => "network",
-            Self::Timeout => "timeout",
-            Self::TooManyRequests => "too_many_requests",
-            Self::ServerError => "server_error",
-            Self::RequestTimeout => "request_timeout",
-            Self::BadRequest => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::ClientError => "client_error",
-            Self::UnexpectedStatus => "unexpected_status",
-            Self::BadResponse => "bad_response",
-            Self::WrongImageQuery => "wrong_image_query",
-            Self::ImageUnavailable => "image_unavailable",
-            Self::RequestBuild => "request_build",
-        }
-    }
-
-    /// The class named `name` ([`as_str`](Self::as_str)).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Serialized as its name, as dead-letter entries have always stored it.
-impl Serialize for ErrorClass {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for ErrorClass {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
-        Self::from_name(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown error class `{name}`")))
     }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::class::ErrorClass;
-use super::reason::DeadLetterReason;
+use super::class::{ErrorClass, ErrorClassOf as _};
+use super::DeadLetterReason;
 use crate::client::{Delivered, DeliveryError};
 
 /// What a policy row says to do.

@@ -8,16 +8,14 @@
 //! legacy file name or the line's image query id (`dl_legacy_…`), so a second import finds
 //! it and adds nothing, and `dlq list` merges copies of one id.
 
+use escalation_queue::producer::dead_letter::bounded;
 use escalation_queue::worker::{
-    DeadLetter, DeadLetterId, DeadLetterInfo, DeadLetterReason, ErrorClass,
+    DeadLetter, DeadLetterId, DeadLetterInfo, DeadLetterReason, ErrorClass, MESSAGE_MAX_BYTES,
 };
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::legacy::{iso_ms, timestamp_ms};
-
-/// Longest error message kept, like the worker's own dead letters.
-const MESSAGE_MAX_BYTES: usize = escalation_queue::worker::MESSAGE_MAX_BYTES;
 
 /// A `failed/*.json` record as the legacy reader writes it.
 #[derive(Debug, Deserialize)]
@@ -49,9 +47,9 @@ pub fn legacy_id(key: &str) -> DeadLetterId {
         })
         .take(120)
         .collect();
-    // DeadLetterId is a transparent string; its only constructor names a record of ours.
-    serde_json::from_value(Value::String(format!("dl_legacy_{safe}")))
-        .unwrap_or_else(|_| DeadLetterId::for_record(u16::MAX, 0))
+    // `dl_legacy_` cannot be the id of a record of ours (`dl_<lane>_<seq>`).
+    DeadLetterId::new(format!("dl_legacy_{safe}"))
+        .expect("at most 120 characters of [A-Za-z0-9_.-] after dl_legacy_ follow the id rule")
 }
 
 /// Our error class and HTTP status for a legacy exception, and whether the entry is an
@@ -139,9 +137,10 @@ pub fn from_failed_record(
     let enqueued_ms = field(&line, &["timestamp"])
         .and_then(|ts| timestamp_ms(&ts, utc_offset_minutes))
         .unwrap_or(recorded_ms);
-    let error = bounded(format!(
-        "legacy reader failure (failed/{stem}.json): {exception_type}: {message}"
-    ));
+    let error = bounded(
+        format!("legacy reader failure (failed/{stem}.json): {exception_type}: {message}"),
+        MESSAGE_MAX_BYTES,
+    );
     entry(
         legacy_id(stem),
         Meta {
@@ -185,7 +184,7 @@ pub fn image_missing(
             },
             error_class: ErrorClass::ImageUnavailable.as_str().to_owned(),
             http_status: None,
-            error: bounded(format!("import-legacy: {why}")),
+            error: bounded(format!("import-legacy: {why}"), MESSAGE_MAX_BYTES),
         },
         line.to_vec(),
     )
@@ -225,17 +224,6 @@ fn entry(id: DeadLetterId, meta: Meta, record: Vec<u8>) -> DeadLetter {
         },
         record: record.into(),
     }
-}
-
-fn bounded(mut text: String) -> String {
-    if text.len() > MESSAGE_MAX_BYTES {
-        let mut cut = MESSAGE_MAX_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
 }
 
 #[cfg(test)]

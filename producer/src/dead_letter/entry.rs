@@ -9,10 +9,11 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::Bytes;
-pub use escalation_queue_producer::MalformedEntry;
 use serde::{Deserialize, Serialize};
 
-use crate::retry::DeadLetterReason;
+use super::reason::DeadLetterReason;
+use crate::error::MalformedEntry;
+use crate::escalation::ID_LEN_MAX_CHARS;
 
 /// The version byte of a stored entry.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
@@ -22,7 +23,15 @@ const ATTEMPTS_HEAD: usize = 8;
 /// Longest error message or attempt outcome kept, in bytes.
 pub const MESSAGE_MAX_BYTES: usize = 1024;
 
-/// A dead letter's stable id: `dl_<lane>_<seq>` of the record it was made from.
+/// What every dead-letter id starts with.
+pub const DEAD_LETTER_ID_PREFIX: &str = "dl_";
+
+/// A dead letter's stable id: `dl_<lane>_<seq>` of the record it was made from
+/// ([`for_record`](Self::for_record)), or another `dl_…` name for an entry that does not
+/// come from a record of this queue ([`new`](Self::new)).
+///
+/// Stored as its text; decoding takes a stored id as it is (entries already written are
+/// never refused for their id).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeadLetterId(String);
@@ -30,7 +39,35 @@ pub struct DeadLetterId(String);
 impl DeadLetterId {
     /// The id of the dead letter made from record `seq` of `lane`.
     pub fn for_record(lane: u16, seq: u64) -> Self {
-        Self(format!("dl_{lane}_{seq}"))
+        Self(format!("{DEAD_LETTER_ID_PREFIX}{lane}_{seq}"))
+    }
+
+    /// An id for a dead letter that was not made from a record of this queue (an imported
+    /// failure, say). It must start with [`DEAD_LETTER_ID_PREFIX`], have at least one
+    /// character after it, be at most [`ID_LEN_MAX_CHARS`] characters long, and hold only
+    /// ASCII letters, digits, `_`, `-` and `.` (so that it is one word on a command line,
+    /// in a file name and in `dlq replay --id`). Pick it so that it cannot be
+    /// [`for_record`](Self::for_record)'s: `dlq list` merges entries of one id.
+    pub fn new(id: impl Into<String>) -> Result<Self, MalformedEntry> {
+        let id = id.into();
+        let bad = |rule: &str| Err(MalformedEntry::new(format!("dead-letter id {id:?} {rule}")));
+        let Some(name) = id.strip_prefix(DEAD_LETTER_ID_PREFIX) else {
+            return bad("does not start with \"dl_\"");
+        };
+        if name.is_empty() {
+            return bad("has nothing after \"dl_\"");
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if let Some(c) = id.chars().find(|&c| !allowed(c)) {
+            return bad(&format!(
+                "holds {c:?}; allowed: ASCII letters, digits, '_', '-', '.'"
+            ));
+        }
+        // ASCII only by now: bytes are characters.
+        if id.len() > ID_LEN_MAX_CHARS {
+            return bad(&format!("is longer than {ID_LEN_MAX_CHARS} characters"));
+        }
+        Ok(Self(id))
     }
 
     /// The id as text.
@@ -134,6 +171,14 @@ pub struct DeadLetterInfo {
     pub record_len_bytes: u64,
 }
 
+impl DeadLetterInfo {
+    /// Whether the entry is past a retention of `retention_ms` at `now_ms`: enqueued that
+    /// long ago or longer.
+    pub fn expired(&self, now_ms: u64, retention_ms: u64) -> bool {
+        now_ms.saturating_sub(self.enqueued_at_unix_ms) >= retention_ms
+    }
+}
+
 /// A dead letter: its context and the original record, byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -149,8 +194,17 @@ impl DeadLetter {
         &self.info.id
     }
 
-    /// The stored form (see the module docs).
+    /// The stored form (see the module docs). Refuses an entry whose
+    /// [`record_len_bytes`](DeadLetterInfo::record_len_bytes) is not the record's length
+    /// ([`decode`](Self::decode) could not read it back).
     pub fn encode(&self) -> Result<Vec<u8>, MalformedEntry> {
+        if self.info.record_len_bytes != self.record.len() as u64 {
+            return Err(MalformedEntry::new(format!(
+                "record_len_bytes is {} but the record is {} bytes",
+                self.info.record_len_bytes,
+                self.record.len()
+            )));
+        }
         let info =
             postcard::to_allocvec(&self.info).map_err(|e| MalformedEntry::new(e.to_string()))?;
         let info_len = u32::try_from(info.len()).map_err(|e| MalformedEntry::new(e.to_string()))?;
@@ -187,8 +241,9 @@ impl DeadLetter {
     }
 }
 
-/// Cuts `text` to at most `max_bytes` at a character boundary.
-pub(crate) fn bounded(mut text: String, max_bytes: usize) -> String {
+/// Cuts `text` to at most `max_bytes` at a character boundary: how an entry's messages are
+/// kept within [`MESSAGE_MAX_BYTES`].
+pub fn bounded(mut text: String, max_bytes: usize) -> String {
     if text.len() > max_bytes {
         let mut cut = max_bytes;
         while !text.is_char_boundary(cut) {
@@ -202,7 +257,7 @@ pub(crate) fn bounded(mut text: String, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry::ErrorClass;
+    use crate::dead_letter::ErrorClass;
 
     fn attempt(number: u32) -> AttemptRecord {
         AttemptRecord {
@@ -331,5 +386,41 @@ mod tests {
         // "bad_request" in the cause (first occurrence) becomes "bad_requesX".
         let hex = hex.replacen("6261645f72657175657374", "6261645f72657175657358", 1);
         assert!(DeadLetter::decode(&from_hex(&hex)).is_err());
+    }
+
+    /// Story: `import-legacy` names its dead letters itself; an id that `dlq replay --id`
+    /// could not name (empty, spaces, another prefix, too long) is refused when it is made.
+    #[test]
+    fn a_dead_letter_id_from_outside_must_follow_the_id_rule() {
+        let id = DeadLetterId::new("dl_legacy_2026-01-02.x").expect("valid");
+        assert_eq!(id.as_str(), "dl_legacy_2026-01-02.x");
+        assert_eq!(
+            DeadLetterId::new(DeadLetterId::for_record(3, 7).as_str()).expect("valid"),
+            DeadLetterId::for_record(3, 7)
+        );
+        let too_long = format!("dl_{}", "x".repeat(ID_LEN_MAX_CHARS));
+        for bad in [
+            "",
+            "dl_",
+            "legacy_1",
+            "dl_a b",
+            "dl_a/b",
+            "dl_é",
+            too_long.as_str(),
+        ] {
+            let err = DeadLetterId::new(bad).expect_err(bad);
+            assert!(err.to_string().contains("dead-letter id"), "{err}");
+        }
+    }
+
+    /// Story: an entry built by hand whose `record_len_bytes` is off would be written and
+    /// then never read back (`dlq list` skips it); encoding refuses it instead.
+    #[test]
+    fn an_entry_whose_record_length_is_off_is_not_encoded() {
+        let (_, hex) = WRITTEN_BY_FORMAT_1[0];
+        let mut entry = DeadLetter::decode(&from_hex(hex)).expect("decode");
+        entry.info.record_len_bytes += 1;
+        let err = entry.encode().expect_err("length off");
+        assert!(err.to_string().contains("record_len_bytes"), "{err}");
     }
 }

@@ -66,8 +66,9 @@ impl DeadLetterReason {
             .unwrap_or("other_rejected")
     }
 
-    /// The position of [`label`](Self::label) in [`LABELS`](Self::LABELS).
-    pub(crate) fn label_index(&self) -> usize {
+    /// The position of [`label`](Self::label) in [`LABELS`](Self::LABELS) (the worker's
+    /// counters are an array in that order).
+    pub fn label_index(&self) -> usize {
         match self {
             Self::Rejected { class, .. } => match class {
                 ErrorClass::BadRequest => 0,
