@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod proxy;
 mod tls;
+mod url;
 
 use std::fmt;
 use std::io::Read;
@@ -15,13 +16,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use config::{
-    defaults, normalize_endpoint, read_token_file, redact_url, url_has_credentials, ApiToken,
-    ClientConfig, ConfigError, ProxyUrl, DEFAULT_ENDPOINT, ENV_API_TOKEN, ENV_ENDPOINT,
+    defaults, normalize_endpoint, read_token_file, ApiToken, ClientConfig, DEFAULT_ENDPOINT,
+    ENV_API_TOKEN, ENV_ENDPOINT,
 };
+pub use error::ConfigError;
 pub use error::{parse_retry_after, DeliveryError, TimeoutPhase, BODY_EXCERPT_MAX_BYTES};
+pub use proxy::ProxyUrl;
 pub use proxy::{ProxyRoute, ProxySource};
 pub(crate) use tls::tls_config_for;
 pub use tls::TlsRoots;
+pub use url::{redact_url, url_has_credentials};
 
 use crate::escalation::{python_float_repr, Escalation, ImageError, ImageSource, ValidationError};
 

@@ -13,8 +13,8 @@ use escalation_queue::worker::{CircuitState, Severity};
 use serde::Serialize;
 
 use super::state::{ReaderState, WalState};
-use crate::commands::now_unix_ms;
 use crate::render::bytes;
+use escalation_queue::wal::clock::now_unix_ms;
 
 /// The overall verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -70,7 +70,7 @@ impl ReaderState {
         Self {
             queue_dir: queue_dir.to_path_buf(),
             started: Instant::now(),
-            started_unix_ms: crate::commands::now_unix_ms(),
+            started_unix_ms: escalation_queue::wal::clock::now_unix_ms(),
             thresholds,
             free_disk_bytes_min,
             inner: Mutex::new(Inner {
@@ -114,7 +114,7 @@ impl ReaderState {
         let mut inner = self.lock();
         let since_unix_ms = match &inner.wal {
             WalState::Failed { since_unix_ms, .. } => *since_unix_ms,
-            _ => crate::commands::now_unix_ms(),
+            _ => escalation_queue::wal::clock::now_unix_ms(),
         };
         inner.wal = WalState::Failed {
             error: error.to_string(),

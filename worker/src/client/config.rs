@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::proxy::ProxyRoute;
+use super::url::{redact_url, url_has_credentials};
 use super::tls::TlsRoots;
 
 /// Environment variable holding the API token.
@@ -100,152 +102,6 @@ pub fn read_token_file(path: &std::path::Path) -> Result<ApiToken, ConfigError> 
         text.to_owned()
     };
     ApiToken::new(token).map_err(|e| invalid(e.to_string()))
-}
-
-/// An HTTP proxy URL (`http://[user:pass@]host:port`). `Debug` hides any credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl(String);
-
-impl ProxyUrl {
-    /// Checks that `url` is an `http://` or `https://` proxy URL that ureq accepts (a
-    /// missing scheme means `http://`; SOCKS is not built in, so it is refused here rather
-    /// than failing at the first request).
-    pub fn new(url: impl Into<String>) -> Result<Self, ConfigError> {
-        let url = url.into();
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), None | Some("http" | "https")) {
-            return Err(ConfigError::InvalidProxy);
-        }
-        if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::InvalidProxy);
-        }
-        ureq::Proxy::new(&url).map_err(|_| ConfigError::InvalidProxy)?;
-        Ok(Self(url))
-    }
-
-    /// The URL, credentials included.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any credentials replaced by `<redacted>`, for logs.
-    pub fn redacted(&self) -> String {
-        redact_url(&self.0)
-    }
-
-    /// Whether the URL holds credentials (`user:password@`).
-    pub fn has_credentials(&self) -> bool {
-        url_has_credentials(&self.0)
-    }
-}
-
-impl fmt::Debug for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", self.0.as_str()));
-        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-        write!(f, "ProxyUrl({scheme}://{host})")
-    }
-}
-
-/// The authority of `url` (after `scheme://`, before the path), and where it starts.
-fn authority(url: &str) -> (usize, &str) {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    (start, &rest[..end])
-}
-
-/// Whether `url` carries credentials (`user[:password]@host`).
-pub fn url_has_credentials(url: &str) -> bool {
-    authority(url).1.contains('@')
-}
-
-/// `url` as it may be shown in a log line or an error: credentials (`user:password@`)
-/// become `<redacted>@` and a query string becomes `?<redacted>` (tokens travel in both).
-pub fn redact_url(url: &str) -> String {
-    let (start, auth) = authority(url);
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&url[..start]);
-    match auth.rsplit_once('@') {
-        Some((_, host)) => {
-            out.push_str("<redacted>@");
-            out.push_str(host);
-        }
-        None => out.push_str(auth),
-    }
-    let rest = &url[start + auth.len()..];
-    match rest.split_once('?') {
-        Some((path, _)) => {
-            out.push_str(path);
-            out.push_str("?<redacted>");
-        }
-        None => out.push_str(rest),
-    }
-    out
-}
-
-/// Why a client configuration is unusable.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// No token was configured.
-    #[error("no API token: set {var}")]
-    MissingToken {
-        /// The environment variable to set.
-        var: &'static str,
-    },
-    /// The token cannot be sent in a header.
-    #[error("invalid API token: {reason}")]
-    InvalidToken {
-        /// What is wrong (the token itself is never included).
-        reason: &'static str,
-    },
-    /// The endpoint is not an http(s) URL without credentials, query or fragment.
-    #[error("invalid API endpoint {endpoint:?}: {reason}")]
-    InvalidEndpoint {
-        /// The endpoint as given, credentials and query redacted ([`redact_url`]).
-        endpoint: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// The proxy URL is not one ureq accepts (the URL is not repeated: it may hold a password).
-    #[error("invalid proxy URL: expected http://[user:password@]host:port")]
-    InvalidProxy,
-    /// A proxy environment variable is set to something that is not a usable proxy URL.
-    #[error(
-        "environment variable {var} is not a usable proxy URL (expected \
-         http://[user:password@]host:port); fix or unset it"
-    )]
-    InvalidEnvProxy {
-        /// The variable.
-        var: &'static str,
-    },
-    /// The token file (`cloud.api_token_file`) is unusable.
-    #[error("cloud.api_token_file {path}: {reason}")]
-    InvalidTokenFile {
-        /// The file.
-        path: String,
-        /// What is wrong (the token itself is never included).
-        reason: String,
-    },
-    /// The extra CA file (`cloud.ca_file`) is unusable.
-    #[error("cloud.ca_file {path}: {reason}")]
-    InvalidCaFile {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A timeout is below its minimum.
-    #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
-    InvalidTimeout {
-        /// The field name.
-        field: &'static str,
-        /// The value.
-        value_ms: u64,
-        /// The minimum.
-        min_ms: u64,
-    },
 }
 
 /// Settings of [`GroundlightClient`](super::GroundlightClient).
@@ -390,6 +246,7 @@ pub fn normalize_endpoint(raw: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ProxyUrl;
 
     #[test]
     fn endpoint_normalisation_matches_the_sdk() {

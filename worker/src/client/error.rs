@@ -154,7 +154,7 @@ fn location_text(location: Option<&str>) -> String {
 pub(crate) fn shown_location(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let text: String = text.chars().flat_map(char::escape_default).collect();
-    let text = super::config::redact_url(&text);
+    let text = super::url::redact_url(&text);
     let mut out: String = text.chars().take(LOCATION_MAX_CHARS).collect();
     if text.chars().nth(LOCATION_MAX_CHARS).is_some() {
         out.push('…');
@@ -310,6 +310,70 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
         String::from_utf8_lossy(head).into_owned(),
         BODY_EXCERPT_MAX_BYTES,
     )
+}
+
+/// Why a client configuration is unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No token was configured.
+    #[error("no API token: set {var}")]
+    MissingToken {
+        /// The environment variable to set.
+        var: &'static str,
+    },
+    /// The token cannot be sent in a header.
+    #[error("invalid API token: {reason}")]
+    InvalidToken {
+        /// What is wrong (the token itself is never included).
+        reason: &'static str,
+    },
+    /// The endpoint is not an http(s) URL without credentials, query or fragment.
+    #[error("invalid API endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given, credentials and query redacted ([`redact_url`](super::redact_url)).
+        endpoint: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The proxy URL is not one ureq accepts (the URL is not repeated: it may hold a password).
+    #[error("invalid proxy URL: expected http://[user:password@]host:port")]
+    InvalidProxy,
+    /// A proxy environment variable is set to something that is not a usable proxy URL.
+    #[error(
+        "environment variable {var} is not a usable proxy URL (expected \
+         http://[user:password@]host:port); fix or unset it"
+    )]
+    InvalidEnvProxy {
+        /// The variable.
+        var: &'static str,
+    },
+    /// The token file (`cloud.api_token_file`) is unusable.
+    #[error("cloud.api_token_file {path}: {reason}")]
+    InvalidTokenFile {
+        /// The file.
+        path: String,
+        /// What is wrong (the token itself is never included).
+        reason: String,
+    },
+    /// The extra CA file (`cloud.ca_file`) is unusable.
+    #[error("cloud.ca_file {path}: {reason}")]
+    InvalidCaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A timeout is below its minimum.
+    #[error("{field} is {value_ms} ms; allowed: at least {min_ms} ms")]
+    InvalidTimeout {
+        /// The field name.
+        field: &'static str,
+        /// The value.
+        value_ms: u64,
+        /// The minimum.
+        min_ms: u64,
+    },
 }
 
 #[cfg(test)]

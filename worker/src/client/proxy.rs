@@ -7,7 +7,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::config::{ConfigError, ProxyUrl};
+use super::error::ConfigError;
+use super::url::{redact_url, url_has_credentials};
 
 /// Where a proxy setting came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +196,51 @@ fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
             u128::from(net) & mask == u128::from(ip) & mask
         }
         _ => false,
+    }
+}
+
+/// An HTTP proxy URL (`http://[user:pass@]host:port`). `Debug` hides any credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(String);
+
+impl ProxyUrl {
+    /// Checks that `url` is an `http://` or `https://` proxy URL that ureq accepts (a
+    /// missing scheme means `http://`; SOCKS is not built in, so it is refused here rather
+    /// than failing at the first request).
+    pub fn new(url: impl Into<String>) -> Result<Self, ConfigError> {
+        let url = url.into();
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), None | Some("http" | "https")) {
+            return Err(ConfigError::InvalidProxy);
+        }
+        if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::InvalidProxy);
+        }
+        ureq::Proxy::new(&url).map_err(|_| ConfigError::InvalidProxy)?;
+        Ok(Self(url))
+    }
+
+    /// The URL, credentials included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any credentials replaced by `<redacted>`, for logs.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+
+    /// Whether the URL holds credentials (`user:password@`).
+    pub fn has_credentials(&self) -> bool {
+        url_has_credentials(&self.0)
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", self.0.as_str()));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        write!(f, "ProxyUrl({scheme}://{host})")
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ureq::tls::{Certificate, PemItem, RootCerts};
 
-use super::config::ConfigError;
+use super::error::ConfigError;
 
 /// The root certificates a TLS connection to the endpoint is verified against.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::wait::{Wait, WaitCause};
 use crate::layout::Error;
 
 /// Backoff settings.
@@ -99,21 +98,15 @@ impl Backoff {
     }
 
     /// The delay before retry number `retry` (0 = first retry): a full-jitter draw, or the
-    /// server's `Retry-After` (capped at `retry_after_max_ms`) when that is longer.
+    /// server's `Retry-After` (capped at `retry_after_max_ms`) when that is longer. Which of
+    /// the two it was is the wait's cause (`Wait::after_retryable_failure`).
     pub fn delay(&mut self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        self.wait(retry, retry_after).length
+        self.jitter(retry).max(self.retry_after_capped(retry_after))
     }
 
-    /// [`delay`](Self::delay) with its cause: [`WaitCause::RetryAfter`] when the server's
-    /// request was longer than the jitter draw, else [`WaitCause::Backoff`].
-    pub fn wait(&mut self, retry: u32, retry_after: Option<Duration>) -> Wait {
-        let jitter = Duration::from_millis(self.rng.u64(0..=self.ceiling_ms(retry)));
-        let requested = self.retry_after_capped(retry_after);
-        if requested > jitter {
-            Wait::new(requested, WaitCause::RetryAfter)
-        } else {
-            Wait::new(jitter, WaitCause::Backoff)
-        }
+    /// A full-jitter draw for retry number `retry`: uniform in 0 to the retry's ceiling.
+    pub fn jitter(&mut self, retry: u32) -> Duration {
+        Duration::from_millis(self.rng.u64(0..=self.ceiling_ms(retry)))
     }
 
     /// The server's `Retry-After` cut to `retry_after_max_ms` (zero when there is none).

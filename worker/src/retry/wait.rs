@@ -95,7 +95,15 @@ impl Wait {
                     Self::new(probe_in, WaitCause::Breaker)
                 }
             }
-            None => backoff.wait(retries, retry_after),
+            None => {
+                let jitter = backoff.jitter(retries);
+                let requested = backoff.retry_after_capped(retry_after);
+                if requested > jitter {
+                    Self::new(requested, WaitCause::RetryAfter)
+                } else {
+                    Self::new(jitter, WaitCause::Backoff)
+                }
+            }
         }
     }
 }
