@@ -48,20 +48,7 @@ impl Destination for Recording<'_> {
 fn damage_is_raised_before_the_record_after_it_is_delivered() {
     let h = Harness::new();
     let items = h.enqueue(3);
-    let segment = std::fs::read_dir(h.root().join("wal"))
-        .expect("wal dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "seg"))
-        .expect("a segment file");
-    let mut bytes = std::fs::read(&segment).expect("read segment");
-    let needle = items[1].image_query_id.as_bytes();
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("second record in the segment");
-    bytes[at + 5] ^= 0xff;
-    std::fs::write(&segment, &bytes).expect("damage");
+    support::damage_record(&h.root(), &items[1].image_query_id);
 
     let dest = Recording {
         inner: h.client.as_ref(),

@@ -196,21 +196,7 @@ fn corruption_raises_one_critical_incident_and_the_rest_is_delivered() {
     // deliver the rest, and tell a human exactly where it was.
     let h = Harness::new();
     let items = h.enqueue(3);
-    let wal = h.root().join("wal");
-    let segment = std::fs::read_dir(&wal)
-        .expect("wal dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "seg"))
-        .expect("a segment file");
-    let mut bytes = std::fs::read(&segment).expect("read segment");
-    let needle = items[1].image_query_id.as_bytes();
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("second record in the segment");
-    bytes[at + 5] ^= 0xff;
-    std::fs::write(&segment, &bytes).expect("damage");
+    support::damage_record(&h.root(), &items[1].image_query_id);
     let (summary, _, _) = h.drain(fast_config());
     assert_eq!(summary.delivered, 2);
     let incident = raised_by_the_worker(&h, IncidentKind::Corruption, Severity::Critical);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::proxy::ProxyRoute;
-use super::url::{redact_url, url_has_credentials};
 use super::tls::TlsRoots;
+use super::url::{redact_url, url_has_credentials};
 
 /// Environment variable holding the API token.
 pub const ENV_API_TOKEN: &str = "GROUNDLIGHT_API_TOKEN";

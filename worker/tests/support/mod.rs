@@ -256,3 +256,22 @@ pub fn request_gaps_ms(mock: &MockCloud) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Flips a byte inside the record holding `image_query_id` in the queue's segment, so the
+/// reader finds a checksum mismatch there (and only there).
+pub fn damage_record(queue_root: &std::path::Path, image_query_id: &str) {
+    let segment = std::fs::read_dir(queue_root.join("wal"))
+        .expect("wal dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    let needle = image_query_id.as_bytes();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the record in the segment");
+    bytes[at + 5] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damage");
+}
