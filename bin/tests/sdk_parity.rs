@@ -417,11 +417,10 @@ fn our_submission_is_the_sdks_for_the_same_escalation_field_by_field() {
         let version = got["sdk_version"].as_str().unwrap_or("?").to_owned();
         let sdk = the_post(&sdk_seen.lock().expect("lock"));
 
-        let (our_endpoint, our_seen) = capture_server();
         let image_arg = image.to_str().expect("utf-8 path");
-        sandbox
-            .run(&[
-                "enqueue",
+        let ours = our_post(
+            &sandbox,
+            &[
                 "--detector-id",
                 "det_2sdkparity",
                 "--image",
@@ -438,13 +437,8 @@ fn our_submission_is_the_sdks_for_the_same_escalation_field_by_field() {
                 "0.9",
                 "--human-review",
                 "ALWAYS",
-            ])
-            .expect_code(0);
-        let mut drain = sandbox.command(&["drain", "--endpoint", &our_endpoint]);
-        drain.env("GROUNDLIGHT_API_TOKEN", TOKEN);
-        let out = sandbox.run_with(drain, None);
-        assert_eq!(out.code, Some(0), "{out:#?}");
-        let ours = the_post(&our_seen.lock().expect("lock"));
+            ],
+        );
 
         let what = format!("SDK {version} vs ours");
         assert_eq!(ours.method, sdk.method, "{what}");
@@ -512,11 +506,10 @@ fn metadata_in_any_key_order_means_the_same_from_us_and_the_sdk() {
         &submission,
     );
     let sdk = the_post(&sdk_seen.lock().expect("lock"));
-    let (our_endpoint, our_seen) = capture_server();
     let image_arg = image.to_str().expect("utf-8 path");
-    sandbox
-        .run(&[
-            "enqueue",
+    let ours = our_post(
+        &sandbox,
+        &[
             "--detector-id",
             "det_2sdkparity",
             "--image",
@@ -525,12 +518,8 @@ fn metadata_in_any_key_order_means_the_same_from_us_and_the_sdk() {
             "iq_2metadataorder",
             "--metadata",
             metadata,
-        ])
-        .expect_code(0);
-    let mut drain = sandbox.command(&["drain", "--endpoint", &our_endpoint]);
-    drain.env("GROUNDLIGHT_API_TOKEN", TOKEN);
-    assert_eq!(sandbox.run_with(drain, None).code, Some(0));
-    let ours = the_post(&our_seen.lock().expect("lock"));
+        ],
+    );
     let decoded = |r: &Captured| decode_metadata(&r.param("metadata").expect("metadata"));
     assert_eq!(decoded(&ours), decoded(&sdk));
     assert_eq!(
@@ -538,4 +527,19 @@ fn metadata_in_any_key_order_means_the_same_from_us_and_the_sdk() {
         sdk.param("metadata").map(|m| m.len()),
         "same json.dumps length, so the same size limit applies"
     );
+}
+
+/// Our request for the escalation `enqueue_args` describe: the real binary's `enqueue`,
+/// then `drain` to a capture server on loopback; the one POST it received.
+fn our_post(sandbox: &Sandbox, enqueue_args: &[&str]) -> Captured {
+    let (our_endpoint, our_seen) = capture_server();
+    let mut args = vec!["enqueue"];
+    args.extend_from_slice(enqueue_args);
+    sandbox.run(&args).expect_code(0);
+    let mut drain = sandbox.command(&["drain", "--endpoint", &our_endpoint]);
+    drain.env("GROUNDLIGHT_API_TOKEN", TOKEN);
+    let out = sandbox.run_with(drain, None);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let post = the_post(&our_seen.lock().expect("lock"));
+    post
 }
