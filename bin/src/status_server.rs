@@ -1,13 +1,16 @@
-//! The reader's status server: `GET /health`, `GET /stats` (JSON) and `GET /metrics`
-//! (Prometheus text). Anything else gets 404, other methods 405, a request with a body
-//! 413. Every answer is computed from in-memory state (plus one `statvfs`), so a scrape
-//! never touches the queue's files. The network side (`serve`) is hyper's HTTP/1 server on
+//! The reader's status server: `GET /` (the HTML status page), `GET /health`, `GET /stats`
+//! (JSON) and `GET /metrics` (Prometheus text). Anything else gets 404, other methods 405,
+//! a request with a body 413. Every answer is computed from in-memory state (plus one
+//! `statvfs`), so a scrape never touches the queue's files; only the page lists the dead
+//! letters, read-only and cached (see `page`). The network side (`serve`) is hyper's HTTP/1 server on
 //! a single-threaded tokio runtime in one thread, with every client-controlled cost
 //! bounded and panics caught, so that no client can end the reader or take the worker's
 //! file descriptors.
 
 mod health;
+mod history;
 mod metrics;
+mod page;
 mod serve;
 mod state;
 
@@ -36,6 +39,7 @@ pub struct App {
     registry: Registry,
     limits: Limits,
     counters: Counters,
+    page: page::PageState,
 }
 
 impl App {
@@ -45,6 +49,7 @@ impl App {
             state,
             limits,
             counters: Counters::default(),
+            page: page::PageState::default(),
         }
     }
 }
@@ -79,7 +84,7 @@ impl StatusServer {
         tracing::info!(
             addr = %bound,
             connections_max = limits.connections_max,
-            "status server listening (/health, /stats, /metrics)"
+            "status server listening (/, /health, /stats, /metrics)"
         );
         Ok(Self {
             addr: bound,
@@ -112,13 +117,15 @@ impl Drop for StatusServer {
     }
 }
 
-/// What one request gets: status, content type, body.
-fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
+/// What one request gets: status, content type, body. `target` is the path with its
+/// query, if any.
+fn route(method: &str, target: &str, app: &App) -> (u16, &'static str, String) {
     let state = &app.state;
-    let path = path.split('?').next().unwrap_or("");
-    if !matches!(path, "/health" | "/stats" | "/metrics") {
-        let body =
-            json!({ "error": format!("no such path {path}; try /health, /stats or /metrics") });
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !matches!(path, "/" | "/health" | "/stats" | "/metrics") {
+        let body = json!({
+            "error": format!("no such path {path}; try / (the status page), /health, /stats or /metrics")
+        });
         return (404, JSON, body.to_string());
     }
     if method != "GET" && method != "HEAD" {
@@ -126,6 +133,11 @@ fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
         return (405, JSON, body.to_string());
     }
     match path {
+        "/" => (
+            200,
+            page::CONTENT_TYPE,
+            page::render(state, &app.page, query),
+        ),
         "/health" => {
             let health = evaluate(state);
             (health.status.http_status(), JSON, to_json(&health))
@@ -188,6 +200,10 @@ mod tests {
     fn routes_answer_404_and_405_for_the_rest() {
         let (_dir, app) = app();
         assert_eq!(route("GET", "/nope", &app).0, 404);
+        assert_eq!(route("POST", "/", &app).0, 405);
+        let (status, content_type, body) = route("GET", "/?page=2", &app);
+        assert_eq!((status, content_type), (200, page::CONTENT_TYPE));
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
         assert_eq!(route("POST", "/health", &app).0, 405);
         assert_eq!(route("DELETE", "/metrics", &app).0, 405);
         let (status, _, body) = route("GET", "/stats?x=1", &app);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -24,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{route, App, JSON};
+use super::{page, route, App, JSON};
 
 /// How often the accept loop checks whether it should stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -205,6 +207,11 @@ async fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBo
     let mut refused_warned = Throttle::default();
     let mut errors_warned = Throttle::default();
     while !stopping.load(Ordering::Acquire) {
+        // The status page's per-minute history is fed here, whether or not anyone looks.
+        let stats = app.state.snapshot().stats;
+        app.page
+            .history
+            .tick(crate::commands::now_unix_ms(), &stats);
         let Ok(accepted) = tokio::time::timeout(POLL_INTERVAL, listener.accept()).await else {
             continue;
         };
@@ -290,9 +297,19 @@ pub fn respond(request: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> 
         return response;
     }
     let method = request.method().as_str();
-    let path = request.uri().path();
-    let (status, content_type, body) = guarded(app, || route(method, path, app));
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let (status, content_type, body) = guarded(app, || route(method, target, app));
     let mut response = build(status, content_type, body);
+    if content_type == page::CONTENT_TYPE {
+        // A second wall behind escaping: the page runs no script and loads nothing.
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"),
+        );
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    }
     if status == 405 {
         response
             .headers_mut()
