@@ -7,6 +7,7 @@
 //! bounded and panics caught, so that no client can end the reader or take the worker's
 //! file descriptors.
 
+mod actions;
 mod health;
 mod history;
 mod metrics;
@@ -40,16 +41,32 @@ pub struct App {
     limits: Limits,
     counters: Counters,
     page: page::PageState,
+    /// The CSRF token of the page's forms, when `status.actions_enabled`.
+    csrf_token: Option<String>,
 }
 
 impl App {
     fn new(state: Arc<ReaderState>, limits: Limits) -> Self {
+        let csrf_token = match state.thresholds.actions_enabled {
+            true => actions::new_token(),
+            false => None,
+        };
+        match (state.thresholds.actions_enabled, &csrf_token) {
+            (true, Some(_)) => tracing::warn!(
+                "status.actions_enabled: the status page offers replay and purge of dead letters"
+            ),
+            (true, None) => tracing::error!(
+                "status.actions_enabled, but no CSRF token could be made (/dev/urandom): the page stays read-only"
+            ),
+            (false, _) => {}
+        }
         Self {
             registry: metrics::registry(Arc::clone(&state)),
             state,
             limits,
             counters: Counters::default(),
             page: page::PageState::default(),
+            csrf_token,
         }
     }
 }
@@ -136,7 +153,7 @@ fn route(method: &str, target: &str, app: &App) -> (u16, &'static str, String) {
         "/" => (
             200,
             page::CONTENT_TYPE,
-            page::render(state, &app.page, query),
+            page::render(state, &app.page, query, app.csrf_token.as_deref()),
         ),
         "/health" => {
             let health = evaluate(state);
@@ -169,6 +186,24 @@ fn route(method: &str, target: &str, app: &App) -> (u16, &'static str, String) {
     }
 }
 
+/// The answer to `POST /actions` with `body` (already read, at most
+/// [`actions::BODY_BYTES_MAX`]); 404 when actions are off.
+fn route_action(body: &[u8], app: &App) -> (u16, &'static str, String) {
+    match &app.csrf_token {
+        Some(token) => {
+            let (status, html) = actions::handle(&app.state, token, body);
+            app.page.forget_dead_letters();
+            (status, page::CONTENT_TYPE, html)
+        }
+        None => (
+            404,
+            JSON,
+            json!({ "error": "no such path; actions are off (status.actions_enabled)" })
+                .to_string(),
+        ),
+    }
+}
+
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string())
 }
@@ -186,6 +221,7 @@ mod tests {
             oldest_pending_degraded_ms: 600_000,
             disk_free_degraded_bytes: 0,
             critical_incident_degraded_ms: 0,
+            actions_enabled: false,
         };
         let state = Arc::new(ReaderState::new(dir.path(), thresholds, 0));
         (dir, state)

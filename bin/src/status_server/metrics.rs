@@ -273,6 +273,7 @@ mod tests {
             oldest_pending_degraded_ms: 1,
             disk_free_degraded_bytes: 0,
             critical_incident_degraded_ms: 0,
+            actions_enabled: false,
         };
         let state = Arc::new(ReaderState::new(dir.path(), thresholds, 0));
         let text = encode(&registry(state)).expect("encode");

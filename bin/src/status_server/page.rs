@@ -2,7 +2,9 @@
 //! (an edge box is often offline) and no script: health with its reasons, the queue, a
 //! chart of the last hour of delivery (inline SVG, from [`History`]), the breaker and
 //! auth pause with the next attempt, the latest dead letters (paged with `?page=N`) and
-//! the latest incidents. It reloads itself with `<meta http-equiv="refresh">`. Read-only.
+//! the latest incidents. It reloads itself with `<meta http-equiv="refresh">`. Read-only
+//! unless `status.actions_enabled`: then each dead letter has a replay/purge form (see
+//! `actions`).
 //!
 //! Everything that comes from outside (detector ids, error messages, response bodies,
 //! incident titles, the queue path) goes through [`escape`]; the response also carries a
@@ -59,6 +61,14 @@ struct Cached {
 }
 
 impl PageState {
+    /// Drops the dead-letter cache (after a replay or purge).
+    pub fn forget_dead_letters(&self) {
+        *self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// The newest dead letters (newest first), how many there are in all, or why they
     /// could not be read.
     fn dead_letters(
@@ -140,7 +150,7 @@ pub fn requested_page(query: &str) -> usize {
 }
 
 /// The page for `query` (the part after `?`).
-pub fn render(state: &ReaderState, page: &PageState, query: &str) -> String {
+pub fn render(state: &ReaderState, page: &PageState, query: &str, token: Option<&str>) -> String {
     let now_ms = now_unix_ms();
     let snap = state.snapshot();
     page.history.record(now_ms, Totals::of(&snap.stats));
@@ -244,7 +254,14 @@ pub fn render(state: &ReaderState, page: &PageState, query: &str) -> String {
     // Dead letters.
     let (entries, total) =
         page.dead_letters(state.dead_letters(), stats.dead_lettered_total, now_ms);
-    dead_letters(&mut html, entries, total, requested_page(query), now_ms);
+    dead_letters(
+        &mut html,
+        entries,
+        total,
+        requested_page(query),
+        now_ms,
+        token,
+    );
 
     // Incidents.
     html.push_str("<section id=\"incidents\" class=\"card\"><h2>Latest incidents</h2>\n");
@@ -336,6 +353,7 @@ fn dead_letters(
     total: usize,
     page: usize,
     now_ms: u64,
+    token: Option<&str>,
 ) {
     let _ = writeln!(
         html,
@@ -358,7 +376,10 @@ fn dead_letters(
     }
     let pages = entries.len().div_ceil(DEAD_LETTERS_PER_PAGE);
     let page = page.min(pages);
-    html.push_str("<p class=\"note\">Newest first. Replay or purge with <code>escalation-queue dlq replay</code> / <code>dlq purge</code>.</p>\n<ul class=\"dead-letters\">\n");
+    html.push_str(match token {
+        Some(_) => "<p class=\"note\">Newest first. Replay or purge one below (tick the box first), or all with <code>escalation-queue dlq replay</code> / <code>dlq purge</code>.</p>\n<ul class=\"dead-letters\">\n",
+        None => "<p class=\"note\">Newest first. Replay or purge with <code>escalation-queue dlq replay</code> / <code>dlq purge</code>.</p>\n<ul class=\"dead-letters\">\n",
+    });
     for info in entries
         .iter()
         .skip((page - 1) * DEAD_LETTERS_PER_PAGE)
@@ -382,6 +403,19 @@ fn dead_letters(
                 html,
                 "<br>response: <code class=\"response\">{}</code>",
                 excerpt(&info.response_excerpt)
+            );
+        }
+        if let Some(token) = token {
+            let _ = write!(
+                html,
+                "<form method=\"post\" action=\"/actions\" class=\"action\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                 <input type=\"hidden\" name=\"id\" value=\"{id}\">\
+                 <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> I mean it</label> \
+                 <button name=\"action\" value=\"replay\">Replay</button> \
+                 <button name=\"action\" value=\"purge\">Purge</button></form>",
+                token = escape(token),
+                id = escape(info.id.as_str()),
             );
         }
         html.push_str("</li>\n");
