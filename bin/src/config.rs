@@ -179,6 +179,8 @@ pub struct StatusConfig {
     pub disk_free_degraded_bytes: u64,
     /// A CRITICAL incident this recent: degraded (0: off).
     pub critical_incident_degraded_ms: u64,
+    /// Replay and purge from the status page (behind a confirmation and a CSRF token).
+    pub actions_enabled: bool,
 }
 
 impl Config {
@@ -536,6 +538,7 @@ fn status_config(s: &StatusSection, layers: &Layers) -> Result<StatusConfig, Usa
         oldest_pending_degraded_ms: s.oldest_pending_degraded_ms,
         disk_free_degraded_bytes: s.disk_free_degraded_bytes,
         critical_incident_degraded_ms: s.critical_incident_degraded_ms,
+        actions_enabled: s.actions_enabled,
     })
 }
 

@@ -1,13 +1,17 @@
-//! The reader's status server: `GET /health`, `GET /stats` (JSON) and `GET /metrics`
-//! (Prometheus text). Anything else gets 404, other methods 405, a request with a body
-//! 413. Every answer is computed from in-memory state (plus one `statvfs`), so a scrape
-//! never touches the queue's files. The network side (`serve`) is hyper's HTTP/1 server on
+//! The reader's status server: `GET /` (the HTML status page), `GET /health`, `GET /stats`
+//! (JSON) and `GET /metrics` (Prometheus text). Anything else gets 404, other methods 405,
+//! a request with a body 413. Every answer is computed from in-memory state (plus one
+//! `statvfs`), so a scrape never touches the queue's files; only the page lists the dead
+//! letters, read-only and cached (see `page`). The network side (`serve`) is hyper's HTTP/1 server on
 //! a single-threaded tokio runtime in one thread, with every client-controlled cost
 //! bounded and panics caught, so that no client can end the reader or take the worker's
 //! file descriptors.
 
+mod actions;
 mod health;
+mod history;
 mod metrics;
+mod page;
 mod serve;
 mod state;
 
@@ -36,15 +40,33 @@ pub struct App {
     registry: Registry,
     limits: Limits,
     counters: Counters,
+    page: page::PageState,
+    /// The CSRF token of the page's forms, when `status.actions_enabled`.
+    csrf_token: Option<String>,
 }
 
 impl App {
     fn new(state: Arc<ReaderState>, limits: Limits) -> Self {
+        let csrf_token = match state.thresholds.actions_enabled {
+            true => actions::new_token(),
+            false => None,
+        };
+        match (state.thresholds.actions_enabled, &csrf_token) {
+            (true, Some(_)) => tracing::warn!(
+                "status.actions_enabled: the status page offers replay and purge of dead letters"
+            ),
+            (true, None) => tracing::error!(
+                "status.actions_enabled, but no CSRF token could be made (/dev/urandom): the page stays read-only"
+            ),
+            (false, _) => {}
+        }
         Self {
             registry: metrics::registry(Arc::clone(&state)),
             state,
             limits,
             counters: Counters::default(),
+            page: page::PageState::default(),
+            csrf_token,
         }
     }
 }
@@ -79,7 +101,7 @@ impl StatusServer {
         tracing::info!(
             addr = %bound,
             connections_max = limits.connections_max,
-            "status server listening (/health, /stats, /metrics)"
+            "status server listening (/, /health, /stats, /metrics)"
         );
         Ok(Self {
             addr: bound,
@@ -112,13 +134,15 @@ impl Drop for StatusServer {
     }
 }
 
-/// What one request gets: status, content type, body.
-fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
+/// What one request gets: status, content type, body. `target` is the path with its
+/// query, if any.
+fn route(method: &str, target: &str, app: &App) -> (u16, &'static str, String) {
     let state = &app.state;
-    let path = path.split('?').next().unwrap_or("");
-    if !matches!(path, "/health" | "/stats" | "/metrics") {
-        let body =
-            json!({ "error": format!("no such path {path}; try /health, /stats or /metrics") });
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !matches!(path, "/" | "/health" | "/stats" | "/metrics") {
+        let body = json!({
+            "error": format!("no such path {path}; try / (the status page), /health, /stats or /metrics")
+        });
         return (404, JSON, body.to_string());
     }
     if method != "GET" && method != "HEAD" {
@@ -126,6 +150,11 @@ fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
         return (405, JSON, body.to_string());
     }
     match path {
+        "/" => (
+            200,
+            page::CONTENT_TYPE,
+            page::render(state, &app.page, query, app.csrf_token.as_deref()),
+        ),
         "/health" => {
             let health = evaluate(state);
             (health.status.http_status(), JSON, to_json(&health))
@@ -157,6 +186,24 @@ fn route(method: &str, path: &str, app: &App) -> (u16, &'static str, String) {
     }
 }
 
+/// The answer to `POST /actions` with `body` (already read, at most
+/// [`actions::BODY_BYTES_MAX`]); 404 when actions are off.
+fn route_action(body: &[u8], app: &App) -> (u16, &'static str, String) {
+    match &app.csrf_token {
+        Some(token) => {
+            let (status, html) = actions::handle(&app.state, token, body);
+            app.page.forget_dead_letters();
+            (status, page::CONTENT_TYPE, html)
+        }
+        None => (
+            404,
+            JSON,
+            json!({ "error": "no such path; actions are off (status.actions_enabled)" })
+                .to_string(),
+        ),
+    }
+}
+
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string())
 }
@@ -174,6 +221,7 @@ mod tests {
             oldest_pending_degraded_ms: 600_000,
             disk_free_degraded_bytes: 0,
             critical_incident_degraded_ms: 0,
+            actions_enabled: false,
         };
         let state = Arc::new(ReaderState::new(dir.path(), thresholds, 0));
         (dir, state)
@@ -188,6 +236,10 @@ mod tests {
     fn routes_answer_404_and_405_for_the_rest() {
         let (_dir, app) = app();
         assert_eq!(route("GET", "/nope", &app).0, 404);
+        assert_eq!(route("POST", "/", &app).0, 405);
+        let (status, content_type, body) = route("GET", "/?page=2", &app);
+        assert_eq!((status, content_type), (200, page::CONTENT_TYPE));
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
         assert_eq!(route("POST", "/health", &app).0, 405);
         assert_eq!(route("DELETE", "/metrics", &app).0, 405);
         let (status, _, body) = route("GET", "/stats?x=1", &app);

@@ -87,7 +87,15 @@ fn serve_status(
     serve: bool,
 ) -> anyhow::Result<(Arc<ReaderState>, Option<StatusServer>)> {
     let free_min = config.queue.free_disk_bytes_min;
-    let state = Arc::new(ReaderState::new(dir, config.status.clone(), free_min));
+    let mut state = ReaderState::new(dir, config.status.clone(), free_min);
+    // The status page lists the dead letters (read-only); without them it says none.
+    match escalation_queue::DeadLetterQueue::open(dir, config.queue.clone()) {
+        Ok(queue) => {
+            state = state.with_dead_letters(queue.with_retention_ms(config.worker.retention_ms))
+        }
+        Err(e) => tracing::warn!(error = %e, "the status page cannot list dead letters"),
+    }
+    let state = Arc::new(state);
     let server = match serve {
         true => Some(StatusServer::start(config.status.addr, Arc::clone(&state))?),
         false => None,

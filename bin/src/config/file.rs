@@ -202,6 +202,9 @@ pub struct StatusSection {
     /// /health is `degraded` for this long after a CRITICAL incident (corruption, auth
     /// failure, disk full). Default 900000 (15 min); 0 disables.
     pub critical_incident_degraded_ms: u64,
+    /// Offer replay and purge of dead letters on the status page (`/`), each behind a
+    /// confirmation and a POST carrying the page's CSRF token. Default false: read-only.
+    pub actions_enabled: bool,
 }
 
 impl Default for StatusSection {
@@ -212,6 +215,7 @@ impl Default for StatusSection {
             oldest_pending_degraded_ms: 600_000,
             disk_free_degraded_bytes: 1 << 30,
             critical_incident_degraded_ms: 900_000,
+            actions_enabled: false,
         }
     }
 }

@@ -219,6 +219,7 @@ mod tests {
             oldest_pending_degraded_ms: 600_000,
             disk_free_degraded_bytes,
             critical_incident_degraded_ms: 900_000,
+            actions_enabled: false,
         }
     }
 

@@ -141,7 +141,21 @@ impl Collector for ReaderCollector {
                 help,
                 disk.free_bytes as f64,
             )?;
+            let help = "Size of the queue's file system.";
+            gauge(
+                &mut enc,
+                "escalation_queue_disk_total_bytes",
+                help,
+                disk.total_bytes as f64,
+            )?;
         }
+        let help = "queue.free_disk_bytes_min: below it the queue refuses new segments.";
+        gauge(
+            &mut enc,
+            "escalation_queue_disk_free_min_bytes",
+            help,
+            self.0.free_disk_bytes_min as f64,
+        )?;
         let metric = ConstGauge::new(0_i64);
         let mut family = enc.encode_descriptor(
             "escalation_queue_circuit_state",
@@ -259,6 +273,7 @@ mod tests {
             oldest_pending_degraded_ms: 1,
             disk_free_degraded_bytes: 0,
             critical_incident_degraded_ms: 0,
+            actions_enabled: false,
         };
         let state = Arc::new(ReaderState::new(dir.path(), thresholds, 0));
         let text = encode(&registry(state)).expect("encode");

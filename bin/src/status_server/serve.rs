@@ -2,7 +2,8 @@
 //! with hyper's HTTP/1 server. Everything a client can make it spend is bounded: open
 //! connections (the excess are accepted and closed at once), header bytes and count, the
 //! time to send a request head (which is also the keep-alive idle time), and the whole
-//! life of a connection. Request bodies are never read. A panic anywhere in here is
+//! life of a connection. Request bodies are never read, except the status page's small
+//! form (`POST /actions`, at most 4 KiB, only when `status.actions_enabled`). A panic anywhere in here is
 //! caught; the server logs it and starts again, and the reader's worker never sees it.
 
 use std::convert::Infallible;
@@ -14,9 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -24,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{route, App, JSON};
+use super::{actions, page, route, route_action, App, JSON};
 
 /// How often the accept loop checks whether it should stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -205,6 +209,11 @@ async fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBo
     let mut refused_warned = Throttle::default();
     let mut errors_warned = Throttle::default();
     while !stopping.load(Ordering::Acquire) {
+        // The status page's per-minute history is fed here, whether or not anyone looks.
+        let stats = app.state.snapshot().stats;
+        app.page
+            .history
+            .tick(crate::commands::now_unix_ms(), &stats);
         let Ok(accepted) = tokio::time::timeout(POLL_INTERVAL, listener.accept()).await else {
             continue;
         };
@@ -262,8 +271,14 @@ async fn connection(stream: TcpStream, slot: Slot) {
         .max_headers(limits.headers_max)
         .keep_alive(true);
     let service = service_fn(move |request: Request<Incoming>| {
-        let response = respond(&request, &app);
-        async move { Ok::<_, Infallible>(response) }
+        let app = Arc::clone(&app);
+        async move {
+            let response = match is_action(&request, &app) {
+                true => respond_action(request, &app).await,
+                false => respond(&request, &app),
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let serving = builder.serve_connection(TokioIo::new(stream), service);
     let deadline = Duration::from_millis(limits.connection_deadline_ms);
@@ -290,15 +305,73 @@ pub fn respond(request: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> 
         return response;
     }
     let method = request.method().as_str();
-    let path = request.uri().path();
-    let (status, content_type, body) = guarded(app, || route(method, path, app));
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let (status, content_type, body) = guarded(app, || route(method, target, app));
     let mut response = build(status, content_type, body);
+    if content_type == page::CONTENT_TYPE {
+        page_headers(&mut response, app);
+    }
     if status == 405 {
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
     response
+}
+
+/// Whether `request` is the one kind whose body is read: `POST /actions` with a
+/// `Content-Length` of at most [`actions::BODY_BYTES_MAX`], when actions are enabled.
+fn is_action(request: &Request<Incoming>, app: &App) -> bool {
+    let length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    app.csrf_token.is_some()
+        && request.method() == hyper::Method::POST
+        && request.uri().path() == actions::PATH
+        && length.is_some_and(|n| n <= actions::BODY_BYTES_MAX)
+}
+
+/// `POST /actions`: reads the announced body (at most [`actions::BODY_BYTES_MAX`], within
+/// the head timeout), then answers it. The connection is closed afterwards.
+async fn respond_action(request: Request<Incoming>, app: &Arc<App>) -> Response<Full<Bytes>> {
+    let limit = Duration::from_millis(app.limits.header_timeout_ms);
+    let body = Limited::new(request.into_body(), actions::BODY_BYTES_MAX);
+    let (status, content_type, text) = match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(collected)) => guarded(app, || route_action(&collected.to_bytes(), app)),
+        Ok(Err(_)) => (
+            413,
+            JSON,
+            r#"{"error":"the form is larger than 4 KiB or was cut off"}"#.to_owned(),
+        ),
+        Err(_) => (
+            408,
+            JSON,
+            r#"{"error":"the form did not arrive in time"}"#.to_owned(),
+        ),
+    };
+    let mut response = build(status, content_type, text);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    if content_type == page::CONTENT_TYPE {
+        page_headers(&mut response, app);
+    }
+    response
+}
+
+/// A second wall behind escaping: the page runs no script and loads nothing; its forms
+/// (when actions are on) post to itself only.
+fn page_headers(response: &mut Response<Full<Bytes>>, app: &App) {
+    let policy = match app.csrf_token.is_some() {
+        true => "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        false => "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'",
+    };
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 /// `answer()`, or 500 if it panics (counted and logged; the server goes on).
@@ -379,6 +452,7 @@ mod tests {
                 oldest_pending_degraded_ms: 1,
                 disk_free_degraded_bytes: 0,
                 critical_incident_degraded_ms: 0,
+                actions_enabled: false,
             },
             0,
         ));

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use escalation_queue::worker::Incidents;
-use escalation_queue::{Stats, Worker};
+use escalation_queue::{DeadLetterQueue, Stats, Worker};
 use serde::Serialize;
 
 use crate::config::StatusConfig;
@@ -40,6 +40,7 @@ pub struct ReaderState {
     pub thresholds: StatusConfig,
     /// `queue.free_disk_bytes_min`: below it the queue refuses new segments.
     pub free_disk_bytes_min: u64,
+    dead_letters: Option<DeadLetterQueue>,
     inner: Mutex<Inner>,
 }
 
@@ -73,6 +74,7 @@ impl ReaderState {
             started_unix_ms: escalation_queue::wal::clock::now_unix_ms(),
             thresholds,
             free_disk_bytes_min,
+            dead_letters: None,
             inner: Mutex::new(Inner {
                 stats: Arc::new(Stats::default()),
                 incidents: None,
@@ -80,6 +82,18 @@ impl ReaderState {
                 restarts: 0,
             }),
         }
+    }
+
+    /// The queue's dead letters, listed read-only by the status page.
+    #[must_use]
+    pub fn with_dead_letters(mut self, dead_letters: DeadLetterQueue) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
+    }
+
+    /// The queue's dead letters, when the page may list them.
+    pub fn dead_letters(&self) -> Option<&DeadLetterQueue> {
+        self.dead_letters.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -466,3 +466,50 @@ pub fn run_on_terminal(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -
     }
     sandbox.run_with(cmd, None)
 }
+
+impl Sandbox {
+    /// Enqueues `n` escalations for `detector_id`; returns their image query ids.
+    pub fn enqueue_for(&self, detector_id: &str, n: usize) -> Vec<String> {
+        let queue = escalation_queue::EscalationQueue::open(self.queue_dir()).expect("open");
+        (0..n)
+            .map(|i| {
+                let image = format!("image {i} for {detector_id}").into_bytes();
+                let esc = escalation_queue::Escalation::new(
+                    detector_id,
+                    escalation_queue::ImageSource::Inline(image.into()),
+                );
+                queue.enqueue(&esc).expect("enqueue").image_query_id
+            })
+            .collect()
+    }
+}
+
+/// One HTTP/1.0 request with a urlencoded `body`; returns the status code, the headers
+/// and the body of the answer.
+pub fn http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to status");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), rest.to_owned())
+}
