@@ -24,8 +24,8 @@ use escalation_queue::DeadLetterQueue;
 use super::health::{evaluate, Status};
 use super::history::{History, MinuteCounts, Totals};
 use super::state::ReaderState;
-use crate::commands::now_unix_ms;
 use crate::render::{bytes, count, duration_ms};
+use escalation_queue::wal::clock::now_unix_ms;
 
 /// The `Content-Type` of the page.
 pub const CONTENT_TYPE: &str = "text/html; charset=utf-8";

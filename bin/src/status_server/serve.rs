@@ -210,10 +210,10 @@ async fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBo
     let mut errors_warned = Throttle::default();
     while !stopping.load(Ordering::Acquire) {
         // The status page's per-minute history is fed here, whether or not anyone looks.
-        let stats = app.state.snapshot().stats;
+        let stats = app.state.stats();
         app.page
             .history
-            .tick(crate::commands::now_unix_ms(), &stats);
+            .tick(escalation_queue::wal::clock::now_unix_ms(), &stats);
         let Ok(accepted) = tokio::time::timeout(POLL_INTERVAL, listener.accept()).await else {
             continue;
         };

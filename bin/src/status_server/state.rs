@@ -146,6 +146,12 @@ impl ReaderState {
         self.lock().wal = WalState::Stopping;
     }
 
+    /// The worker's counters alone (what the page's history samples), without copying
+    /// the rest of a [`Snapshot`].
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.lock().stats)
+    }
+
     /// A consistent copy.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
