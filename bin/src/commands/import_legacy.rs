@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use escalation_queue::wal::{Durability, Error as WalError, Reader};
+use escalation_queue::wal::{Durability, Error as WalError, Reader, RealStorage, Storage as _};
 use escalation_queue::worker::{DeadLetterSink, DedupeSet, Metadata, WORKER_CURSOR};
 use escalation_queue::{
     DeadLetterQueue, Error, Escalation, EscalationQueue, HumanReview, ImageSource, QueueLayout,
@@ -851,7 +851,7 @@ fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    match fs::File::open(dir).and_then(|d| d.sync_all()) {
+    match RealStorage.sync_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot sync {}", dir.display())),
