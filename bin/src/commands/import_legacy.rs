@@ -510,8 +510,14 @@ impl<'a> Run<'a> {
         if self.dry_run() {
             return Ok(());
         }
-        // Everything from this file is durable: the file (and its tracker) can go, then
-        // the images. A file that holds damage is kept for a human, out of the queue.
+        // Everything from this file is durable: its images can go, then the file (and its
+        // tracker). Images first: a run killed in between finds the file again, skips its
+        // lines as already imported (before reading any image) and removes the rest of
+        // them; the other order would leave images that no file names any more. A file
+        // that holds damage is kept for a human, out of the queue.
+        for image in &images {
+            remove(image)?;
+        }
         let archive = line_damage;
         let dir = file
             .path
@@ -537,9 +543,6 @@ impl<'a> Run<'a> {
             }
         }
         sync_dir(&dir)?;
-        for image in &images {
-            remove(image)?;
-        }
         Ok(())
     }
 
